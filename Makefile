@@ -1,0 +1,34 @@
+# Two commands do everything on a fresh machine: `make sweep` and `make test`.
+PY := .venv/bin/python
+PIP := .venv/bin/pip
+STAMP := .venv/.installed
+
+export MUJOCO_GL ?= egl
+
+.PHONY: install sweep test test-fast bench report clean
+
+install: $(STAMP)
+
+# torch first, with plain pip: `torch==2.13.0` resolves to the CPU wheel on this machine's disk.
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3.11 -m venv .venv
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet torch==2.13.0
+	$(PIP) install --quiet -e '.[dev]'
+	$(PIP) check
+	touch $(STAMP)
+
+sweep: install
+	$(PY) -m rlsweep -m +experiment=sweep_smoke
+
+test: install
+	$(PY) -m pytest -q
+
+test-fast: install
+	$(PY) -m pytest -q -m "not slow"
+
+bench: install
+	$(PY) -m bench
+
+clean:
+	rm -rf .venv multirun outputs .pytest_cache

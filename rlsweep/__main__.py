@@ -1,0 +1,32 @@
+"""`python -m rlsweep [overrides]` trains one run; with `-m` it sweeps (see README)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from rlsweep.cli import preflight
+
+log = logging.getLogger("rlsweep")
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> float:
+    from rlsweep.train import train  # heavy imports (torch, robosuite) only once input is valid
+
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    metrics = train(cfg, run_dir)
+    log.info("%s: success_rate=%s mean_return=%s env_steps=%d (%.0f env steps/s) -> %s",
+             metrics["status"], metrics["success_rate"], metrics["mean_return"],
+             metrics["env_steps"], metrics["env_steps_per_s"], run_dir)
+    return metrics["success_rate"]
+
+
+if __name__ == "__main__":
+    preflight(sys.argv[1:])
+    main()

@@ -1,0 +1,76 @@
+"""Checks of the command line that run before Hydra, so bad input costs one line, not a trace.
+
+Hydra reports an unknown group option or a mistyped value as a multi-line message; a run that
+composes fine but has a bad value would only fail once envs are built. `preflight` turns all of
+these into one line naming the field and the allowed values, before any env exists.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
+from omegaconf.errors import OmegaConfBaseException
+
+from rlsweep.config import ConfigError, validate
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+GROUPS = ("algo", "env", "reward", "policy", "trainer", "logger")
+
+
+def group_options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def _user_overrides(argv: list[str]) -> list[str]:
+    """Command-line overrides (not Hydra's own flags like -m or --cfg)."""
+    return [a for a in argv if not a.startswith("-") and "=" in a]
+
+
+def check_group_choices(overrides: list[str]) -> None:
+    """Every `group=option` (including sweep lists like `algo=ppo,sac`) must name a config file."""
+    for override in OverridesParser.create().parse_overrides(overrides):
+        group = override.key_or_group
+        if override.package is not None or group not in GROUPS or override.is_delete():
+            continue
+        allowed = group_options(group)
+        for choice in override.sweep_string_iterator() if override.is_sweep_override() \
+                else [override.get_value_element_as_str()]:
+            if choice not in allowed:
+                raise ConfigError(f"{group}={choice!r} is invalid: allowed values are "
+                                  + ", ".join(allowed))
+
+
+def check_composed(overrides: list[str]) -> None:
+    """Compose the single-run config as Hydra will and validate it."""
+    from hydra import compose, initialize_config_dir
+
+    job_overrides = [o for o in overrides if not o.lstrip("+~").startswith("hydra.")]
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        try:
+            cfg = compose("config", overrides=job_overrides)
+        except (HydraException, OmegaConfBaseException) as err:
+            raise ConfigError(_one_line(err)) from None
+    validate(cfg)
+
+
+def _one_line(err: BaseException) -> str:
+    """Hydra/OmegaConf errors span lines (override, reason, full_key, ...): keep what and why."""
+    what = str(err).strip().splitlines()
+    why = str(err.__cause__).strip().splitlines() if err.__cause__ else what[1:2]
+    return ": ".join([what[0].rstrip(".")] + why[:1])
+
+
+def preflight(argv: list[str]) -> None:
+    """Exit with one `error: ...` line (status 2) if the command line is bad."""
+    overrides = _user_overrides(argv)
+    multirun = any(a in ("-m", "--multirun") for a in argv)
+    try:
+        check_group_choices(overrides)
+        if not multirun:  # a sweep validates each of its cells in the sweeper
+            check_composed(overrides)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,97 @@
+"""Reload a finished run and replay it: `python -m rlsweep.evaluate run_dir=DIR episodes=10`.
+
+Options (key=value): run_dir (required), episodes (10), video (false: true writes video.mp4 of
+the first episode, rendered offscreen with MUJOCO_GL=egl), seed (the run's evaluation seed),
+deterministic (true). Results are printed and written to DIR/eval.json.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("MUJOCO_GL", "egl")  # must precede any mujoco import; osmesa is absent here
+
+OPTIONS = {"run_dir": None, "episodes": "10", "video": "false", "seed": None,
+           "deterministic": "true"}
+
+
+def parse_args(argv: list[str]) -> dict[str, str]:
+    """key=value arguments, with one-line errors naming the bad field."""
+    args = dict(OPTIONS)
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if not sep or key not in OPTIONS:
+            raise ValueError(f"{arg!r} is invalid: expected key=value with key one of "
+                             + ", ".join(OPTIONS))
+        args[key] = value
+    if not args["run_dir"]:
+        raise ValueError("run_dir is required: run_dir=<a run dir holding model.zip>")
+    run_dir = Path(args["run_dir"])
+    for needed in ("model.zip", ".hydra/config.yaml"):
+        if not (run_dir / needed).exists():
+            raise ValueError(f"run_dir={run_dir} is invalid: it has no {needed}")
+    if not args["episodes"].isdigit() or int(args["episodes"]) < 1:
+        raise ValueError(f"episodes={args['episodes']!r} is invalid: must be an integer >= 1")
+    for flag in ("video", "deterministic"):
+        if args[flag] not in ("true", "false"):
+            raise ValueError(f"{flag}={args[flag]!r} is invalid: allowed values are true, false")
+    return args
+
+
+def evaluate_run(run_dir: Path, episodes: int, video: bool = False, seed: int | None = None,
+                 deterministic: bool = True) -> dict:
+    """Replay the saved model of `run_dir` for `episodes` episodes; optionally film the first."""
+    from omegaconf import OmegaConf
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    from rlsweep.algos import algo_class
+    from rlsweep.evaluation import run_episodes
+    from rlsweep.train import EVAL_SEED_OFFSET, make_vec_lift
+
+    cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+    seed = cfg.seed + EVAL_SEED_OFFSET if seed is None else seed
+    env = make_vec_lift(cfg, 1, seed, render_mode="rgb_array" if video else None)
+    if (run_dir / "vecnormalize.pkl").exists():
+        env = VecNormalize.load(str(run_dir / "vecnormalize.pkl"), env)
+        env.training, env.norm_reward = False, False
+    model = algo_class(cfg.algo.name).load(run_dir / "model.zip", device="cpu")
+
+    frames = []
+    def film_first_episode(episode: int) -> None:
+        if video and episode == 0:
+            frames.append(env.get_images()[0])
+
+    result = run_episodes(lambda obs: model.predict(obs, deterministic=deterministic)[0],
+                          env, episodes, on_step=film_first_episode)
+    env.close()
+    report = {"run_dir": str(run_dir), "episodes": episodes, "seed": seed, **result.to_dict()}
+    if video:
+        import imageio
+
+        path = run_dir / "video.mp4"
+        imageio.mimwrite(path, frames, fps=cfg.env.robosuite.get("control_freq", 20))
+        report["video"] = str(path)
+    (run_dir / "eval.json").write_text(json.dumps(report, indent=2))
+    return report
+
+
+def main(argv: list[str]) -> int:
+    try:
+        args = parse_args(argv)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    report = evaluate_run(Path(args["run_dir"]), int(args["episodes"]), args["video"] == "true",
+                          None if args["seed"] is None else int(args["seed"]),
+                          args["deterministic"] == "true")
+    print(f"{report['episodes']} episodes: success_rate={report['success_rate']:.2f} "
+          f"mean_return={report['mean_return']:.2f} ± {report['std_return']:.2f}"
+          + (f" video={report['video']}" if "video" in report else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

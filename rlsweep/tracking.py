@@ -1,0 +1,59 @@
+"""Weights & Biases tracking: offline unless the user has a key, and never touching the key.
+
+The API key is read by wandb itself from WANDB_API_KEY or ~/.netrc; rlsweep only checks that
+one exists (to choose online mode) and never copies it into configs, logs or files.
+"""
+
+from __future__ import annotations
+
+import netrc
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+from stable_baselines3.common.logger import KVWriter
+
+
+def has_wandb_key() -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        return netrc.netrc().authenticators("api.wandb.ai") is not None
+    except (FileNotFoundError, netrc.NetrcParseError):
+        return False
+
+
+def wandb_mode(logger_cfg: Mapping[str, Any]) -> str:
+    """WANDB_MODE in the environment wins; `auto` means online with a key, else offline."""
+    mode = os.environ.get("WANDB_MODE") or logger_cfg["mode"]
+    if mode == "auto":
+        return "online" if has_wandb_key() else "offline"
+    return mode
+
+
+def start_wandb_run(logger_cfg: Mapping[str, Any], run_dir: Path, config: dict, **init_kwargs):
+    """Start a W&B run writing under `run_dir`, or return None when tracking is off."""
+    mode = wandb_mode(logger_cfg)
+    if logger_cfg["name"] != "wandb" or mode == "disabled":
+        return None
+    import wandb
+
+    return wandb.init(project=logger_cfg["project"], entity=logger_cfg.get("entity"), mode=mode,
+                      dir=str(run_dir), config=config, reinit="create_new",
+                      settings=wandb.Settings(console="off", silent=True), **init_kwargs)
+
+
+class WandbWriter(KVWriter):
+    """SB3 logger output that streams every numeric value (rollout/, train/, eval/) to W&B."""
+
+    def __init__(self, run):
+        self.run = run
+
+    def write(self, key_values: dict[str, Any], key_excluded: dict, step: int = 0) -> None:
+        numbers = {k: v for k, v in key_values.items()
+                   if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        if numbers:
+            self.run.log({**numbers, "env_steps": step})
+
+    def close(self) -> None:
+        pass

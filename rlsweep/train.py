@@ -1,0 +1,135 @@
+"""One training run, top to bottom: config -> envs -> SB3 model -> learn -> evaluate -> save.
+
+Everything a run leaves is in its run dir: `model.zip`, `vecnormalize.pkl` (if used),
+`metrics.json`, `learning_curve.csv`/`.png`, and Hydra's `.hydra/config.yaml`.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from stable_baselines3.common.callbacks import CheckpointCallback
+from stable_baselines3.common.monitor import Monitor
+from stable_baselines3.common.logger import Logger, make_output_format
+from stable_baselines3.common.utils import set_random_seed
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecNormalize
+
+from rlsweep.algos import algo_class, policy_kwargs
+from rlsweep.callbacks import DivergenceGuard, EvalHook, PeriodicEvaluation
+from rlsweep.config import algo_kwargs
+from rlsweep.curves import write_learning_curve
+from rlsweep.envs.lift import make_lift_env
+from rlsweep.tracking import WandbWriter, start_wandb_run
+
+EVAL_SEED_OFFSET = 10_000  # evaluation episodes never share seeds with training episodes
+
+
+def make_vec_lift(cfg: DictConfig, n_envs: int, seed: int, vec_env: str = "dummy",
+                  render_mode: str | None = None) -> VecEnv:
+    """`n_envs` copies of Lift seeded `seed + rank`, each in SB3's `Monitor` (episode stats)."""
+    env_cfg = OmegaConf.to_container(cfg.env, resolve=True)
+    reward_cfg = OmegaConf.to_container(cfg.reward, resolve=True)
+
+    def make_one(rank: int):
+        env = make_lift_env(env_cfg, reward_cfg, seed=seed + rank, render_mode=render_mode)
+        return Monitor(env, info_keywords=("is_success",))
+
+    vec_cls = SubprocVecEnv if vec_env == "subproc" else DummyVecEnv
+    venv = vec_cls([functools.partial(make_one, rank) for rank in range(n_envs)])
+    venv.seed(seed)  # applied at the first reset: rank i resets with seed + i
+    return venv
+
+
+def build_envs(cfg: DictConfig) -> tuple[VecEnv, VecEnv]:
+    """Training env (n_envs copies) and a one-env evaluation env on separate seeds."""
+    train_env = make_vec_lift(cfg, cfg.env.n_envs, cfg.seed, cfg.env.vec_env)
+    eval_env = make_vec_lift(cfg, 1, cfg.seed + EVAL_SEED_OFFSET)
+    if cfg.algo.normalize:
+        train_env = VecNormalize(train_env, norm_obs=True, norm_reward=False)
+        eval_env = VecNormalize(eval_env, norm_obs=True, norm_reward=False, training=False)
+    return train_env, eval_env
+
+
+def train(cfg: DictConfig, run_dir: Path, eval_hook: EvalHook | None = None) -> dict[str, Any]:
+    """Train one SB3 model on Lift as `cfg` says and leave its artifacts in `run_dir`.
+
+    `eval_hook` is called after each periodic evaluation; returning False stops the run early
+    (the sweeper prunes this way). Returns the metrics also written to `metrics.json`.
+    """
+    started = time.perf_counter()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(cfg.trainer.threads)
+    set_random_seed(cfg.seed)
+
+    config = OmegaConf.to_container(cfg, resolve=True)
+    wandb_run = start_wandb_run(cfg.logger, run_dir, config)
+    train_env, eval_env = build_envs(cfg)
+    model = algo_class(cfg.algo.name)(
+        "MlpPolicy", train_env, seed=cfg.seed, device=cfg.trainer.device, verbose=0,
+        policy_kwargs=policy_kwargs(cfg.policy), **algo_kwargs(cfg.algo))
+    outputs = [make_output_format("csv", str(run_dir))]
+    if wandb_run is not None:
+        outputs.append(WandbWriter(wandb_run))
+    model.set_logger(Logger(str(run_dir), outputs))
+
+    evaluation = PeriodicEvaluation(eval_env, cfg.trainer.eval_freq, cfg.trainer.eval_episodes,
+                                    cfg.trainer.deterministic_eval, eval_hook)
+    guard = DivergenceGuard()
+    callbacks = [evaluation, guard]
+    if cfg.trainer.checkpoint_freq > 0:
+        callbacks.append(CheckpointCallback(max(cfg.trainer.checkpoint_freq // cfg.env.n_envs, 1),
+                                            str(run_dir / "checkpoints"), name_prefix="model"))
+
+    learn_started = time.perf_counter()
+    status = "ok"
+    try:
+        model.learn(cfg.trainer.total_timesteps, callback=callbacks)
+    except ValueError as err:  # torch distributions raise this when the policy outputs NaN
+        if "nan" not in str(err).lower():
+            raise
+        status = f"diverged: {str(err).splitlines()[0]}"
+    learn_seconds = time.perf_counter() - learn_started - evaluation.eval_seconds
+    if guard.reason:
+        status = guard.reason
+    elif evaluation.stopped_at is not None:
+        status = f"pruned at env step {evaluation.stopped_at}"
+
+    ended_at_eval = evaluation.curve and evaluation.curve[-1]["env_steps"] == model.num_timesteps
+    if status == "ok" and not ended_at_eval:
+        evaluation.record(evaluation.evaluate())
+    final = _last_evaluation(evaluation)
+    model.save(run_dir / "model.zip")
+    if isinstance(train_env, VecNormalize):
+        train_env.save(str(run_dir / "vecnormalize.pkl"))
+    metrics = {
+        "status": status,
+        **final,
+        "env_steps": int(model.num_timesteps),
+        "wall_time_s": time.perf_counter() - started,
+        "env_steps_per_s": model.num_timesteps / max(learn_seconds, 1e-9),
+        "algo": cfg.algo.name,
+        "seed": cfg.seed,
+    }
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    write_learning_curve(evaluation.curve, run_dir, title=f"{cfg.algo.name} on Lift ({cfg.reward.name})")
+    if wandb_run is not None:
+        wandb_run.summary.update({k: v for k, v in metrics.items() if k != "status"})
+        wandb_run.summary["status"] = status
+        wandb_run.finish()
+    train_env.close()
+    eval_env.close()
+    return metrics
+
+
+def _last_evaluation(evaluation: PeriodicEvaluation) -> dict[str, float]:
+    """The run's last evaluation; a run stopped before its first has none (None values)."""
+    if evaluation.curve:
+        last = evaluation.curve[-1]
+        return {k: last[k] for k in ("success_rate", "mean_return", "std_return")}
+    return {"success_rate": None, "mean_return": None, "std_return": None}
