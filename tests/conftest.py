@@ -1,0 +1,55 @@
+"""Shared fixtures: composed configs, a real Lift env, and a safe W&B/GL environment."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+# Tests never talk to the W&B cloud, whatever keys the developer's machine has.
+os.environ["WANDB_MODE"] = "offline"
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = ["env.horizon=40", "trainer.eval_episodes=1"]
+
+
+def compose_cfg(*overrides: str):
+    """The run config exactly as `python -m rlsweep <overrides>` composes it."""
+    from hydra import compose, initialize_config_dir
+
+    import rlsweep.config  # noqa: F401  (registers the schema)
+
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
+def run_cli(*args: str, module: str = "rlsweep", env: dict | None = None,
+            timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run `python -m <module> <args>` as a user would; capture text output."""
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, text=True,
+                          capture_output=True, timeout=timeout, env={**os.environ, **(env or {})})
+
+
+@pytest.fixture(scope="session")
+def lift_env_factory():
+    """Build real Lift envs from config overrides (each call a new env)."""
+    from omegaconf import OmegaConf
+
+    from rlsweep.envs.lift import make_lift_env
+
+    made = []
+
+    def make(*overrides: str, seed: int = 0, render_mode=None):
+        cfg = compose_cfg(*overrides)
+        env = make_lift_env(OmegaConf.to_container(cfg.env), OmegaConf.to_container(cfg.reward),
+                            seed=seed, render_mode=render_mode)
+        made.append(env)
+        return env
+
+    yield make
+    for env in made:
+        env.close()

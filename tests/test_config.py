@@ -1,0 +1,83 @@
+"""Config groups compose with each other, and bad input is one clear line before any compute."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from rlsweep.cli import group_options
+from rlsweep.config import ConfigError, validate
+from tests.conftest import compose_cfg, run_cli
+
+
+def test_every_group_has_its_documented_options():
+    assert set(group_options("algo")) >= {"ppo", "sac", "td3", "a2c"}
+    assert set(group_options("reward")) >= {"dense", "sparse", "staged"}
+    assert set(group_options("policy")) >= {"small", "medium", "large"}
+    assert set(group_options("env")) >= {"lift"}
+    assert set(group_options("logger")) >= {"wandb", "none"}
+
+
+@pytest.mark.parametrize("algo,reward,policy,logger", list(itertools.product(
+    group_options("algo"), group_options("reward"), group_options("policy"),
+    group_options("logger"))))
+def test_every_combination_composes_and_validates(algo, reward, policy, logger):
+    cfg = compose_cfg(f"algo={algo}", f"reward={reward}", f"policy={policy}", f"logger={logger}")
+    validate(cfg)
+    assert (cfg.algo.name, cfg.reward.name, cfg.policy.name) == (algo, reward, policy)
+    assert cfg.algo.search_space, f"{algo} declares no search space for sweeps"
+
+
+def test_stable_interface_names_exist():
+    cfg = compose_cfg()
+    for path in ("seed", "env.horizon", "env.n_envs", "trainer.total_timesteps",
+                 "trainer.eval_freq", "trainer.eval_episodes"):
+        node = cfg
+        for part in path.split("."):
+            node = node[part]
+        assert node is not None, path
+
+
+@pytest.mark.parametrize("override,field,allowed", [
+    ("algo.learning_rate=0", "algo.learning_rate", "> 0"),
+    ("algo.learning_rate=-1e-3", "algo.learning_rate", "> 0"),
+    ("algo.batch_size=0", "algo.batch_size", ">= 1"),
+    ("algo.gamma=1.5", "algo.gamma", "<= 1"),
+    ("+algo.n_epochs=3", "algo.n_epochs", "allowed:"),     # a PPO argument given to SAC
+    ("trainer.total_timesteps=0", "trainer.total_timesteps", ">= 1"),
+    ("trainer.eval_freq=-10", "trainer.eval_freq", ">= 1"),
+    ("trainer.eval_episodes=0", "trainer.eval_episodes", ">= 1"),
+    ("env.n_envs=0", "env.n_envs", ">= 1"),
+    ("env.horizon=0", "env.horizon", ">= 1"),
+    ("env.vec_env=threads", "env.vec_env", "dummy, subproc"),
+    ("env.obs_keys=[cube_pos,nope]", "env.obs_keys", "gripper_to_cube_pos"),
+    ("+env.robosuite.gravity=1", "env.robosuite.gravity", "control_freq"),
+    ("policy.activation=sigmoid", "policy.activation", "tanh, relu"),
+    ("logger.mode=sometimes", "logger.mode", "offline"),
+    ("trainer.device=tpu", "trainer.device", "cpu"),
+])
+def test_validate_rejects_bad_values_naming_field_and_allowed(override, field, allowed):
+    with pytest.raises(ConfigError) as err:
+        validate(compose_cfg(override))
+    message = str(err.value)
+    assert "\n" not in message and field in message and allowed in message, message
+
+
+@pytest.mark.parametrize("args,field", [
+    (["algo=foo"], "algo"),
+    (["reward=dense,nope", "-m"], "reward"),
+    (["trainer.total_timesteps=-5"], "trainer.total_timesteps"),
+    (["trainer.total_timesteps=abc"], "trainer.total_timesteps"),
+    (["trainer.nosuchkey=3"], "trainer.nosuchkey"),
+    (["algo.learning_rate=0"], "algo.learning_rate"),
+    (["env.obs_keys=[cube_pos,nope]"], "env.obs_keys"),
+    (["+env.robosuite.nosuch=1"], "env.robosuite.nosuch"),
+])
+def test_cli_bad_input_is_one_line_and_builds_nothing(tmp_path, args, field):
+    result = run_cli(*args, f"hydra.run.dir={tmp_path}/run", f"hydra.sweep.dir={tmp_path}/sweep")
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and field in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "run").exists() and not (tmp_path / "sweep").exists()
