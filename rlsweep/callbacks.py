@@ -66,6 +66,21 @@ class PeriodicEvaluation(BaseCallback):
         return True
 
 
+class StepBudget(BaseCallback):
+    """Stop at exactly `total_timesteps` env steps.
+
+    SB3's `learn` only checks its budget between rollouts, so PPO with n_steps=1024 and a budget
+    of 160 would run 1024 steps. Trials of a sweep must spend the budget they were given.
+    """
+
+    def __init__(self, total_timesteps: int):
+        super().__init__()
+        self.total_timesteps = total_timesteps
+
+    def _on_step(self) -> bool:
+        return self.num_timesteps < self.total_timesteps
+
+
 class DivergenceGuard(BaseCallback):
     """Stop training when rewards, observations or network weights stop being finite.
 

@@ -31,15 +31,19 @@ def wandb_mode(logger_cfg: Mapping[str, Any]) -> str:
     return mode
 
 
-def start_wandb_run(logger_cfg: Mapping[str, Any], run_dir: Path, config: dict, **init_kwargs):
-    """Start a W&B run writing under `run_dir`, or return None when tracking is off."""
+def start_wandb_run(logger_cfg: Mapping[str, Any], run_dir: Path, config: dict,
+                    extra_config: dict | None = None, **init_kwargs):
+    """Start a W&B run writing under `run_dir`, or return None when tracking is off.
+
+    `extra_config` (e.g. a trial's sampled parameters, flattened) is merged into the run config.
+    """
     mode = wandb_mode(logger_cfg)
     if logger_cfg["name"] != "wandb" or mode == "disabled":
         return None
     import wandb
 
     return wandb.init(project=logger_cfg["project"], entity=logger_cfg.get("entity"), mode=mode,
-                      dir=str(run_dir), config=config, reinit="create_new",
+                      dir=str(run_dir), config={**config, **(extra_config or {})}, reinit="create_new",
                       settings=wandb.Settings(console="off", silent=True), **init_kwargs)
 
 

@@ -21,7 +21,7 @@ from stable_baselines3.common.utils import set_random_seed
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecNormalize
 
 from rlsweep.algos import algo_class, policy_kwargs
-from rlsweep.callbacks import DivergenceGuard, EvalHook, PeriodicEvaluation
+from rlsweep.callbacks import DivergenceGuard, EvalHook, PeriodicEvaluation, StepBudget
 from rlsweep.config import algo_kwargs
 from rlsweep.curves import write_learning_curve
 from rlsweep.envs.lift import make_lift_env
@@ -56,11 +56,13 @@ def build_envs(cfg: DictConfig) -> tuple[VecEnv, VecEnv]:
     return train_env, eval_env
 
 
-def train(cfg: DictConfig, run_dir: Path, eval_hook: EvalHook | None = None) -> dict[str, Any]:
+def train(cfg: DictConfig, run_dir: Path, eval_hook: EvalHook | None = None,
+          wandb_init: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train one SB3 model on Lift as `cfg` says and leave its artifacts in `run_dir`.
 
     `eval_hook` is called after each periodic evaluation; returning False stops the run early
-    (the sweeper prunes this way). Returns the metrics also written to `metrics.json`.
+    (the sweeper prunes this way); `wandb_init` adds `wandb.init` arguments (group, job_type,
+    tags, extra config). Returns the metrics also written to `metrics.json`.
     """
     started = time.perf_counter()
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -68,7 +70,7 @@ def train(cfg: DictConfig, run_dir: Path, eval_hook: EvalHook | None = None) -> 
     set_random_seed(cfg.seed)
 
     config = OmegaConf.to_container(cfg, resolve=True)
-    wandb_run = start_wandb_run(cfg.logger, run_dir, config)
+    wandb_run = start_wandb_run(cfg.logger, run_dir, config, **(wandb_init or {}))
     train_env, eval_env = build_envs(cfg)
     model = algo_class(cfg.algo.name)(
         "MlpPolicy", train_env, seed=cfg.seed, device=cfg.trainer.device, verbose=0,
@@ -81,7 +83,7 @@ def train(cfg: DictConfig, run_dir: Path, eval_hook: EvalHook | None = None) -> 
     evaluation = PeriodicEvaluation(eval_env, cfg.trainer.eval_freq, cfg.trainer.eval_episodes,
                                     cfg.trainer.deterministic_eval, eval_hook)
     guard = DivergenceGuard()
-    callbacks = [evaluation, guard]
+    callbacks = [evaluation, guard, StepBudget(cfg.trainer.total_timesteps)]
     if cfg.trainer.checkpoint_freq > 0:
         callbacks.append(CheckpointCallback(max(cfg.trainer.checkpoint_freq // cfg.env.n_envs, 1),
                                             str(run_dir / "checkpoints"), name_prefix="model"))

@@ -40,6 +40,7 @@ def _quiet_robosuite() -> None:
     """
     os.environ.setdefault("MUJOCO_GL", "egl")  # the only headless GL that works on these machines
     logging.getLogger("robosuite_logs").addFilter(lambda record: record.levelno >= logging.ERROR)
+    logging.getLogger("OpenGL.acceleratesupport").setLevel(logging.WARNING)  # optional C module
     import robosuite  # noqa: F401
 
 

@@ -1,0 +1,64 @@
+"""`hydra/sweeper=rlsweep`: Optuna studies per grid cell, run by barrier-free workers.
+
+A thin plugin: settings (the dataclass below, under `hydra.sweeper`) and the Hydra Sweeper
+interface. The work is in `rlsweep.sweep`: `sweeper.run_sweep` plans and launches, and the
+launcher runs `worker.run_worker` (not the single-run task function) n_jobs times.
+"""
+
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from hydra.core.plugins import Plugins
+from hydra.plugins.sweeper import Sweeper
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, open_dict, read_write
+
+
+@dataclass
+class RLSweeperConf:
+    _target_: str = "hydra_plugins.rlsweep_sweeper.rlsweep_sweeper.RLSweeper"
+    n_trials: int = 8                  # trials per cell (each cell is one Optuna study)
+    n_jobs: int = 2                    # parallel workers, shared by all cells
+    sampler: str = "tpe"               # tpe | random | cmaes | qmc | grid | gp
+    sampler_kwargs: Dict[str, Any] = field(default_factory=dict)
+    pruner: str = "median"             # median | successive_halving | hyperband | none
+    pruner_kwargs: Dict[str, Any] = field(default_factory=dict)
+    metric: str = "success_then_return"  # success_then_return | success_rate | mean_return
+    direction: str = "maximize"
+    seed: Optional[int] = 0            # sampler seed (worker k of cell i uses seed + 1000k + i)
+    storage: Optional[str] = None      # any Optuna RDB URL; default: SQLite in the sweep dir
+    study_name: Optional[str] = None   # study of a cell: <study_name>-<cell>, or just <cell>
+    heartbeat_interval: int = 10       # s between a running trial's heartbeats
+    grace_period: int = 30             # s without heartbeat before a trial is failed and retried
+
+
+ConfigStore.instance().store(group="hydra/sweeper", name="rlsweep", node=RLSweeperConf,
+                             provider="rlsweep")
+
+
+class RLSweeper(Sweeper):
+    def __init__(self, **settings: Any) -> None:
+        self.settings = settings
+        self.config: Optional[DictConfig] = None
+        self.hydra_context: Optional[HydraContext] = None
+        self.launcher = None
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction,
+              config: DictConfig) -> None:
+        from rlsweep.sweep.worker import run_worker
+
+        self.hydra_context, self.config = hydra_context, config
+        # Size the launcher's pool to our workers when the launcher has one (joblib does).
+        with read_write(config.hydra.launcher), open_dict(config.hydra.launcher):
+            if "n_jobs" in config.hydra.launcher and isinstance(self.settings["n_jobs"], int):
+                config.hydra.launcher.n_jobs = max(self.settings["n_jobs"], 1)
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=run_worker, config=config)
+
+    def sweep(self, arguments: List[str]) -> Any:
+        from rlsweep.sweep.sweeper import run_sweep
+
+        return run_sweep(self.settings, self.config, self.hydra_context.config_loader,
+                         self.launcher, arguments)

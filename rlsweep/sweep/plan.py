@@ -1,0 +1,43 @@
+"""The sweep plan: what the sweeper decided, written once so every worker reads the same thing.
+
+`sweep_plan.json` in the sweep dir lists each cell's name, study name, overrides and search
+space; `<cell>/base_config.yaml` is the cell's composed, validated config that trials start from.
+The storage URL is not in the plan (it may hold a password): workers read it from the config.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+from optuna.distributions import distribution_to_json, json_to_distribution
+
+from rlsweep.sweep.space import Cell
+
+PLAN_FILE = "sweep_plan.json"
+
+
+def write_plan(sweep_dir: Path, cells: list[Cell], study_names: dict[str, str],
+               base_configs: dict[str, DictConfig]) -> None:
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    for cell in cells:
+        (sweep_dir / cell.name).mkdir(exist_ok=True)
+        OmegaConf.save(base_configs[cell.name], sweep_dir / cell.name / "base_config.yaml",
+                       resolve=True)
+    plan = {"cells": [{"name": c.name, "study_name": study_names[c.name], "choices": c.choices,
+                       "overrides": c.overrides,
+                       "space": {k: distribution_to_json(d) for k, d in c.space.items()}}
+                      for c in cells]}
+    tmp = sweep_dir / (PLAN_FILE + ".tmp")
+    tmp.write_text(json.dumps(plan, indent=2))
+    tmp.replace(sweep_dir / PLAN_FILE)  # atomic: a worker never reads half a plan
+
+
+def read_plan(sweep_dir: Path) -> list[dict]:
+    """Cells of the plan, each with `space` as Optuna distributions and its `base_config`."""
+    cells = json.loads((sweep_dir / PLAN_FILE).read_text())["cells"]
+    for cell in cells:
+        cell["space"] = {k: json_to_distribution(v) for k, v in cell["space"].items()}
+        cell["base_config"] = OmegaConf.load(sweep_dir / cell["name"] / "base_config.yaml")
+    return cells

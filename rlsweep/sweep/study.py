@@ -1,0 +1,168 @@
+"""Optuna plumbing of a sweep: storage, sampler, pruner, one study per cell, the trial budget.
+
+The budget of a cell is a queue: the process that creates a cell's study enqueues `n_trials`
+WAITING trials, and workers claim them atomically through the storage. So n_trials holds exactly
+across any number of workers and sweep processes sharing a storage, without a lock of our own.
+A trial whose worker died goes stale (no heartbeat); Optuna then fails it and enqueues one retry.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+import optuna
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.trial import TrialState
+
+from rlsweep.config import ConfigError
+
+SAMPLERS = ("tpe", "random", "cmaes", "qmc", "grid", "gp")
+PRUNERS = ("median", "successive_halving", "hyperband", "none")
+METRICS = ("success_then_return", "success_rate", "mean_return")
+DIRECTIONS = ("maximize", "minimize")
+DB_FILE = "optuna.db"
+BUDGET_ATTR = "rlsweep_n_trials"
+
+
+def mask_url(url: str) -> str:
+    """The storage URL with its password replaced by ***, safe to print."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not an RDB URL: nothing we can parse to hide
+        return url.split("@")[-1]
+
+
+def storage_url(storage: str | None, sweep_dir: Path) -> str:
+    """The configured URL, or the embedded default: SQLite in the sweep dir."""
+    return storage or f"sqlite:///{Path(sweep_dir).resolve() / DB_FILE}"
+
+
+def make_storage(url: str, heartbeat_interval: int, grace_period: int) -> RDBStorage:
+    """An RDB storage with heartbeats (so dead workers' trials are failed and retried once)."""
+    engine_kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite"):
+        # Several processes write one file: wait for the lock instead of failing at once.
+        engine_kwargs["connect_args"] = {"timeout": 60}
+    else:
+        engine_kwargs["pool_pre_ping"] = True
+    try:
+        return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval,
+                          grace_period=grace_period,
+                          heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1))
+    except Exception as err:  # driver errors vary; say which storage, never its password
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        password = _password(url)
+        if password:
+            reason = reason.replace(password, "***")
+        raise ConfigError(f"hydra.sweeper.storage={mask_url(url)} is unreachable: "
+                          f"{reason[:300]}") from None
+
+
+def _password(url: str) -> str | None:
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).password
+    except Exception:
+        return None
+
+
+def make_sampler(name: str, seed: int | None, kwargs: Mapping[str, Any],
+                 space: Mapping[str, optuna.distributions.BaseDistribution]):
+    samplers = optuna.samplers
+    kwargs = dict(kwargs)
+    if name == "grid":
+        not_choices = [k for k, d in space.items()
+                       if not isinstance(d, optuna.distributions.CategoricalDistribution)]
+        if not_choices:
+            raise ConfigError("hydra.sweeper.sampler=grid needs choice() parameters only; not: "
+                              + ", ".join(not_choices))
+        return samplers.GridSampler({k: list(d.choices) for k, d in space.items()}, seed=seed,
+                                    **kwargs)
+    classes = {"tpe": samplers.TPESampler, "random": samplers.RandomSampler,
+               "cmaes": samplers.CmaEsSampler, "qmc": samplers.QMCSampler,
+               "gp": samplers.GPSampler}
+    return classes[name](seed=seed, **kwargs)
+
+
+def make_pruner(name: str, kwargs: Mapping[str, Any]):
+    pruners = optuna.pruners
+    classes = {"median": pruners.MedianPruner, "successive_halving": pruners.SuccessiveHalvingPruner,
+               "hyperband": pruners.HyperbandPruner, "none": pruners.NopPruner}
+    return classes[name](**kwargs)
+
+
+def check_settings(settings: Mapping[str, Any]) -> None:
+    """Reject bad sweeper settings with one line naming the field and allowed values."""
+    def choice(field: str, allowed: tuple) -> None:
+        if settings[field] not in allowed:
+            raise ConfigError(f"hydra.sweeper.{field}={settings[field]!r} is invalid: allowed "
+                              "values are " + ", ".join(allowed))
+
+    choice("sampler", SAMPLERS)
+    choice("pruner", PRUNERS)
+    choice("metric", METRICS)
+    choice("direction", DIRECTIONS)
+    for field in ("n_trials", "n_jobs", "heartbeat_interval"):
+        value = settings[field]
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ConfigError(f"hydra.sweeper.{field}={value!r} is invalid: must be an integer >= 1")
+    if settings["grace_period"] <= settings["heartbeat_interval"]:
+        raise ConfigError(f"hydra.sweeper.grace_period={settings['grace_period']!r} is invalid: "
+                          "must exceed hydra.sweeper.heartbeat_interval")
+    try:
+        make_pruner(settings["pruner"], settings["pruner_kwargs"])
+    except TypeError as err:
+        raise ConfigError(f"hydra.sweeper.pruner_kwargs is invalid for {settings['pruner']}: "
+                          f"{err}") from None
+
+
+def study_name(prefix: str | None, cell: str) -> str:
+    return f"{prefix}-{cell}" if prefix else cell
+
+
+def open_cell_study(storage: RDBStorage, name: str, direction: str, n_trials: int,
+                    sampler=None, pruner=None) -> optuna.Study:
+    """Create (and fill the budget queue of) a cell's study, or load it if it exists."""
+    try:
+        study = optuna.create_study(storage=storage, study_name=name, direction=direction,
+                                    sampler=sampler, pruner=pruner)
+    except optuna.exceptions.DuplicatedStudyError:
+        study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
+    # Only the first process to get here raises the budget; a larger n_trials tops it up.
+    budget = study.user_attrs.get(BUDGET_ATTR, 0)
+    if n_trials > budget:
+        study.set_user_attr(BUDGET_ATTR, n_trials)
+        for _ in range(n_trials - budget):
+            study.enqueue_trial({}, skip_if_exists=False)
+    return study
+
+
+def claim_trial(study: optuna.Study, storage: RDBStorage) -> optuna.Trial | None:
+    """Atomically take one WAITING trial of `study` (None when its budget is used up).
+
+    `set_trial_state_values` succeeds for exactly one claimant per trial, in any storage; this is
+    how `Study.ask` pops its queue, minus `ask`'s fallback of creating trials beyond the budget.
+    """
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        try:
+            if storage.set_trial_state_values(trial._trial_id, state=TrialState.RUNNING):
+                return optuna.Trial(study, trial._trial_id)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue
+    return None
+
+
+def objective_value(metrics: Mapping[str, Any], metric: str, horizon: int) -> float:
+    """The number a trial reports. `success_then_return`: success rate, ties broken by return
+    (mean return per env step, squashed into [0, 1) and scaled by 1e-3, so it never outranks
+    a difference in success rate, which moves in steps of 1/eval_episodes)."""
+    if metric == "success_rate":
+        return float(metrics["success_rate"])
+    if metric == "mean_return":
+        return float(metrics["mean_return"])
+    per_step = max(0.0, float(metrics["mean_return"]) / horizon)
+    return float(metrics["success_rate"]) + 1e-3 * per_step / (1.0 + per_step)

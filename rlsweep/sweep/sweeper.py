@@ -1,0 +1,147 @@
+"""What `python -m rlsweep -m ...` does once Hydra hands the overrides to our sweeper.
+
+1. Check everything before any job starts: sweeper settings, the grid, every cell's composed
+   config, every search-space parameter (it must exist, and its range's ends must validate),
+   and that the storage is reachable.
+2. Write the plan, create each cell's study with its budget of n_trials queued trials.
+3. Launch n_jobs worker jobs through the configured Hydra launcher (joblib, submitit, ray);
+   print one progress line per cell whenever its counts change.
+4. Summarize every cell into `sweep_summary.json` and a table.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+from pathlib import Path
+from typing import Any, Mapping
+
+from omegaconf import DictConfig, OmegaConf
+from optuna.distributions import CategoricalDistribution
+
+from rlsweep.config import ConfigError, validate
+from rlsweep.sweep.plan import write_plan
+from rlsweep.sweep.space import (SWEEP_GROUPS, Cell, declared_space, grid_cells,
+                                 parse_sweep_request)
+from rlsweep.sweep.study import (check_settings, make_storage, mask_url, open_cell_study,
+                                 storage_url, study_name)
+from rlsweep.sweep.summary import cell_summary, format_table, progress_line, write_summary
+
+log = logging.getLogger("rlsweep.sweep")
+_MISSING = object()
+
+
+def job_config(cfg: DictConfig) -> DictConfig:
+    """The run config without Hydra's own node."""
+    return OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+
+
+def _check_space(cell: Cell, cfg: DictConfig) -> None:
+    """Each parameter must exist in the cell's config and each end of its range must validate."""
+    for path, dist in cell.space.items():
+        if OmegaConf.select(cfg, path, default=_MISSING) is _MISSING:
+            raise ConfigError(f"search space parameter {path} does not exist in the composed "
+                              f"config of cell {cell.name}")
+        ends = dist.choices if isinstance(dist, CategoricalDistribution) else (dist.low, dist.high)
+        for value in ends:
+            probe = cfg.copy()
+            OmegaConf.update(probe, path, value, merge=False)
+            try:
+                validate(probe)
+            except ConfigError as err:
+                raise ConfigError(f"search space of {cell.name}: {err}") from None
+
+
+def plan_cells(config: DictConfig, config_loader, arguments: list[str]
+               ) -> tuple[list[Cell], dict[str, DictConfig]]:
+    """Grid cells with their search spaces and validated base configs (ConfigError if bad)."""
+    request = parse_sweep_request(arguments)
+    choices = config.hydra.runtime.choices
+    cells = grid_cells(request, {g: choices[g] for g in SWEEP_GROUPS if g in choices})
+    base_configs = {}
+    for cell in cells:
+        try:
+            composed = config_loader.load_sweep_config(config, request.fixed + cell.overrides)
+        except Exception as err:
+            raise ConfigError(f"cell {cell.name}: {str(err).splitlines()[0]}") from None
+        cfg = job_config(composed)
+        validate(cfg)
+        cell.space = {**declared_space("algo", cfg.algo.get("search_space", {})),
+                      **declared_space("policy", cfg.policy.get("search_space", {})),
+                      **request.ranges}
+        _check_space(cell, cfg)
+        base_configs[cell.name] = cfg
+    return cells, base_configs
+
+
+class ProgressPrinter:
+    """Prints a cell's progress line each time its counts change, from a background thread."""
+
+    def __init__(self, studies: Mapping[str, Any], budget: int, interval_s: float = 2.0):
+        self.studies, self.budget, self.interval_s = studies, budget, interval_s
+        self._last: dict[str, str] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def poll(self) -> None:
+        for cell, study in self.studies.items():
+            try:
+                line = progress_line(cell, cell_summary(study), self.budget)
+            except Exception:  # a busy storage must never break the sweep; try next time
+                continue
+            if self._last.get(cell) != line:
+                self._last[cell] = line
+                print(line, flush=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.poll()
+
+    def __enter__(self) -> "ProgressPrinter":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def run_sweep(settings: Mapping[str, Any], config: DictConfig, config_loader, launcher,
+              arguments: list[str]) -> Any:
+    sweep_dir = Path(config.hydra.sweep.dir)
+    try:
+        check_settings(settings)
+        cells, base_configs = plan_cells(config, config_loader, arguments)
+        url = storage_url(settings["storage"], sweep_dir)
+        if url.startswith("sqlite"):
+            sweep_dir.mkdir(parents=True, exist_ok=True)
+        storage = make_storage(url, settings["heartbeat_interval"], settings["grace_period"])
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+    names = {c.name: study_name(settings["study_name"], c.name) for c in cells}
+    write_plan(sweep_dir, cells, names, base_configs)
+    studies = {c.name: open_cell_study(storage, names[c.name], settings["direction"],
+                                       settings["n_trials"]) for c in cells}
+    print(f"rlsweep: {len(cells)} cell(s) x {settings['n_trials']} trials, "
+          f"{settings['n_jobs']} workers, storage {mask_url(url)}, sweep dir {sweep_dir}",
+          flush=True)
+    jobs = [[f"hydra.sweep.subdir=workers/{k}", "hydra.output_subdir=null"]
+            for k in range(settings["n_jobs"])]
+    returns = None
+    try:
+        with ProgressPrinter(studies, settings["n_trials"]) as progress:
+            returns = launcher.launch(jobs, initial_job_idx=0)
+            progress.poll()
+    finally:  # also on Ctrl-C: what finished is in the storage and in its trial folder
+        summary = {cell: cell_summary(study) for cell, study in studies.items()}
+        path = write_summary(sweep_dir, summary)
+        print(format_table(summary), flush=True)
+        print(f"rlsweep: results in {sweep_dir} (summary: {path.name}; "
+              f"optuna-dashboard {mask_url(url)})", flush=True)
+    for k, job in enumerate(returns or []):
+        if job.status.name == "FAILED":
+            print(f"rlsweep: worker {k} crashed: {job._return_value!r}", file=sys.stderr)
+    return returns

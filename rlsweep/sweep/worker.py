@@ -1,0 +1,171 @@
+"""A sweep worker: the task function the Hydra launcher runs n_jobs times in parallel.
+
+Each worker loops: claim a WAITING trial from any cell's study -> sample its parameters ->
+train in its own trial folder, reporting every evaluation so the pruner can stop it -> tell
+Optuna the outcome. A pruned or failed trial frees the worker at once for the next claim, so no
+core idles while trials remain (there is no batch barrier). Workers exit when no trial is left
+waiting or running; while another worker's trial runs they poll, so that a trial whose worker
+died goes stale, is failed by its heartbeat and retried here.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import optuna
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+from optuna.distributions import (BaseDistribution, CategoricalDistribution, FloatDistribution,
+                                  IntDistribution)
+from optuna.trial import TrialState
+
+from rlsweep.config import validate
+from rlsweep.sweep.plan import read_plan
+from rlsweep.sweep.study import (claim_trial, make_pruner, make_sampler, make_storage,
+                                 objective_value, storage_url)
+
+log = logging.getLogger("rlsweep.worker")
+
+
+def suggest(trial: optuna.Trial, name: str, dist: BaseDistribution) -> Any:
+    """Sample `name` from `dist` through the trial's public suggest API."""
+    if isinstance(dist, CategoricalDistribution):
+        return trial.suggest_categorical(name, dist.choices)
+    if isinstance(dist, IntDistribution):
+        return trial.suggest_int(name, dist.low, dist.high, step=dist.step, log=dist.log)
+    if isinstance(dist, FloatDistribution):
+        return trial.suggest_float(name, dist.low, dist.high, step=dist.step, log=dist.log)
+    raise TypeError(f"unsupported distribution for {name}: {dist!r}")
+
+
+class Heartbeat:
+    """Record the trial's heartbeat every `interval` s, so a dead worker's trial goes stale."""
+
+    def __init__(self, storage, trial_id: int, interval: int):
+        self.storage, self.trial_id, self.interval = storage, trial_id, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, daemon=True)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.storage.record_heartbeat(self.trial_id)
+
+    def __enter__(self) -> "Heartbeat":
+        self.storage.record_heartbeat(self.trial_id)  # at once: a trial with none never goes stale
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str))
+    tmp.replace(path)
+
+
+def run_trial(study: optuna.Study, trial: optuna.Trial, cell: dict, settings: DictConfig,
+              storage, sweep_dir: Path, sweep_name: str) -> TrialState:
+    """Train one trial in `<sweep dir>/<cell>/trial_<number>` and tell Optuna how it ended."""
+    from rlsweep.train import train  # torch/robosuite imported once per worker, on first trial
+
+    trial_dir = sweep_dir / cell["name"] / f"trial_{trial.number:03d}"
+    trial_dir.mkdir(parents=True, exist_ok=True)
+    params = {name: suggest(trial, name, dist) for name, dist in cell["space"].items()}
+    cfg = cell["base_config"].copy()
+    for path, value in params.items():
+        OmegaConf.update(cfg, path, value, merge=False)
+    OmegaConf.save(cfg, trial_dir / "config.yaml")
+    overrides = cell["overrides"] + [f"{k}={v}" for k, v in params.items()]
+    (trial_dir / "overrides.yaml").write_text("\n".join(f"- {o}" for o in overrides) + "\n")
+
+    last_step = 0
+
+    def report(step: int, result) -> bool:
+        nonlocal last_step
+        last_step = step
+        trial.report(objective_value(result.summary(), settings.metric, cfg.env.horizon), step)
+        return not trial.should_prune()
+
+    started = time.perf_counter()
+    value, metrics, reason = None, {}, None
+    with Heartbeat(storage, trial._trial_id, settings.heartbeat_interval):
+        try:
+            validate(cfg)
+            metrics = train(cfg, trial_dir, eval_hook=report, wandb_init={
+                "group": sweep_name, "job_type": cell["name"], "name": f"{cell['name']}-{trial.number}",
+                "tags": [cell["choices"].get(g, "") for g in ("algo", "reward", "policy")],
+                "extra_config": {f"param/{k}": v for k, v in params.items()}})
+            last_step = metrics["env_steps"]
+            if metrics["status"] == "ok":
+                state = TrialState.COMPLETE
+                value = objective_value(metrics, settings.metric, cfg.env.horizon)
+            elif metrics["status"].startswith("pruned"):
+                state = TrialState.PRUNED
+            else:
+                state, reason = TrialState.FAIL, metrics["status"]
+        except Exception as err:  # a failing trial is recorded with its reason; the sweep goes on
+            state, reason = TrialState.FAIL, f"{type(err).__name__}: {err}".splitlines()[0]
+            (trial_dir / "error.log").write_text(traceback.format_exc())
+            log.warning("trial %s of %s failed: %s", trial.number, cell["name"], reason)
+        wall = time.perf_counter() - started
+        for key, val in (("env_steps", metrics.get("env_steps", last_step)), ("wall_time_s", wall),
+                         ("last_step", last_step), ("trial_dir", str(trial_dir)),
+                         ("fail_reason", reason)):
+            trial.set_user_attr(key, val)
+        study.tell(trial, value if state == TrialState.COMPLETE else None, state=state)
+
+    _write_json(trial_dir / "trial.json", {
+        "number": trial.number, "cell": cell["name"], "state": state.name, "params": params,
+        "value": value, "last_step": last_step, "status": metrics.get("status", reason),
+        "fail_reason": reason, "env_steps": metrics.get("env_steps", last_step),
+        "wall_time_s": wall})
+    return state
+
+
+def run_worker(cfg: DictConfig) -> dict[str, int]:
+    """Task function of one worker job (see module docstring). Returns its trial counts."""
+    hydra_cfg = HydraConfig.get()
+    settings = hydra_cfg.sweeper
+    sweep_dir = Path(hydra_cfg.sweep.dir)
+    worker = hydra_cfg.job.num
+    storage = make_storage(storage_url(settings.storage, sweep_dir), settings.heartbeat_interval,
+                           settings.grace_period)
+    cells = read_plan(sweep_dir)
+    studies = {}
+    for index, cell in enumerate(cells):
+        seed = None if settings.seed is None else settings.seed + 1000 * worker + index
+        sampler = make_sampler(settings.sampler, seed, settings.sampler_kwargs, cell["space"])
+        studies[cell["name"]] = optuna.load_study(
+            study_name=cell["study_name"], storage=storage, sampler=sampler,
+            pruner=make_pruner(settings.pruner, settings.pruner_kwargs))
+    # Start at a different cell per worker so parallel workers spread over the grid.
+    order = cells[worker % len(cells):] + cells[:worker % len(cells)]
+    counts = {state.name: 0 for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
+    sweep_name = sweep_dir.name if not settings.study_name else settings.study_name
+    while True:
+        claimed = None
+        for cell in order:
+            study = studies[cell["name"]]
+            optuna.storages.fail_stale_trials(study)  # dead workers' trials: failed, retried once
+            trial = claim_trial(study, storage)
+            if trial is not None:
+                claimed = (study, trial, cell)
+                break
+        if claimed is not None:
+            state = run_trial(*claimed, settings, storage, sweep_dir, sweep_name)
+            counts[state.name] += 1
+            continue
+        running = sum(len(s.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+                      for s in studies.values())
+        if running == 0:
+            return counts
+        time.sleep(min(settings.heartbeat_interval, 5))
