@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 sweep: install
-	$(PY) -m rlsweep -m +experiment=sweep_smoke
+	$(PY) -m rlsweep -m algo=ppo,sac reward=dense,sparse +experiment=sweep_smoke
 
 test: install
 	$(PY) -m pytest -q

@@ -43,24 +43,30 @@ def check_group_choices(overrides: list[str]) -> None:
                                   + ", ".join(allowed))
 
 
-def check_composed(overrides: list[str]) -> None:
-    """Compose the single-run config as Hydra will and validate it."""
+def check_composed(overrides: list[str], multirun: bool) -> None:
+    """Compose the config as Hydra will (Hydra's own node included) and validate it.
+
+    In a sweep only the fixed overrides are composed here; the sweeper validates every cell.
+    """
     from hydra import compose, initialize_config_dir
 
-    job_overrides = [o for o in overrides if not o.lstrip("+~").startswith("hydra.")]
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         try:
-            cfg = compose("config", overrides=job_overrides)
+            cfg = compose("config", overrides=fixed, return_hydra_config=True)
         except (HydraException, OmegaConfBaseException) as err:
             raise ConfigError(_one_line(err)) from None
-    validate(cfg)
+    if not multirun:
+        validate(cfg)
 
 
 def _one_line(err: BaseException) -> str:
     """Hydra/OmegaConf errors span lines (override, reason, full_key, ...): keep what and why."""
     what = str(err).strip().splitlines()
     why = str(err.__cause__).strip().splitlines() if err.__cause__ else what[1:2]
-    return ": ".join([what[0].rstrip(".")] + why[:1])
+    hint = [line for line in what[1:] if line.startswith("To append")]  # Hydra's "+key" advice
+    return ": ".join([what[0].rstrip(".")] + why[:1] + hint)
 
 
 def preflight(argv: list[str]) -> None:
@@ -69,8 +75,7 @@ def preflight(argv: list[str]) -> None:
     multirun = any(a in ("-m", "--multirun") for a in argv)
     try:
         check_group_choices(overrides)
-        if not multirun:  # a sweep validates each of its cells in the sweeper
-            check_composed(overrides)
+        check_composed(overrides, multirun)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)

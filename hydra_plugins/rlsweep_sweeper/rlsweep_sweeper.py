@@ -23,7 +23,7 @@ class RLSweeperConf:
     n_jobs: int = 2                    # parallel workers, shared by all cells
     sampler: str = "tpe"               # tpe | random | cmaes | qmc | grid | gp
     sampler_kwargs: Dict[str, Any] = field(default_factory=dict)
-    pruner: str = "median"             # median | successive_halving | hyperband | none
+    pruner: str = "median"             # median | successive_halving | hyperband | threshold | none
     pruner_kwargs: Dict[str, Any] = field(default_factory=dict)
     metric: str = "success_then_return"  # success_then_return | success_rate | mean_return
     direction: str = "maximize"
@@ -32,6 +32,9 @@ class RLSweeperConf:
     study_name: Optional[str] = None   # study of a cell: <study_name>-<cell>, or just <cell>
     heartbeat_interval: int = 10       # s between a running trial's heartbeats
     grace_period: int = 30             # s without heartbeat before a trial is failed and retried
+    # What a trial runs: a function with rlsweep.train.train's signature. The synthetic one
+    # (rlsweep.sweep.synthetic.synthetic_objective) measures the sweeper itself in tests/bench.
+    objective: str = "rlsweep.train.train"
 
 
 ConfigStore.instance().store(group="hydra/sweeper", name="rlsweep", node=RLSweeperConf,

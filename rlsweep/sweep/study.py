@@ -18,7 +18,7 @@ from optuna.trial import TrialState
 from rlsweep.config import ConfigError
 
 SAMPLERS = ("tpe", "random", "cmaes", "qmc", "grid", "gp")
-PRUNERS = ("median", "successive_halving", "hyperband", "none")
+PRUNERS = ("median", "successive_halving", "hyperband", "threshold", "none")
 METRICS = ("success_then_return", "success_rate", "mean_return")
 DIRECTIONS = ("maximize", "minimize")
 DB_FILE = "optuna.db"
@@ -46,6 +46,7 @@ def make_storage(url: str, heartbeat_interval: int, grace_period: int) -> RDBSto
     if url.startswith("sqlite"):
         # Several processes write one file: wait for the lock instead of failing at once.
         engine_kwargs["connect_args"] = {"timeout": 60}
+        _use_wal(url)
     else:
         engine_kwargs["pool_pre_ping"] = True
     try:
@@ -59,6 +60,19 @@ def make_storage(url: str, heartbeat_interval: int, grace_period: int) -> RDBSto
             reason = reason.replace(password, "***")
         raise ConfigError(f"hydra.sweeper.storage={mask_url(url)} is unreachable: "
                           f"{reason[:300]}") from None
+
+
+def _use_wal(url: str) -> None:
+    """Put a local SQLite file in WAL mode (persistent in the file): readers never block the
+    writer and a commit costs one sync, not three. WAL needs a local disk; on a shared
+    filesystem use PostgreSQL (docs/cluster.md)."""
+    import sqlite3
+
+    path = url.removeprefix("sqlite:///")
+    if path and path != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        with sqlite3.connect(path, timeout=60) as connection:
+            connection.execute("PRAGMA journal_mode=WAL")
 
 
 def _password(url: str) -> str | None:
@@ -91,7 +105,8 @@ def make_sampler(name: str, seed: int | None, kwargs: Mapping[str, Any],
 def make_pruner(name: str, kwargs: Mapping[str, Any]):
     pruners = optuna.pruners
     classes = {"median": pruners.MedianPruner, "successive_halving": pruners.SuccessiveHalvingPruner,
-               "hyperband": pruners.HyperbandPruner, "none": pruners.NopPruner}
+               "hyperband": pruners.HyperbandPruner, "threshold": pruners.ThresholdPruner,
+               "none": pruners.NopPruner}
     return classes[name](**kwargs)
 
 
@@ -113,6 +128,13 @@ def check_settings(settings: Mapping[str, Any]) -> None:
     if settings["grace_period"] <= settings["heartbeat_interval"]:
         raise ConfigError(f"hydra.sweeper.grace_period={settings['grace_period']!r} is invalid: "
                           "must exceed hydra.sweeper.heartbeat_interval")
+    try:
+        from hydra.utils import get_method
+
+        get_method(settings["objective"])
+    except Exception:
+        raise ConfigError(f"hydra.sweeper.objective={settings['objective']!r} is invalid: "
+                          "needs an importable function like rlsweep.train.train") from None
     try:
         make_pruner(settings["pruner"], settings["pruner_kwargs"])
     except TypeError as err:

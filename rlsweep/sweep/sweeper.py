@@ -24,8 +24,8 @@ from rlsweep.config import ConfigError, validate
 from rlsweep.sweep.plan import write_plan
 from rlsweep.sweep.space import (SWEEP_GROUPS, Cell, declared_space, grid_cells,
                                  parse_sweep_request)
-from rlsweep.sweep.study import (check_settings, make_storage, mask_url, open_cell_study,
-                                 storage_url, study_name)
+from rlsweep.sweep.study import (check_settings, make_sampler, make_storage, mask_url,
+                                 open_cell_study, storage_url, study_name)
 from rlsweep.sweep.summary import cell_summary, format_table, progress_line, write_summary
 
 log = logging.getLogger("rlsweep.sweep")
@@ -113,6 +113,13 @@ def run_sweep(settings: Mapping[str, Any], config: DictConfig, config_loader, la
     try:
         check_settings(settings)
         cells, base_configs = plan_cells(config, config_loader, arguments)
+        for cell in cells:  # each worker builds these; fail here, not in every worker
+            try:
+                make_sampler(settings["sampler"], settings["seed"], settings["sampler_kwargs"],
+                             cell.space)
+            except TypeError as err:
+                raise ConfigError(f"hydra.sweeper.sampler_kwargs is invalid for "
+                                  f"{settings['sampler']}: {err}") from None
         url = storage_url(settings["storage"], sweep_dir)
         if url.startswith("sqlite"):
             sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -141,7 +148,13 @@ def run_sweep(settings: Mapping[str, Any], config: DictConfig, config_loader, la
         print(format_table(summary), flush=True)
         print(f"rlsweep: results in {sweep_dir} (summary: {path.name}; "
               f"optuna-dashboard {mask_url(url)})", flush=True)
+    crashed = False
     for k, job in enumerate(returns or []):
-        if job.status.name == "FAILED":
-            print(f"rlsweep: worker {k} crashed: {job._return_value!r}", file=sys.stderr)
+        try:
+            job.return_value  # re-raises what killed the worker
+        except Exception as err:  # a worker crash is a bug or a lost machine, not a failed trial
+            print(f"rlsweep: worker {k} crashed: {err!r}", file=sys.stderr)
+            crashed = True
+    if crashed:
+        sys.exit(1)
     return returns

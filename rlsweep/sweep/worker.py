@@ -73,10 +73,11 @@ def _write_json(path: Path, data: dict) -> None:
 
 
 def run_trial(study: optuna.Study, trial: optuna.Trial, cell: dict, settings: DictConfig,
-              storage, sweep_dir: Path, sweep_name: str) -> TrialState:
-    """Train one trial in `<sweep dir>/<cell>/trial_<number>` and tell Optuna how it ended."""
-    from rlsweep.train import train  # torch/robosuite imported once per worker, on first trial
+              storage, sweep_dir: Path, sweep_name: str, train) -> TrialState:
+    """Train one trial in `<sweep dir>/<cell>/trial_<number>` and tell Optuna how it ended.
 
+    `train` is the objective (rlsweep.train.train unless hydra.sweeper.objective says otherwise).
+    """
     trial_dir = sweep_dir / cell["name"] / f"trial_{trial.number:03d}"
     trial_dir.mkdir(parents=True, exist_ok=True)
     params = {name: suggest(trial, name, dist) for name, dist in cell["space"].items()}
@@ -119,6 +120,7 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, cell: dict, settings: Di
         wall = time.perf_counter() - started
         for key, val in (("env_steps", metrics.get("env_steps", last_step)), ("wall_time_s", wall),
                          ("last_step", last_step), ("trial_dir", str(trial_dir)),
+                         ("worker", HydraConfig.get().job.num),
                          ("fail_reason", reason)):
             trial.set_user_attr(key, val)
         study.tell(trial, value if state == TrialState.COMPLETE else None, state=state)
@@ -133,8 +135,12 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, cell: dict, settings: Di
 
 def run_worker(cfg: DictConfig) -> dict[str, int]:
     """Task function of one worker job (see module docstring). Returns its trial counts."""
+    from hydra.utils import get_method
+
     hydra_cfg = HydraConfig.get()
     settings = hydra_cfg.sweeper
+    # Import the objective (torch, SB3, robosuite: seconds) before claiming, not inside a trial.
+    train = get_method(settings.objective)
     sweep_dir = Path(hydra_cfg.sweep.dir)
     worker = hydra_cfg.job.num
     storage = make_storage(storage_url(settings.storage, sweep_dir), settings.heartbeat_interval,
@@ -161,7 +167,7 @@ def run_worker(cfg: DictConfig) -> dict[str, int]:
                 claimed = (study, trial, cell)
                 break
         if claimed is not None:
-            state = run_trial(*claimed, settings, storage, sweep_dir, sweep_name)
+            state = run_trial(*claimed, settings, storage, sweep_dir, sweep_name, train)
             counts[state.name] += 1
             continue
         running = sum(len(s.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))

@@ -1,0 +1,1 @@
+"""`make bench`: measurements written to bench/results.md and bench/results.json."""

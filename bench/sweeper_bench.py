@@ -1,0 +1,81 @@
+"""Sweeper efficiency: worker utilization and per-trial overhead on the synthetic objective.
+
+A real sweep (our plugin, the joblib launcher, the SQLite storage, TPE and the median pruner)
+runs trials whose objective sleeps for known times (rlsweep.sweep.synthetic): a full trial is
+`TOTAL / 1000` s, and about half are pruned early. Then:
+- busy = the objective's known sleep time (env steps reached / 1000), summed over trials;
+- utilization = busy / (n_jobs x the window from the first trial's claim to the last's tell);
+  also reported over the whole command, including process start-up and planning;
+- overhead per trial = (window x n_jobs - busy) / trials: everything that is not the objective's
+  own work (claim, sampling, files, each evaluation's report and pruning decision, tell, the
+  next claim), and idle workers at the end.
+It runs at three trial lengths, since overhead is per trial and per evaluation: 1 s trials
+show it; 10 s trials are still 30x shorter than a default Lift trial (20k env steps at
+~60 steps/s), so real sweeps sit beyond the last row.
+Target (issue 3): utilization >= 0.9 with 2 workers.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import optuna
+
+from rlsweep.sweep.synthetic import STEPS_PER_S
+
+ROOT = Path(__file__).resolve().parent.parent
+N_JOBS, EVALS_PER_TRIAL = 2, 10
+SETTINGS = ((1000, 40), (4000, 24), (10000, 16))  # (env steps of a full trial = ms, trials)
+
+
+def run() -> list[dict]:
+    return [run_one(total, n_trials) for total, n_trials in SETTINGS]
+
+
+def run_one(TOTAL: int, N_TRIALS: int) -> dict:
+    sweep_dir = Path(tempfile.mkdtemp(prefix="rlsweep-bench-")) / "sweep"
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "rlsweep", "-m", "algo=ppo", "logger=none",
+                    "hydra.sweeper.objective=rlsweep.sweep.synthetic.synthetic_objective",
+                    f"hydra.sweeper.n_trials={N_TRIALS}", f"hydra.sweeper.n_jobs={N_JOBS}",
+                    "++hydra.sweeper.pruner_kwargs.n_startup_trials=4",
+                    f"trainer.total_timesteps={TOTAL}", f"trainer.eval_freq={TOTAL // EVALS_PER_TRIAL}",
+                    f"hydra.sweep.dir={sweep_dir}"], cwd=ROOT, check=True,
+                   stdout=subprocess.DEVNULL, stderr=(sweep_dir.parent / "stderr").open("w"))
+    command_s = time.perf_counter() - started
+    trials = optuna.load_study(study_name="ppo-dense",
+                               storage=f"sqlite:///{sweep_dir}/optuna.db").get_trials()
+    busy = sum(t.user_attrs["env_steps"] for t in trials) / STEPS_PER_S
+    window = (max(t.datetime_complete for t in trials)
+              - min(t.datetime_start for t in trials)).total_seconds()
+    return {
+        "n_jobs": N_JOBS, "n_trials": len(trials),
+        "n_pruned": sum(t.state.name == "PRUNED" for t in trials),
+        "full_trial_s": TOTAL / 1000, "busy_s": busy, "trial_window_s": window,
+        "command_s": command_s,
+        "utilization": busy / (N_JOBS * window),
+        "utilization_whole_command": busy / (N_JOBS * command_s),
+        "overhead_per_trial_ms": 1000 * (N_JOBS * window - busy) / len(trials),
+    }
+
+
+def markdown(results: list[dict]) -> str:
+    lines = ["## Sweeper: worker utilization (synthetic objective, issue 3)", "",
+             "One cell, joblib launcher, SQLite storage, TPE + median pruner, "
+             f"{EVALS_PER_TRIAL} evaluations (report + prune check) per full trial. "
+             "Target: utilization >= 0.9 with 2 workers.", "",
+             "| full trial | trials (pruned) | workers | utilization | utilization incl. "
+             "start-up | overhead per trial | busy / window / command |",
+             "|---|---|---|---|---|---|---|"]
+    for r in results:
+        lines.append(
+            f"| {r['full_trial_s']:.0f} s | {r['n_trials']} ({r['n_pruned']}) | {r['n_jobs']} | "
+            f"{r['utilization']:.3f} | {r['utilization_whole_command']:.3f} | "
+            f"{r['overhead_per_trial_ms']:.0f} ms | {r['busy_s']:.1f} s / "
+            f"{r['trial_window_s']:.1f} s / {r['command_s']:.1f} s |")
+    return "\n".join(lines)
