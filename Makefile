@@ -27,6 +27,12 @@ test: install
 test-fast: install
 	$(PY) -m pytest -q -m "not slow"
 
+# Regenerate report.html of the newest sweep (or SWEEP=multirun/<date>/<time>).
+SWEEP ?= $(shell ls -d multirun/*/* 2>/dev/null | sort | tail -n 1)
+report: install
+	@test -n "$(SWEEP)" || { echo "no sweep in multirun/: run make sweep first"; exit 2; }
+	$(PY) -m rlsweep.report $(SWEEP)
+
 bench: install
 	$(PY) -m bench
 

@@ -47,6 +47,26 @@ def start_wandb_run(logger_cfg: Mapping[str, Any], run_dir: Path, config: dict,
                       settings=wandb.Settings(console="off", silent=True), **init_kwargs)
 
 
+def run_state(status: str | None) -> str:
+    """Optuna-style final state of a run from its metrics status (None: it raised)."""
+    if status == "ok":
+        return "complete"
+    return "pruned" if status and status.startswith("pruned") else "failed"
+
+
+def finish_wandb_run(run, metrics: dict | None) -> None:
+    """Put the final metrics in the run summary, tag its final state, and close it.
+
+    `metrics` is None when training raised: the run is tagged failed and closed with exit code 1.
+    """
+    if run is None:
+        return
+    state = run_state(metrics["status"] if metrics else None)
+    run.summary.update(metrics or {"status": "failed: exception"})
+    run.tags = tuple(run.tags) + (state,)
+    run.finish(exit_code=0 if metrics else 1)
+
+
 class WandbWriter(KVWriter):
     """SB3 logger output that streams every numeric value (rollout/, train/, eval/) to W&B."""
 

@@ -25,7 +25,7 @@ from rlsweep.callbacks import DivergenceGuard, EvalHook, PeriodicEvaluation, Ste
 from rlsweep.config import algo_kwargs
 from rlsweep.curves import write_learning_curve
 from rlsweep.envs.lift import make_lift_env
-from rlsweep.tracking import WandbWriter, start_wandb_run
+from rlsweep.tracking import WandbWriter, finish_wandb_run, start_wandb_run
 
 EVAL_SEED_OFFSET = 10_000  # evaluation episodes never share seeds with training episodes
 
@@ -64,13 +64,22 @@ def train(cfg: DictConfig, run_dir: Path, eval_hook: EvalHook | None = None,
     (the sweeper prunes this way); `wandb_init` adds `wandb.init` arguments (group, job_type,
     tags, extra config). Returns the metrics also written to `metrics.json`.
     """
-    started = time.perf_counter()
     run_dir.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(cfg.trainer.threads)
-    set_random_seed(cfg.seed)
-
     config = OmegaConf.to_container(cfg, resolve=True)
     wandb_run = start_wandb_run(cfg.logger, run_dir, config, **(wandb_init or {}))
+    try:
+        metrics = _train(cfg, run_dir, eval_hook, wandb_run)
+    except BaseException:
+        finish_wandb_run(wandb_run, None)  # the run is closed and tagged failed, then re-raise
+        raise
+    finish_wandb_run(wandb_run, metrics)
+    return metrics
+
+
+def _train(cfg: DictConfig, run_dir: Path, eval_hook: EvalHook | None, wandb_run) -> dict[str, Any]:
+    started = time.perf_counter()
+    torch.set_num_threads(cfg.trainer.threads)
+    set_random_seed(cfg.seed)
     train_env, eval_env = build_envs(cfg)
     model = algo_class(cfg.algo.name)(
         "MlpPolicy", train_env, seed=cfg.seed, device=cfg.trainer.device, verbose=0,
@@ -120,10 +129,6 @@ def train(cfg: DictConfig, run_dir: Path, eval_hook: EvalHook | None = None,
     }
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     write_learning_curve(evaluation.curve, run_dir, title=f"{cfg.algo.name} on Lift ({cfg.reward.name})")
-    if wandb_run is not None:
-        wandb_run.summary.update({k: v for k, v in metrics.items() if k != "status"})
-        wandb_run.summary["status"] = status
-        wandb_run.finish()
     train_env.close()
     eval_env.close()
     return metrics

@@ -18,14 +18,23 @@ from rlsweep.sweep.space import Cell
 PLAN_FILE = "sweep_plan.json"
 
 
+def sweep_name(sweep_dir: Path, study_name: str | None) -> str:
+    """The sweep's name in W&B (the group of its runs) and in reports."""
+    return study_name or f"{sweep_dir.parent.name}_{sweep_dir.name}"
+
+
 def write_plan(sweep_dir: Path, cells: list[Cell], study_names: dict[str, str],
-               base_configs: dict[str, DictConfig]) -> None:
+               base_configs: dict[str, DictConfig], name: str, settings: dict) -> None:
+    """Write the plan; `settings` keeps only what readers need (no storage URL)."""
     sweep_dir.mkdir(parents=True, exist_ok=True)
     for cell in cells:
         (sweep_dir / cell.name).mkdir(exist_ok=True)
         OmegaConf.save(base_configs[cell.name], sweep_dir / cell.name / "base_config.yaml",
                        resolve=True)
-    plan = {"cells": [{"name": c.name, "study_name": study_names[c.name], "choices": c.choices,
+    plan = {"sweep_name": name, "direction": settings["direction"], "metric": settings["metric"],
+            "n_trials": settings["n_trials"], "fixed_overrides": settings["fixed_overrides"],
+            "launcher": settings["launcher"],
+            "cells": [{"name": c.name, "study_name": study_names[c.name], "choices": c.choices,
                        "overrides": c.overrides,
                        "space": {k: distribution_to_json(d) for k, d in c.space.items()}}
                       for c in cells]}
@@ -34,9 +43,17 @@ def write_plan(sweep_dir: Path, cells: list[Cell], study_names: dict[str, str],
     tmp.replace(sweep_dir / PLAN_FILE)  # atomic: a worker never reads half a plan
 
 
+def read_plan_file(sweep_dir: Path) -> dict:
+    return json.loads((sweep_dir / PLAN_FILE).read_text())
+
+
+def read_sweep_name(sweep_dir: Path) -> str:
+    return read_plan_file(sweep_dir)["sweep_name"]
+
+
 def read_plan(sweep_dir: Path) -> list[dict]:
     """Cells of the plan, each with `space` as Optuna distributions and its `base_config`."""
-    cells = json.loads((sweep_dir / PLAN_FILE).read_text())["cells"]
+    cells = read_plan_file(sweep_dir)["cells"]
     for cell in cells:
         cell["space"] = {k: json_to_distribution(v) for k, v in cell["space"].items()}
         cell["base_config"] = OmegaConf.load(sweep_dir / cell["name"] / "base_config.yaml")

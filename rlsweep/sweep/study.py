@@ -68,7 +68,12 @@ def _use_wal(url: str) -> None:
     filesystem use PostgreSQL (docs/cluster.md)."""
     import sqlite3
 
-    path = url.removeprefix("sqlite:///")
+    from sqlalchemy.engine import make_url
+
+    try:
+        path = make_url(url).database
+    except Exception:  # not a URL SQLAlchemy reads: RDBStorage will say so
+        return
     if path and path != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         with sqlite3.connect(path, timeout=60) as connection:

@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.distributions import CategoricalDistribution
 
 from rlsweep.config import ConfigError, validate
-from rlsweep.sweep.plan import write_plan
+from rlsweep.sweep.plan import sweep_name, write_plan
 from rlsweep.sweep.space import (SWEEP_GROUPS, Cell, declared_space, grid_cells,
                                  parse_sweep_request)
 from rlsweep.sweep.study import (check_settings, make_sampler, make_storage, mask_url,
@@ -107,6 +107,18 @@ class ProgressPrinter:
         self._thread.join()
 
 
+def _write_report(sweep_dir: Path) -> str:
+    """report.html and the W&B summary run; a failure here never loses the sweep's results."""
+    from rlsweep.report.build import finish_sweep
+
+    try:
+        return f", report: {finish_sweep(sweep_dir).name}"
+    except Exception as err:
+        log.warning("could not write the report: %s (rerun: python -m rlsweep.report %s)",
+                    err, sweep_dir)
+        return ""
+
+
 def run_sweep(settings: Mapping[str, Any], config: DictConfig, config_loader, launcher,
               arguments: list[str]) -> Any:
     sweep_dir = Path(config.hydra.sweep.dir)
@@ -129,7 +141,12 @@ def run_sweep(settings: Mapping[str, Any], config: DictConfig, config_loader, la
         sys.exit(2)
 
     names = {c.name: study_name(settings["study_name"], c.name) for c in cells}
-    write_plan(sweep_dir, cells, names, base_configs)
+    name = sweep_name(sweep_dir, settings["study_name"])
+    # Fixed overrides let `rlsweep.confirm` rebuild a cell's runs; hydra.* ones may hold secrets.
+    fixed = [o for o in parse_sweep_request(arguments).fixed if not o.lstrip("+~").startswith("hydra")]
+    write_plan(sweep_dir, cells, names, base_configs, name, {
+        **settings, "fixed_overrides": fixed,
+        "launcher": config.hydra.runtime.choices.get("hydra/launcher", "basic")})
     studies = {c.name: open_cell_study(storage, names[c.name], settings["direction"],
                                        settings["n_trials"]) for c in cells}
     print(f"rlsweep: {len(cells)} cell(s) x {settings['n_trials']} trials, "
@@ -146,7 +163,8 @@ def run_sweep(settings: Mapping[str, Any], config: DictConfig, config_loader, la
         summary = {cell: cell_summary(study) for cell, study in studies.items()}
         path = write_summary(sweep_dir, summary)
         print(format_table(summary), flush=True)
-        print(f"rlsweep: results in {sweep_dir} (summary: {path.name}; "
+        report = _write_report(sweep_dir)
+        print(f"rlsweep: results in {sweep_dir} (summary: {path.name}{report}; "
               f"optuna-dashboard {mask_url(url)})", flush=True)
     crashed = False
     for k, job in enumerate(returns or []):

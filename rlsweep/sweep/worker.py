@@ -26,7 +26,7 @@ from optuna.distributions import (BaseDistribution, CategoricalDistribution, Flo
 from optuna.trial import TrialState
 
 from rlsweep.config import validate
-from rlsweep.sweep.plan import read_plan
+from rlsweep.sweep.plan import read_plan, read_sweep_name
 from rlsweep.sweep.study import (claim_trial, make_pruner, make_sampler, make_storage,
                                  objective_value, storage_url)
 
@@ -104,7 +104,8 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, cell: dict, settings: Di
             metrics = train(cfg, trial_dir, eval_hook=report, wandb_init={
                 "group": sweep_name, "job_type": cell["name"], "name": f"{cell['name']}-{trial.number}",
                 "tags": [cell["choices"].get(g, "") for g in ("algo", "reward", "policy")],
-                "extra_config": {f"param/{k}": v for k, v in params.items()}})
+                "extra_config": {"sweep": sweep_name, "cell": cell["name"], "trial": trial.number,
+                                 **{f"param/{k}": v for k, v in params.items()}}})
             last_step = metrics["env_steps"]
             if metrics["status"] == "ok":
                 state = TrialState.COMPLETE
@@ -123,13 +124,13 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, cell: dict, settings: Di
                          ("worker", HydraConfig.get().job.num),
                          ("fail_reason", reason)):
             trial.set_user_attr(key, val)
-        study.tell(trial, value if state == TrialState.COMPLETE else None, state=state)
+        frozen = study.tell(trial, value if state == TrialState.COMPLETE else None, state=state)
 
     _write_json(trial_dir / "trial.json", {
         "number": trial.number, "cell": cell["name"], "state": state.name, "params": params,
         "value": value, "last_step": last_step, "status": metrics.get("status", reason),
         "fail_reason": reason, "env_steps": metrics.get("env_steps", last_step),
-        "wall_time_s": wall})
+        "wall_time_s": wall, "intermediate_values": frozen.intermediate_values})
     return state
 
 
@@ -156,7 +157,7 @@ def run_worker(cfg: DictConfig) -> dict[str, int]:
     # Start at a different cell per worker so parallel workers spread over the grid.
     order = cells[worker % len(cells):] + cells[:worker % len(cells)]
     counts = {state.name: 0 for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
-    sweep_name = sweep_dir.name if not settings.study_name else settings.study_name
+    sweep_name = read_sweep_name(sweep_dir)
     while True:
         claimed = None
         for cell in order:

@@ -1,0 +1,54 @@
+"""What happens after a sweep and what `python -m rlsweep.report` does."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from rlsweep.report.data import SweepData, load_sweep
+from rlsweep.report.html import write_report
+from rlsweep.report.wandb_report import build_wandb_report, is_online, log_sweep_summary
+
+REPORT_FILE = "report.html"
+
+
+def logger_config(sweep: SweepData) -> dict[str, Any]:
+    """The W&B settings the sweep's trials used (from its first cell's composed config)."""
+    first = next(iter(sweep.cells))
+    return OmegaConf.to_container(OmegaConf.load(sweep.path / first / "base_config.yaml").logger)
+
+
+def finish_sweep(sweep_dir: Path) -> Path:
+    """At the end of a sweep: the W&B summary run (if W&B is on) and `report.html`."""
+    sweep = load_sweep(sweep_dir)
+    log_sweep_summary(sweep, logger_config(sweep))
+    return write_report([sweep], sweep_dir / REPORT_FILE)
+
+
+def default_output(sweep_dirs: list[Path]) -> Path:
+    return sweep_dirs[0] / (REPORT_FILE if len(sweep_dirs) == 1 else "compare.html")
+
+
+def report(sweep_dirs: list[Path], out: Path | None = None) -> list[str]:
+    """Write the local report comparing the sweeps, and the W&B Report when online.
+
+    Returns the lines to show the user (where things were written, or how to sync).
+    """
+    sweeps = [load_sweep(d) for d in sweep_dirs]
+    path = write_report(sweeps, out or default_output(sweep_dirs))
+    lines = [f"wrote {path}"]
+    logger_cfg = logger_config(sweeps[0])
+    if is_online(logger_cfg):
+        wandb_report = build_wandb_report(sweeps, logger_cfg)
+        wandb_report.save()
+        lines.append(f"W&B report: {wandb_report.url}")
+    else:
+        runs = " ".join(f"{d}/*/trial_*/wandb/offline-run-* {d}/wandb/offline-run-*"
+                        for d in sweep_dirs)
+        lines += ["W&B is offline (no API key, or WANDB_MODE/logger.mode says so): wrote only the "
+                  "local report.",
+                  f"To sync the offline runs: wandb login && wandb sync {runs}",
+                  "then rerun this command with WANDB_MODE=online to build the W&B Report."]
+    return lines
