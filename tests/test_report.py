@@ -143,6 +143,19 @@ def test_confirm_retrains_best_configs_on_fresh_seeds_with_iqm_and_cis(sweep_dir
 
 
 @pytest.mark.slow
+def test_wandb_report_compares_sweeps_by_their_runs(sweep_dir):
+    # Saving needs the W&B cloud (not reachable here); building checks our use of the API.
+    from rlsweep.report.data import load_sweep
+    from rlsweep.report.wandb_report import build_wandb_report
+
+    sweep = load_sweep(sweep_dir)
+    report = build_wandb_report([sweep], {"project": "rlsweep", "entity": "team"})
+    grids = [b for b in report.blocks if type(b).__name__ == "PanelGrid"]
+    assert len(grids) == 2
+    assert all(rs.filters == f"Config('sweep') == '{sweep.name}'" for g in grids for rs in g.runsets)
+
+
+@pytest.mark.slow
 def test_no_planted_key_anywhere_in_outputs_logs_or_wandb_files(sweep_dir):
     for path in sweep_dir.parent.rglob("*"):
         if path.is_file():
