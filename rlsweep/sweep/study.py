@@ -8,6 +8,7 @@ A trial whose worker died goes stale (no heartbeat); Optuna then fails it and en
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -49,17 +50,26 @@ def make_storage(url: str, heartbeat_interval: int, grace_period: int) -> RDBSto
         _use_wal(url)
     else:
         engine_kwargs["pool_pre_ping"] = True
-    try:
-        return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval,
-                          grace_period=grace_period,
-                          heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1))
-    except Exception as err:  # driver errors vary; say which storage, never its password
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        password = _password(url)
-        if password:
-            reason = reason.replace(password, "***")
-        raise ConfigError(f"hydra.sweeper.storage={mask_url(url)} is unreachable: "
-                          f"{reason[:300]}") from None
+    for attempt in range(5):
+        try:
+            return RDBStorage(url, engine_kwargs=engine_kwargs,
+                              heartbeat_interval=heartbeat_interval, grace_period=grace_period,
+                              heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
+                                  max_retry=1))
+        except Exception as err:  # driver errors vary; say which storage, never its password
+            text = str(err)
+            if ("duplicate key" in text or "already exists" in text) and attempt < 4:
+                # Another sweep process is creating Optuna's tables in this database right
+                # now (PostgreSQL does not serialise concurrent CREATE TABLE): try again.
+                time.sleep(1.0 + attempt)
+                continue
+            reason = text.strip().splitlines()[0] if text.strip() else type(err).__name__
+            password = _password(url)
+            if password:
+                reason = reason.replace(password, "***")
+            raise ConfigError(f"hydra.sweeper.storage={mask_url(url)} is unreachable: "
+                              f"{reason[:300]}") from None
+    raise AssertionError("not reached: the last attempt returns or raises")
 
 
 def _use_wal(url: str) -> None:
@@ -152,20 +162,34 @@ def study_name(prefix: str | None, cell: str) -> str:
 
 
 def open_cell_study(storage: RDBStorage, name: str, direction: str, n_trials: int,
-                    sampler=None, pruner=None) -> optuna.Study:
-    """Create (and fill the budget queue of) a cell's study, or load it if it exists."""
+                    sampler=None, pruner=None, wait_s: float = 30.0) -> optuna.Study:
+    """Create a cell's study and queue its budget of n_trials, or load it if it exists.
+
+    Several sweep processes may start at once on one storage: only the one whose
+    `create_study` succeeds queues the budget; the others wait for its budget record. A rerun
+    with a larger n_trials tops the queue up (do that from one process at a time).
+    """
     try:
         study = optuna.create_study(storage=storage, study_name=name, direction=direction,
                                     sampler=sampler, pruner=pruner)
+        _queue(study, n_trials, already=0)
+        return study
     except optuna.exceptions.DuplicatedStudyError:
         study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
-    # Only the first process to get here raises the budget; a larger n_trials tops it up.
-    budget = study.user_attrs.get(BUDGET_ATTR, 0)
-    if n_trials > budget:
-        study.set_user_attr(BUDGET_ATTR, n_trials)
-        for _ in range(n_trials - budget):
-            study.enqueue_trial({}, skip_if_exists=False)
+    deadline = time.monotonic() + wait_s
+    while BUDGET_ATTR not in study.user_attrs and time.monotonic() < deadline:
+        time.sleep(0.5)  # its creator is queueing the budget right now
+    # Past the deadline its creator died before recording the budget: count what it queued.
+    queued = study.user_attrs.get(BUDGET_ATTR, len(study.get_trials(deepcopy=False)))
+    if n_trials > queued:
+        _queue(study, n_trials, already=queued)
     return study
+
+
+def _queue(study: optuna.Study, n_trials: int, already: int) -> None:
+    for _ in range(n_trials - already):
+        study.enqueue_trial({}, skip_if_exists=False)
+    study.set_user_attr(BUDGET_ATTR, n_trials)  # last: present means the queue is complete
 
 
 def claim_trial(study: optuna.Study, storage: RDBStorage) -> optuna.Trial | None:

@@ -1,0 +1,92 @@
+"""Scale-out on a real PostgreSQL: independent sweep processes cooperating on one study.
+
+The fixture starts a throwaway PostgreSQL cluster on 127.0.0.1 (Debian's postgresql, which
+.ci/run installs), with a password-protected role, so the password can be planted and searched for.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import optuna
+import pytest
+
+from tests.conftest import ROOT
+from tests.test_sweeper import SYNTHETIC
+
+PG_PASSWORD = "planted0pg0password0" + "7" * 8
+
+
+def _as_postgres(*cmd: str) -> None:
+    subprocess.run(["runuser", "-u", "postgres", "--", *cmd], check=True, capture_output=True,
+                   timeout=120)
+
+
+@pytest.fixture(scope="module")
+def postgres_url():
+    bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    if not bins:
+        assert not os.environ.get("CI"), "CI must install postgresql (.ci/run does)"
+        pytest.skip("Debian's postgresql is not installed (.ci/run installs it)")
+    bindir = Path(bins[-1]).parent
+    root = Path(tempfile.mkdtemp(prefix="rlsweep-pg-"))  # /tmp: postgres must be able to enter it
+    root.chmod(0o755)
+    data = root / "data"
+    data.mkdir()
+    shutil.chown(data, "postgres", "postgres")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    _as_postgres(str(bindir / "initdb"), "-D", str(data), "-U", "postgres",
+                 "--auth-local=trust", "--auth-host=scram-sha-256")
+    _as_postgres(str(bindir / "pg_ctl"), "-D", str(data), "-w", "-l", str(data / "log"), "-o",
+                 f"-p {port} -k {data} -c listen_addresses=127.0.0.1 -c max_connections=200",
+                 "start")
+    try:
+        psql = [str(bindir / "psql"), "-h", str(data), "-p", str(port), "-U", "postgres", "-c"]
+        _as_postgres(*psql, f"CREATE ROLE rlsweep LOGIN PASSWORD '{PG_PASSWORD}'")
+        _as_postgres(*psql, "CREATE DATABASE optuna OWNER rlsweep")
+        yield f"postgresql://rlsweep:{PG_PASSWORD}@127.0.0.1:{port}/optuna"
+    finally:
+        _as_postgres(str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop")
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_two_sweep_processes_share_one_study_without_leaking_the_password(postgres_url, tmp_path):
+    def start(name: str) -> subprocess.Popen:
+        return subprocess.Popen(
+            [sys.executable, "-m", "rlsweep", "-m", "algo=ppo", *SYNTHETIC,
+             f"hydra.sweeper.storage={postgres_url}", "hydra.sweeper.study_name=shared",
+             "hydra.sweeper.n_trials=10", "hydra.sweeper.n_jobs=2",
+             "++hydra.sweeper.pruner_kwargs.n_startup_trials=2",
+             "trainer.total_timesteps=600", "trainer.eval_freq=100",
+             f"hydra.sweep.dir={tmp_path / name}"],
+            cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            env={**os.environ})
+
+    processes = {name: start(name) for name in ("machine_a", "machine_b")}
+    outputs = {name: p.communicate(timeout=600)[0] for name, p in processes.items()}
+    for name, p in processes.items():
+        assert p.returncode == 0, outputs[name][-3000:]
+
+    trials = optuna.load_study(study_name="shared-ppo-dense", storage=postgres_url).get_trials()
+    assert sorted(t.number for t in trials) == list(range(10))  # n_trials across both, no repeat
+    assert all(t.state.is_finished() for t in trials)
+    ran_in = {Path(t.user_attrs["trial_dir"]).parts[-3] for t in trials}
+    assert ran_in == {"machine_a", "machine_b"}, "both processes took trials"
+    pruned = [t for t in trials if t.state.name == "PRUNED"]
+    if pruned:  # pruning saw the other process's trials: not only its own
+        assert len(trials) - len(pruned) >= 2
+
+    for name, out in outputs.items():
+        assert PG_PASSWORD not in out and "rlsweep:***@127.0.0.1" in out
+    for path in tmp_path.rglob("*"):
+        if path.is_file():
+            assert PG_PASSWORD.encode() not in path.read_bytes(), path
