@@ -17,7 +17,6 @@ Target (issue 3): utilization >= 0.9 with 2 workers.
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import tempfile
@@ -33,21 +32,48 @@ N_JOBS, EVALS_PER_TRIAL = 2, 10
 SETTINGS = ((1000, 40), (4000, 24), (10000, 16))  # (env steps of a full trial = ms, trials)
 
 
-def run() -> list[dict]:
-    return [run_one(total, n_trials) for total, n_trials in SETTINGS]
+LOAD_TRIALS, LOAD_WORKERS = 1000, 8
+
+
+def run() -> dict:
+    return {"utilization": [run_one(total, n_trials) for total, n_trials in SETTINGS],
+            "load": run_load()}
+
+
+def _sweep(sweep_dir: Path, *overrides: str) -> float:
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "rlsweep", "-m", "algo=ppo", "logger=none",
+                    "hydra.sweeper.objective=rlsweep.sweep.synthetic.synthetic_objective",
+                    *overrides, f"hydra.sweep.dir={sweep_dir}"], cwd=ROOT, check=True,
+                   stdout=subprocess.DEVNULL, stderr=(sweep_dir.parent / "stderr").open("w"))
+    return time.perf_counter() - started
+
+
+def run_load() -> dict:
+    """8 workers, 1,000 near-instant trials on the embedded SQLite storage (issue 5)."""
+    sweep_dir = Path(tempfile.mkdtemp(prefix="rlsweep-load-")) / "sweep"
+    command_s = _sweep(sweep_dir, "hydra.sweeper.sampler=random", "hydra.sweeper.pruner=none",
+                       f"hydra.sweeper.n_trials={LOAD_TRIALS}",
+                       f"hydra.sweeper.n_jobs={LOAD_WORKERS}",
+                       "trainer.total_timesteps=1", "trainer.eval_freq=1")
+    trials = optuna.load_study(study_name="ppo-dense",
+                               storage=f"sqlite:///{sweep_dir}/optuna.db").get_trials()
+    window = (max(t.datetime_complete for t in trials)
+              - min(t.datetime_start for t in trials)).total_seconds()
+    numbers = [t.number for t in trials]
+    return {"workers": LOAD_WORKERS, "trials": len(trials),
+            "lost": LOAD_TRIALS - len(set(numbers)), "duplicated": len(numbers) - len(set(numbers)),
+            "complete": sum(t.state.name == "COMPLETE" for t in trials),
+            "trials_per_s": len(trials) / window, "command_s": command_s}
 
 
 def run_one(TOTAL: int, N_TRIALS: int) -> dict:
     sweep_dir = Path(tempfile.mkdtemp(prefix="rlsweep-bench-")) / "sweep"
-    started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "rlsweep", "-m", "algo=ppo", "logger=none",
-                    "hydra.sweeper.objective=rlsweep.sweep.synthetic.synthetic_objective",
-                    f"hydra.sweeper.n_trials={N_TRIALS}", f"hydra.sweeper.n_jobs={N_JOBS}",
-                    "++hydra.sweeper.pruner_kwargs.n_startup_trials=4",
-                    f"trainer.total_timesteps={TOTAL}", f"trainer.eval_freq={TOTAL // EVALS_PER_TRIAL}",
-                    f"hydra.sweep.dir={sweep_dir}"], cwd=ROOT, check=True,
-                   stdout=subprocess.DEVNULL, stderr=(sweep_dir.parent / "stderr").open("w"))
-    command_s = time.perf_counter() - started
+    command_s = _sweep(sweep_dir, f"hydra.sweeper.n_trials={N_TRIALS}",
+                       f"hydra.sweeper.n_jobs={N_JOBS}",
+                       "++hydra.sweeper.pruner_kwargs.n_startup_trials=4",
+                       f"trainer.total_timesteps={TOTAL}",
+                       f"trainer.eval_freq={TOTAL // EVALS_PER_TRIAL}")
     trials = optuna.load_study(study_name="ppo-dense",
                                storage=f"sqlite:///{sweep_dir}/optuna.db").get_trials()
     busy = sum(t.user_attrs["env_steps"] for t in trials) / STEPS_PER_S
@@ -64,7 +90,19 @@ def run_one(TOTAL: int, N_TRIALS: int) -> dict:
     }
 
 
-def markdown(results: list[dict]) -> str:
+def markdown(results: dict) -> str:
+    load = results["load"]
+    return "\n".join([_utilization_md(results["utilization"]), "",
+        "## Storage under load (synthetic objective, issue 5)", "",
+        f"{load['workers']} workers, {load['trials']} near-instant trials, one study on the "
+        "embedded SQLite storage (WAL, BEGIN IMMEDIATE transactions).", "",
+        "| trials | lost | duplicated | complete | throughput | whole command |",
+        "|---|---|---|---|---|---|",
+        f"| {load['trials']} | {load['lost']} | {load['duplicated']} | {load['complete']} | "
+        f"{load['trials_per_s']:.1f} trials/s | {load['command_s']:.0f} s |"])
+
+
+def _utilization_md(results: list[dict]) -> str:
     lines = ["## Sweeper: worker utilization (synthetic objective, issue 3)", "",
              "One cell, joblib launcher, SQLite storage, TPE + median pruner, "
              f"{EVALS_PER_TRIAL} evaluations (report + prune check) per full trial. "

@@ -81,3 +81,16 @@ def test_cli_bad_input_is_one_line_and_builds_nothing(tmp_path, args, field):
     assert len(lines) == 1 and lines[0].startswith("error: ") and field in lines[0], result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "run").exists() and not (tmp_path / "sweep").exists()
+
+
+def test_slurm_launcher_preset_composes_on_hydras_submitit_launcher():
+    from hydra import compose, initialize_config_dir
+
+    from tests.conftest import ROOT
+
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=["hydra/launcher=submitit_slurm_lift"],
+                      return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert launcher.cpus_per_task == 2 and launcher.timeout_min == 720 and launcher.partition

@@ -52,10 +52,13 @@ def make_storage(url: str, heartbeat_interval: int, grace_period: int) -> RDBSto
         engine_kwargs["pool_pre_ping"] = True
     for attempt in range(5):
         try:
-            return RDBStorage(url, engine_kwargs=engine_kwargs,
-                              heartbeat_interval=heartbeat_interval, grace_period=grace_period,
-                              heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
-                                  max_retry=1))
+            storage = RDBStorage(url, engine_kwargs=engine_kwargs,
+                                 heartbeat_interval=heartbeat_interval, grace_period=grace_period,
+                                 heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
+                                     max_retry=1))
+            if url.startswith("sqlite"):
+                _serialize_sqlite_transactions(storage.engine)
+            return storage
         except Exception as err:  # driver errors vary; say which storage, never its password
             text = str(err)
             if ("duplicate key" in text or "already exists" in text) and attempt < 4:
@@ -70,6 +73,27 @@ def make_storage(url: str, heartbeat_interval: int, grace_period: int) -> RDBSto
             raise ConfigError(f"hydra.sweeper.storage={mask_url(url)} is unreachable: "
                               f"{reason[:300]}") from None
     raise AssertionError("not reached: the last attempt returns or raises")
+
+
+def _serialize_sqlite_transactions(engine) -> None:
+    """Make every SQLite transaction take the write lock at BEGIN.
+
+    Optuna claims a WAITING trial by reading its state and then writing RUNNING, relying on
+    SELECT ... FOR UPDATE, which SQLite ignores; and Python's sqlite3 only begins a transaction
+    at the first write. Two workers could then both read WAITING and both run the trial (our
+    load test caught it). BEGIN IMMEDIATE makes read-then-write atomic across processes.
+    """
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "connect")
+    def _no_implicit_begin(dbapi_connection, _record):
+        dbapi_connection.isolation_level = None  # let the "begin" hook below issue BEGIN
+
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(connection):
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()  # connections opened while creating the tables lack the hooks
 
 
 def _use_wal(url: str) -> None:

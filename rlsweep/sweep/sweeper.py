@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import threading
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Any, Mapping
 
 from omegaconf import DictConfig, OmegaConf
 from optuna.distributions import CategoricalDistribution
+from optuna.trial import TrialState
 
 from rlsweep.config import ConfigError, validate
 from rlsweep.sweep.plan import sweep_name, write_plan
@@ -35,6 +37,25 @@ _MISSING = object()
 def job_config(cfg: DictConfig) -> DictConfig:
     """The run config without Hydra's own node."""
     return OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+
+
+def check_writable(sweep_dir: Path) -> None:
+    """The sweep dir must take files before any job starts (a full disk, a path under a file)."""
+    probe = sweep_dir / ".rlsweep-write-probe"
+    try:
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        with open(probe, "wb") as f:
+            f.write(b"\0" * 65536)  # some room for the plan, storage pages and trial.json
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as err:
+        raise ConfigError(f"hydra.sweep.dir={sweep_dir} is not writable: {err.strerror or err}") \
+            from None
+    finally:
+        try:
+            probe.unlink(missing_ok=True)
+        except OSError:  # the dir was never made
+            pass
 
 
 def _check_space(cell: Cell, cfg: DictConfig) -> None:
@@ -119,11 +140,40 @@ def _write_report(sweep_dir: Path) -> str:
         return ""
 
 
+MAX_LAUNCHES = 3
+
+
+def _work_left(studies: Mapping[str, Any]) -> bool:
+    states = (TrialState.WAITING, TrialState.RUNNING)
+    return any(s.get_trials(deepcopy=False, states=states) for s in studies.values())
+
+
+def _launch_until_done(launcher, n_jobs: int, studies: Mapping[str, Any]) -> Any:
+    """Launch n_jobs workers; if a worker process dies (killed, out of memory), the launcher
+    may abort the whole batch (joblib does): launch again while trials are left. The dead
+    worker's trial goes stale and the new workers fail and retry it (heartbeat)."""
+    returns = None
+    for launch in range(MAX_LAUNCHES):
+        jobs = [[f"hydra.sweep.subdir=workers/{launch * n_jobs + k}", "hydra.output_subdir=null"]
+                for k in range(n_jobs)]
+        try:
+            returns = launcher.launch(jobs, initial_job_idx=launch * n_jobs)
+        except Exception as err:  # not KeyboardInterrupt: Ctrl-C stops the sweep
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else ""
+            print(f"rlsweep: a worker died ({type(err).__name__}: {reason}); "
+                  "relaunching workers for the trials left", file=sys.stderr, flush=True)
+            returns = None
+        if not _work_left(studies):
+            break
+    return returns
+
+
 def run_sweep(settings: Mapping[str, Any], config: DictConfig, config_loader, launcher,
               arguments: list[str]) -> Any:
     sweep_dir = Path(config.hydra.sweep.dir)
     try:
         check_settings(settings)
+        check_writable(sweep_dir)
         cells, base_configs = plan_cells(config, config_loader, arguments)
         for cell in cells:  # each worker builds these; fail here, not in every worker
             try:
@@ -133,8 +183,6 @@ def run_sweep(settings: Mapping[str, Any], config: DictConfig, config_loader, la
                 raise ConfigError(f"hydra.sweeper.sampler_kwargs is invalid for "
                                   f"{settings['sampler']}: {err}") from None
         url = storage_url(settings["storage"], sweep_dir)
-        if url.startswith("sqlite"):
-            sweep_dir.mkdir(parents=True, exist_ok=True)
         storage = make_storage(url, settings["heartbeat_interval"], settings["grace_period"])
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
@@ -152,12 +200,10 @@ def run_sweep(settings: Mapping[str, Any], config: DictConfig, config_loader, la
     print(f"rlsweep: {len(cells)} cell(s) x {settings['n_trials']} trials, "
           f"{settings['n_jobs']} workers, storage {mask_url(url)}, sweep dir {sweep_dir}",
           flush=True)
-    jobs = [[f"hydra.sweep.subdir=workers/{k}", "hydra.output_subdir=null"]
-            for k in range(settings["n_jobs"])]
     returns = None
     try:
         with ProgressPrinter(studies, settings["n_trials"]) as progress:
-            returns = launcher.launch(jobs, initial_job_idx=0)
+            returns = _launch_until_done(launcher, settings["n_jobs"], studies)
             progress.poll()
     finally:  # also on Ctrl-C: what finished is in the storage and in its trial folder
         summary = {cell: cell_summary(study) for cell, study in studies.items()}
@@ -173,6 +219,9 @@ def run_sweep(settings: Mapping[str, Any], config: DictConfig, config_loader, la
         except Exception as err:  # a worker crash is a bug or a lost machine, not a failed trial
             print(f"rlsweep: worker {k} crashed: {err!r}", file=sys.stderr)
             crashed = True
-    if crashed:
+    if _work_left(studies):
+        print("rlsweep: trials are left (workers kept dying); rerun the same command to resume",
+              file=sys.stderr)
+    if crashed or _work_left(studies):
         sys.exit(1)
     return returns

@@ -1,0 +1,149 @@
+"""Faults a long sweep meets: dead workers, Ctrl-C, crashing envs, full disks, heavy load."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import psutil
+import pytest
+from optuna.trial import TrialState
+
+from tests.conftest import ROOT, run_cli
+from tests.test_sweeper import LIFT_TINY, SYNTHETIC, study, summary, sweep, trial_files
+
+
+def start_sweep(*args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "rlsweep", "-m", *args], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+
+
+def wait_for(condition, timeout: float = 180) -> None:
+    deadline = time.time() + timeout
+    while not condition():
+        assert time.time() < deadline, "timed out waiting for the sweep"
+        time.sleep(0.3)
+
+
+def running_mid_trial(sweep_dir: Path, cell: str, finished: int) -> bool:
+    if len(trial_files(sweep_dir)) < finished or not (sweep_dir / "optuna.db").exists():
+        return False
+    return any(t.state == TrialState.RUNNING and t.intermediate_values
+               for t in study(sweep_dir, cell).get_trials())
+
+
+def test_sigkilled_worker_trial_is_retried_and_the_sweep_finishes(tmp_path):
+    proc = start_sweep("algo=ppo", *SYNTHETIC, "hydra.sweeper.n_trials=6", "hydra.sweeper.n_jobs=2",
+                       "hydra.sweeper.pruner=none", "trainer.total_timesteps=2000",
+                       "trainer.eval_freq=100", "hydra.sweeper.heartbeat_interval=1",
+                       "hydra.sweeper.grace_period=3", f"hydra.sweep.dir={tmp_path}")
+    wait_for(lambda: running_mid_trial(tmp_path, "ppo-dense", 1))
+    workers = [p for p in psutil.Process(proc.pid).children(recursive=True)
+               if "loky" in " ".join(p.cmdline()) and "popen" in " ".join(p.cmdline())]
+    assert workers
+    workers[0].send_signal(signal.SIGKILL)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out[-3000:]
+    assert "a worker died" in out
+    trials = study(tmp_path, "ppo-dense").get_trials()
+    retries = [t for t in trials if "failed_trial" in t.system_attrs]
+    assert retries, "the killed worker's trial was not retried"
+    s = summary(tmp_path)["ppo-dense"]
+    assert (s["n_complete"], s["n_failed"], s["n_running"], s["n_waiting"]) == (6, 0, 0, 0)
+
+
+def _fingerprint(trial_dir: Path) -> dict[str, str]:
+    return {name: hashlib.sha256((trial_dir / name).read_bytes()).hexdigest()
+            for name in ("trial.json", "metrics.json", "model.zip", "config.yaml")}
+
+
+@pytest.mark.slow
+def test_sigint_then_rerun_resumes_with_every_finished_trial_intact(tmp_path):
+    args = ["algo=a2c", "hydra.sweeper.n_trials=5", "hydra.sweeper.n_jobs=2",
+            "hydra.sweeper.pruner=none", "hydra.sweeper.heartbeat_interval=1",
+            "hydra.sweeper.grace_period=3", "logger=none", *LIFT_TINY, f"hydra.sweep.dir={tmp_path}"]
+    proc = start_sweep(*args)
+    wait_for(lambda: running_mid_trial(tmp_path, "a2c-dense", 2), timeout=300)
+    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in the terminal: the whole process group
+    proc.communicate(timeout=120)
+    finished = {p.parent: _fingerprint(p.parent) for p in tmp_path.rglob("trial.json")}
+    assert len(finished) >= 2
+    result = sweep(tmp_path, *args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for trial_dir, prints in finished.items():
+        assert _fingerprint(trial_dir) == prints, trial_dir
+    s = summary(tmp_path)["a2c-dense"]
+    assert (s["n_complete"], s["n_running"], s["n_waiting"]) == (5, 0, 0)
+
+
+@pytest.mark.slow
+def test_env_raising_in_step_fails_that_trial_with_its_error_and_the_sweep_goes_on(tmp_path):
+    result = sweep(tmp_path, "algo=a2c", "reward=dense,sparse", "hydra.sweeper.n_trials=1",
+                   "hydra.sweeper.n_jobs=2", "logger=none", *LIFT_TINY,
+                   "hydra.sweeper.objective=tests.faults.train_with_exploding_sparse_env")
+    assert result.returncode == 0, result.stderr[-3000:]
+    (failed,) = study(tmp_path, "a2c-sparse").get_trials()
+    assert failed.state == TrialState.FAIL
+    reason = "RuntimeError: injected fault: simulation unstable at step 30"
+    assert failed.user_attrs["fail_reason"] == reason
+    record = json.loads((tmp_path / "a2c-sparse" / "trial_000" / "trial.json").read_text())
+    assert record["state"] == "FAIL" and record["fail_reason"] == reason
+    trace = (tmp_path / "a2c-sparse" / "trial_000" / "error.log").read_text()
+    assert "tests/faults.py" in trace and ", in step" in trace  # the full traceback is kept
+    (ok,) = study(tmp_path, "a2c-dense").get_trials()
+    assert ok.state == TrialState.COMPLETE
+    assert summary(tmp_path)["a2c-sparse"]["n_failed"] == 1
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A 256 KiB tmpfs filled to the last byte: a real ENOSPC."""
+    mount = tmp_path / "full"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        subprocess.run(["dd", "if=/dev/zero", f"of={mount / 'fill'}", "bs=4k"],
+                       capture_output=True)
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], capture_output=True)
+
+
+@pytest.mark.parametrize("where", ["full disk", "path under a file"])
+def test_unwritable_sweep_dir_is_a_clear_error_before_any_job(tmp_path, full_disk, where):
+    sweep_dir = full_disk / "sweep" if where == "full disk" else tmp_path / "a_file" / "sweep"
+    (tmp_path / "a_file").write_text("")
+    result = sweep(sweep_dir, "algo=ppo")
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "hydra.sweep.dir" in errors[0] and "not writable" in errors[0]
+    assert ("No space left" in errors[0]) == (where == "full disk")
+    assert "Traceback" not in result.stderr and "Launching" not in result.stdout
+
+
+@pytest.mark.slow
+def test_eight_workers_hammering_the_embedded_storage_lose_and_duplicate_nothing(tmp_path):
+    n_trials = 200  # `make bench` runs 1,000 and reports the throughput
+    result = sweep(tmp_path, "algo=ppo", "logger=none",
+                   "hydra.sweeper.objective=rlsweep.sweep.synthetic.synthetic_objective",
+                   "hydra.sweeper.sampler=random", "hydra.sweeper.pruner=none",
+                   f"hydra.sweeper.n_trials={n_trials}", "hydra.sweeper.n_jobs=8",
+                   "trainer.total_timesteps=1", "trainer.eval_freq=1", timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "locked" not in result.stdout + result.stderr
+    trials = study(tmp_path, "ppo-dense").get_trials()
+    assert sorted(t.number for t in trials) == list(range(n_trials))
+    assert all(t.state == TrialState.COMPLETE for t in trials)
+    assert len({t.user_attrs["trial_dir"] for t in trials}) == n_trials
+    assert len(trial_files(tmp_path)) == n_trials
+    assert len({t.user_attrs["worker"] for t in trials}) == 8
