@@ -11,13 +11,13 @@ import sys
 from pathlib import Path
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.errors import HydraException
+from hydra.errors import HydraException, OverrideParseException
 from omegaconf.errors import OmegaConfBaseException
 
 from rlsweep.config import ConfigError, validate
+from rlsweep.sweep.space import SWEEP_GROUPS
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
-GROUPS = ("algo", "env", "reward", "policy", "trainer", "logger")
 
 
 def group_options(group: str) -> list[str]:
@@ -33,7 +33,7 @@ def check_group_choices(overrides: list[str]) -> None:
     """Every `group=option` (including sweep lists like `algo=ppo,sac`) must name a config file."""
     for override in OverridesParser.create().parse_overrides(overrides):
         group = override.key_or_group
-        if override.package is not None or group not in GROUPS or override.is_delete():
+        if override.package is not None or group not in SWEEP_GROUPS or override.is_delete():
             continue
         allowed = group_options(group)
         for choice in override.sweep_string_iterator() if override.is_sweep_override() \
@@ -69,6 +69,17 @@ def _one_line(err: BaseException) -> str:
     return ": ".join([what[0].rstrip(".")] + why[:1] + hint)
 
 
+def _unparsable(overrides: list[str], err: Exception) -> str:
+    """Name the override Hydra's grammar rejected (its own message names only a token)."""
+    parser = OverridesParser.create()
+    for override in overrides:
+        try:
+            parser.parse_overrides([override])
+        except OverrideParseException:
+            return f"{override!r} cannot be parsed: {str(err).strip().splitlines()[0]}"
+    return str(err).strip().splitlines()[0]
+
+
 def preflight(argv: list[str]) -> None:
     """Exit with one `error: ...` line (status 2) if the command line is bad."""
     overrides = _user_overrides(argv)
@@ -76,6 +87,9 @@ def preflight(argv: list[str]) -> None:
     try:
         check_group_choices(overrides)
         check_composed(overrides, multirun)
+    except OverrideParseException as err:
+        print(f"error: {_unparsable(overrides, err)}", file=sys.stderr)
+        sys.exit(2)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)

@@ -68,6 +68,7 @@ class PolicyConfig:
     name: str = "medium"
     net_arch: List[int] = field(default_factory=lambda: [256, 256])
     activation: str = "relu"
+    search_space: Dict[str, Any] = field(default_factory=dict)  # swept with the algo's space
 
 
 @dataclass

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from rlsweep.cli import CONF_DIR
 from rlsweep.report.build import REPORT_FILE
 from rlsweep.report.data import CONFIRM_FILE, load_sweep
 from rlsweep.report.html import write_report
@@ -32,7 +33,9 @@ def write_confirm_config(trial_dir: Path, out_dir: Path, launcher: str) -> None:
     """A primary Hydra config: the best trial's config, the sweep's launcher, one dir a seed."""
     cfg = OmegaConf.load(trial_dir / "config.yaml")
     hydra = {"sweep": {"dir": str(out_dir), "subdir": "seed_${seed}"},
-             "job": {"chdir": False, "name": "confirm"}}
+             "job": {"chdir": False, "name": "confirm"},
+             # our launcher presets (conf/hydra/launcher/*) must stay reachable
+             "searchpath": [f"file://{CONF_DIR}"]}
     defaults = ["_self_"]
     if launcher != "basic":
         defaults.insert(0, {"override hydra/launcher": launcher})
@@ -45,9 +48,12 @@ def run_seeds(out_dir: Path, seeds: list[int]) -> None:
     """Train the missing seeds of one cell in parallel jobs (a Hydra multirun)."""
     missing = [s for s in seeds if not (out_dir / f"seed_{s}" / "metrics.json").exists()]
     if missing:
-        subprocess.run([sys.executable, "-m", "rlsweep", "--config-path", str(out_dir.resolve()),
-                        "--config-name", "config", "-m", "seed=" + ",".join(map(str, missing))],
-                       check=False)
+        done = subprocess.run([sys.executable, "-m", "rlsweep", "--config-path",
+                               str(out_dir.resolve()), "--config-name", "config", "-m",
+                               "seed=" + ",".join(map(str, missing))], check=False)
+        if done.returncode != 0:  # seeds that did finish still count
+            print(f"{out_dir.name}: the seed runs exited with {done.returncode} (output above)",
+                  file=sys.stderr)
 
 
 def collect(out_dir: Path, seeds: list[int]) -> dict[str, list]:
@@ -73,6 +79,10 @@ def confirm(sweep_dir: Path, n_seeds: int) -> dict:
             print(f"{name}: no complete trial to confirm", file=sys.stderr)
             continue
         trial_dir = sweep_dir / name / f"trial_{best:03d}"
+        if not (trial_dir / "config.yaml").exists():  # run by another process on a shared study
+            print(f"{name}: best trial {best} ran in another sweep dir; confirm it there",
+                  file=sys.stderr)
+            continue
         base_seed = OmegaConf.load(trial_dir / "config.yaml").seed
         seeds = [base_seed + FRESH_SEED_OFFSET + k for k in range(n_seeds)]
         out_dir = sweep_dir / "confirm" / name

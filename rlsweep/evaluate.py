@@ -1,5 +1,7 @@
 """Reload a finished run and replay it: `python -m rlsweep.evaluate run_dir=DIR episodes=10`.
 
+DIR is a run dir or a sweep's trial folder (<sweep dir>/<cell>/trial_NNN).
+
 Options (key=value): run_dir (required), episodes (10), video (false: true writes video.mp4 of
 the first episode, rendered offscreen with MUJOCO_GL=egl), seed (the run's evaluation seed),
 deterministic (true). Results are printed and written to DIR/eval.json.
@@ -30,15 +32,25 @@ def parse_args(argv: list[str]) -> dict[str, str]:
     if not args["run_dir"]:
         raise ValueError("run_dir is required: run_dir=<a run dir holding model.zip>")
     run_dir = Path(args["run_dir"])
-    for needed in ("model.zip", ".hydra/config.yaml"):
-        if not (run_dir / needed).exists():
-            raise ValueError(f"run_dir={run_dir} is invalid: it has no {needed}")
+    if not (run_dir / "model.zip").exists():
+        raise ValueError(f"run_dir={run_dir} is invalid: it has no model.zip")
+    if run_config(run_dir) is None:
+        raise ValueError(f"run_dir={run_dir} is invalid: it has no .hydra/config.yaml "
+                         "(a run) or config.yaml (a sweep trial)")
+    if args["seed"] is not None and not args["seed"].lstrip("-").isdigit():
+        raise ValueError(f"seed={args['seed']!r} is invalid: must be an integer")
     if not args["episodes"].isdigit() or int(args["episodes"]) < 1:
         raise ValueError(f"episodes={args['episodes']!r} is invalid: must be an integer >= 1")
     for flag in ("video", "deterministic"):
         if args[flag] not in ("true", "false"):
             raise ValueError(f"{flag}={args[flag]!r} is invalid: allowed values are true, false")
     return args
+
+
+def run_config(run_dir: Path) -> Path | None:
+    """The composed config of a run (Hydra's .hydra/config.yaml) or of a sweep trial."""
+    return next((p for p in (run_dir / ".hydra" / "config.yaml", run_dir / "config.yaml")
+                 if p.exists()), None)
 
 
 def evaluate_run(run_dir: Path, episodes: int, video: bool = False, seed: int | None = None,
@@ -51,7 +63,7 @@ def evaluate_run(run_dir: Path, episodes: int, video: bool = False, seed: int | 
     from rlsweep.evaluation import run_episodes
     from rlsweep.train import EVAL_SEED_OFFSET, make_vec_lift
 
-    cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+    cfg = OmegaConf.load(run_config(run_dir))
     seed = cfg.seed + EVAL_SEED_OFFSET if seed is None else seed
     env = make_vec_lift(cfg, 1, seed, render_mode="rgb_array" if video else None)
     if (run_dir / "vecnormalize.pkl").exists():

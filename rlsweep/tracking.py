@@ -1,7 +1,8 @@
 """Weights & Biases tracking: offline unless the user has a key, and never touching the key.
 
 The API key is read by wandb itself from WANDB_API_KEY or ~/.netrc; rlsweep only checks that
-one exists (to choose online mode) and never copies it into configs, logs or files.
+one exists (to choose online mode) and never copies it into configs, logs or files. W&B's
+system metadata (which includes the command line) is turned off for the same reason.
 """
 
 from __future__ import annotations
@@ -44,7 +45,10 @@ def start_wandb_run(logger_cfg: Mapping[str, Any], run_dir: Path, config: dict,
 
     return wandb.init(project=logger_cfg["project"], entity=logger_cfg.get("entity"), mode=mode,
                       dir=str(run_dir), config={**config, **(extra_config or {})}, reinit="create_new",
-                      settings=wandb.Settings(console="off", silent=True), **init_kwargs)
+                      # x_disable_meta: wandb's metadata records the command line, which
+                      # can hold a storage URL with its password (our tests caught it).
+                      settings=wandb.Settings(console="off", silent=True, x_disable_meta=True),
+                      **init_kwargs)
 
 
 def run_state(status: str | None) -> str:

@@ -81,6 +81,15 @@ def _train(cfg: DictConfig, run_dir: Path, eval_hook: EvalHook | None, wandb_run
     torch.set_num_threads(cfg.trainer.threads)
     set_random_seed(cfg.seed)
     train_env, eval_env = build_envs(cfg)
+    try:
+        return _learn_and_save(cfg, run_dir, eval_hook, wandb_run, train_env, eval_env, started)
+    finally:  # also when training raises: no sims or subprocess envs left in a long-lived worker
+        train_env.close()
+        eval_env.close()
+
+
+def _learn_and_save(cfg: DictConfig, run_dir: Path, eval_hook: EvalHook | None, wandb_run,
+                    train_env: VecEnv, eval_env: VecEnv, started: float) -> dict[str, Any]:
     model = algo_class(cfg.algo.name)(
         "MlpPolicy", train_env, seed=cfg.seed, device=cfg.trainer.device, verbose=0,
         policy_kwargs=policy_kwargs(cfg.policy), **algo_kwargs(cfg.algo))
@@ -129,8 +138,6 @@ def _train(cfg: DictConfig, run_dir: Path, eval_hook: EvalHook | None, wandb_run
     }
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     write_learning_curve(evaluation.curve, run_dir, title=f"{cfg.algo.name} on Lift ({cfg.reward.name})")
-    train_env.close()
-    eval_env.close()
     return metrics
 
 

@@ -119,16 +119,23 @@ def full_disk(tmp_path):
         subprocess.run(["umount", str(mount)], capture_output=True)
 
 
-@pytest.mark.parametrize("where", ["full disk", "path under a file"])
-def test_unwritable_sweep_dir_is_a_clear_error_before_any_job(tmp_path, full_disk, where):
-    sweep_dir = full_disk / "sweep" if where == "full disk" else tmp_path / "a_file" / "sweep"
-    (tmp_path / "a_file").write_text("")
+def assert_unwritable_error(sweep_dir: Path, reason: str) -> None:
     result = sweep(sweep_dir, "algo=ppo")
     assert result.returncode == 2
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1 and "hydra.sweep.dir" in errors[0] and "not writable" in errors[0]
-    assert ("No space left" in errors[0]) == (where == "full disk")
+    assert len(errors) == 1, result.stderr
+    assert f"hydra.sweep.dir={sweep_dir} is not writable: {reason}" in errors[0]
     assert "Traceback" not in result.stderr and "Launching" not in result.stdout
+
+
+def test_full_disk_is_a_clear_error_before_any_job(full_disk):
+    assert_unwritable_error(full_disk / "sweep", "No space left on device")
+    assert not (full_disk / "sweep" / "optuna.db").exists()
+
+
+def test_sweep_dir_under_a_file_is_a_clear_error_before_any_job(tmp_path):
+    (tmp_path / "a_file").write_text("")
+    assert_unwritable_error(tmp_path / "a_file" / "sweep", "Not a directory")
 
 
 @pytest.mark.slow
@@ -144,6 +151,7 @@ def test_eight_workers_hammering_the_embedded_storage_lose_and_duplicate_nothing
     trials = study(tmp_path, "ppo-dense").get_trials()
     assert sorted(t.number for t in trials) == list(range(n_trials))
     assert all(t.state == TrialState.COMPLETE for t in trials)
-    assert len({t.user_attrs["trial_dir"] for t in trials}) == n_trials
     assert len(trial_files(tmp_path)) == n_trials
+    # a trial claimed twice shows up as a second report of a step or a tell on a finished trial
+    assert "already reported" not in result.stderr and "already finished" not in result.stderr
     assert len({t.user_attrs["worker"] for t in trials}) == 8

@@ -141,6 +141,18 @@ def test_sigkilled_sweep_resumes_retries_the_running_trial_and_loses_nothing(tmp
     assert s["n_complete"] == 6 and s["n_failed"] == 0 and s["n_running"] == 0
 
 
+def test_grid_sampler_runs_grid_points_once_each(tmp_path):
+    result = sweep(tmp_path, "algo=a2c", *SYNTHETIC[:2], "hydra.sweeper.sampler=grid",
+                   "algo.learning_rate=choice(1e-4,1e-3)", "algo.gae_lambda=choice(0.95)",
+                   "algo.n_steps=choice(8,16)", "algo.gamma=choice(0.99)",
+                   "hydra.sweeper.n_trials=10", "hydra.sweeper.n_jobs=2",
+                   "trainer.total_timesteps=200", "trainer.eval_freq=100")
+    assert result.returncode == 0, result.stderr[-3000:]
+    trials = study(tmp_path, "a2c-dense").get_trials()
+    points = {(t.params["algo.learning_rate"], t.params["algo.n_steps"]) for t in trials}
+    assert len(trials) == 4 and points == {(1e-4, 8), (1e-4, 16), (1e-3, 8), (1e-3, 16)}
+
+
 # ---------------------------------------------------------------- bad input, before any job
 
 @pytest.mark.parametrize("args,words", [
@@ -152,6 +164,8 @@ def test_sigkilled_sweep_resumes_retries_the_running_trial_and_loses_nothing(tmp
     (["algo.learning_rate=interval(-1.0,1.0)"], ["algo.learning_rate", "> 0"]),
     (["algo.nosuch=interval(0.1,0.2)"], ["algo.nosuch", "does not exist"]),
     (["hydra.sweeper.sampler=grid"], ["grid", "choice()"]),
+    (["++hydra.sweeper.pruner_kwargs.n_startup_trials=-1"], ["pruner_kwargs", "median"]),
+    (["algo.learning_rate=interval(1e-5"], ["algo.learning_rate"]),
     (["reward=dense,nope"], ["reward", "sparse"]),
 ])
 def test_bad_sweep_input_is_one_line_before_any_job(tmp_path, args, words):

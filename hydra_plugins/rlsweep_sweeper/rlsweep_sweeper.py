@@ -27,7 +27,7 @@ class RLSweeperConf:
     pruner_kwargs: Dict[str, Any] = field(default_factory=dict)
     metric: str = "success_then_return"  # success_then_return | success_rate | mean_return
     direction: str = "maximize"
-    seed: Optional[int] = 0            # sampler seed (worker k of cell i uses seed + 1000k + i)
+    seed: Optional[int] = 0            # sampler seed, mixed with worker, cell and process id
     storage: Optional[str] = None      # any Optuna RDB URL; default: SQLite in the sweep dir
     study_name: Optional[str] = None   # study of a cell: <study_name>-<cell>, or just <cell>
     heartbeat_interval: int = 10       # s between a running trial's heartbeats

@@ -10,6 +10,7 @@ from pathlib import Path
 import optuna
 import plotly.graph_objects as go
 
+from rlsweep.files import write_text_atomic
 from rlsweep.report.data import CellData, SweepData
 from rlsweep.report.stats import METHOD
 
@@ -166,7 +167,4 @@ def write_report(sweeps: list[SweepData], out: Path) -> Path:
     page = ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>rlsweep report</title>"
             f"<style>{STYLE}</style></head><body>" + "\n".join(parts) + "</body></html>")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(page)
-    tmp.replace(out)
-    return out
+    return write_text_atomic(out, page)

@@ -13,6 +13,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 from optuna.distributions import distribution_to_json, json_to_distribution
 
+from rlsweep.files import write_json_atomic
 from rlsweep.sweep.space import Cell
 
 PLAN_FILE = "sweep_plan.json"
@@ -32,15 +33,12 @@ def write_plan(sweep_dir: Path, cells: list[Cell], study_names: dict[str, str],
         OmegaConf.save(base_configs[cell.name], sweep_dir / cell.name / "base_config.yaml",
                        resolve=True)
     plan = {"sweep_name": name, "direction": settings["direction"], "metric": settings["metric"],
-            "n_trials": settings["n_trials"], "fixed_overrides": settings["fixed_overrides"],
-            "launcher": settings["launcher"],
+            "n_trials": settings["n_trials"], "launcher": settings["launcher"],
             "cells": [{"name": c.name, "study_name": study_names[c.name], "choices": c.choices,
                        "overrides": c.overrides,
                        "space": {k: distribution_to_json(d) for k, d in c.space.items()}}
                       for c in cells]}
-    tmp = sweep_dir / (PLAN_FILE + ".tmp")
-    tmp.write_text(json.dumps(plan, indent=2))
-    tmp.replace(sweep_dir / PLAN_FILE)  # atomic: a worker never reads half a plan
+    write_json_atomic(sweep_dir / PLAN_FILE, plan)  # a worker never reads half a plan
 
 
 def read_plan_file(sweep_dir: Path) -> dict:

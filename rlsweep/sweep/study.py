@@ -8,6 +8,8 @@ A trial whose worker died goes stale (no heartbeat); Optuna then fails it and en
 
 from __future__ import annotations
 
+import itertools
+import logging
 import time
 from pathlib import Path
 from typing import Any, Mapping
@@ -18,22 +20,30 @@ from optuna.trial import TrialState
 
 from rlsweep.config import ConfigError
 
+log = logging.getLogger("rlsweep.sweep")
+
 SAMPLERS = ("tpe", "random", "cmaes", "qmc", "grid", "gp")
 PRUNERS = ("median", "successive_halving", "hyperband", "threshold", "none")
 METRICS = ("success_then_return", "success_rate", "mean_return")
 DIRECTIONS = ("maximize", "minimize")
 DB_FILE = "optuna.db"
 BUDGET_ATTR = "rlsweep_n_trials"
+SQLITE_LOCK_TIMEOUT_S = 15
+
+
+def _parse_url(url: str):
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url)
+    except Exception:  # not an RDB URL: RDBStorage will say so
+        return None
 
 
 def mask_url(url: str) -> str:
     """The storage URL with its password replaced by ***, safe to print."""
-    try:
-        from sqlalchemy.engine import make_url
-
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # not an RDB URL: nothing we can parse to hide
-        return url.split("@")[-1]
+    parsed = _parse_url(url)
+    return parsed.render_as_string(hide_password=True) if parsed else url.split("@")[-1]
 
 
 def storage_url(storage: str | None, sweep_dir: Path) -> str:
@@ -45,8 +55,9 @@ def make_storage(url: str, heartbeat_interval: int, grace_period: int) -> RDBSto
     """An RDB storage with heartbeats (so dead workers' trials are failed and retried once)."""
     engine_kwargs: dict[str, Any] = {}
     if url.startswith("sqlite"):
-        # Several processes write one file: wait for the lock instead of failing at once.
-        engine_kwargs["connect_args"] = {"timeout": 60}
+        # Several processes write one file: wait for the lock instead of failing at once, but
+        # less than a heartbeat's grace period, so a waiting worker's trial never goes stale.
+        engine_kwargs["connect_args"] = {"timeout": SQLITE_LOCK_TIMEOUT_S}
         _use_wal(url)
     else:
         engine_kwargs["pool_pre_ping"] = True
@@ -67,7 +78,7 @@ def make_storage(url: str, heartbeat_interval: int, grace_period: int) -> RDBSto
                 time.sleep(1.0 + attempt)
                 continue
             reason = text.strip().splitlines()[0] if text.strip() else type(err).__name__
-            password = _password(url)
+            password = _parse_url(url).password if _parse_url(url) else None
             if password:
                 reason = reason.replace(password, "***")
             raise ConfigError(f"hydra.sweeper.storage={mask_url(url)} is unreachable: "
@@ -97,34 +108,22 @@ def _serialize_sqlite_transactions(engine) -> None:
 
 
 def _use_wal(url: str) -> None:
-    """Put a local SQLite file in WAL mode (persistent in the file): readers never block the
-    writer and a commit costs one sync, not three. WAL needs a local disk; on a shared
-    filesystem use PostgreSQL (docs/cluster.md)."""
+    """Put a local SQLite file in WAL mode (persistent in the file): a commit costs one sync,
+    not three. WAL needs a local disk; on a shared filesystem use PostgreSQL (docs/cluster.md)."""
     import sqlite3
 
-    from sqlalchemy.engine import make_url
-
-    try:
-        path = make_url(url).database
-    except Exception:  # not a URL SQLAlchemy reads: RDBStorage will say so
-        return
+    parsed = _parse_url(url)
+    path = parsed.database if parsed else None
     if path and path != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         with sqlite3.connect(path, timeout=60) as connection:
             connection.execute("PRAGMA journal_mode=WAL")
 
 
-def _password(url: str) -> str | None:
-    try:
-        from sqlalchemy.engine import make_url
-
-        return make_url(url).password
-    except Exception:
-        return None
-
-
 def make_sampler(name: str, seed: int | None, kwargs: Mapping[str, Any],
                  space: Mapping[str, optuna.distributions.BaseDistribution]):
+    """The named sampler. For grid it is only checked: the queue holds the grid's points
+    (`open_cell_study`), so a worker's trial arrives with every parameter fixed."""
     samplers = optuna.samplers
     kwargs = dict(kwargs)
     if name == "grid":
@@ -164,9 +163,14 @@ def check_settings(settings: Mapping[str, Any]) -> None:
         value = settings[field]
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ConfigError(f"hydra.sweeper.{field}={value!r} is invalid: must be an integer >= 1")
+    floor = settings["heartbeat_interval"] + SQLITE_LOCK_TIMEOUT_S
     if settings["grace_period"] <= settings["heartbeat_interval"]:
         raise ConfigError(f"hydra.sweeper.grace_period={settings['grace_period']!r} is invalid: "
                           "must exceed hydra.sweeper.heartbeat_interval")
+    if settings["grace_period"] < floor:
+        log.warning("hydra.sweeper.grace_period=%s is below heartbeat_interval + the SQLite lock "
+                    "timeout (%s s): a trial stalled on a busy storage may be retried while alive",
+                    settings["grace_period"], floor)
     try:
         from hydra.utils import get_method
 
@@ -176,7 +180,7 @@ def check_settings(settings: Mapping[str, Any]) -> None:
                           "needs an importable function like rlsweep.train.train") from None
     try:
         make_pruner(settings["pruner"], settings["pruner_kwargs"])
-    except TypeError as err:
+    except (TypeError, ValueError) as err:
         raise ConfigError(f"hydra.sweeper.pruner_kwargs is invalid for {settings['pruner']}: "
                           f"{err}") from None
 
@@ -185,34 +189,49 @@ def study_name(prefix: str | None, cell: str) -> str:
     return f"{prefix}-{cell}" if prefix else cell
 
 
+def grid_points(space: Mapping[str, optuna.distributions.BaseDistribution]) -> list[dict]:
+    """Every combination of a choice()-only space, in a fixed order."""
+    names = sorted(space)
+    return [dict(zip(names, combo))
+            for combo in itertools.product(*(space[n].choices for n in names))]
+
+
 def open_cell_study(storage: RDBStorage, name: str, direction: str, n_trials: int,
-                    sampler=None, pruner=None, wait_s: float = 30.0) -> optuna.Study:
+                    grid: list[dict] | None = None) -> optuna.Study:
     """Create a cell's study and queue its budget of n_trials, or load it if it exists.
 
+    With `grid` (sampler=grid) the queue holds the grid points themselves, at most n_trials.
     Several sweep processes may start at once on one storage: only the one whose
-    `create_study` succeeds queues the budget; the others wait for its budget record. A rerun
-    with a larger n_trials tops the queue up (do that from one process at a time).
+    `create_study` succeeds queues the budget; the others wait for its budget record while the
+    queue grows. A rerun with a larger n_trials tops the queue up (one process at a time).
     """
     try:
-        study = optuna.create_study(storage=storage, study_name=name, direction=direction,
-                                    sampler=sampler, pruner=pruner)
-        _queue(study, n_trials, already=0)
+        study = optuna.create_study(storage=storage, study_name=name, direction=direction)
+        _queue(study, n_trials, already=0, grid=grid)
         return study
     except optuna.exceptions.DuplicatedStudyError:
-        study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
-    deadline = time.monotonic() + wait_s
-    while BUDGET_ATTR not in study.user_attrs and time.monotonic() < deadline:
-        time.sleep(0.5)  # its creator is queueing the budget right now
-    # Past the deadline its creator died before recording the budget: count what it queued.
+        study = optuna.load_study(study_name=name, storage=storage)
+    if study.direction.name.lower() != direction:
+        raise ConfigError(f"hydra.sweeper.direction={direction} is invalid: study {name} in this "
+                          f"storage was created with direction={study.direction.name.lower()}")
+    seen, last_growth = -1, time.monotonic()
+    while BUDGET_ATTR not in study.user_attrs:  # its creator is queueing the budget right now
+        count = len(study.get_trials(deepcopy=False))
+        if count != seen:
+            seen, last_growth = count, time.monotonic()
+        elif time.monotonic() - last_growth > 15:  # the creator died mid-queue: finish its job
+            break
+        time.sleep(0.5)
     queued = study.user_attrs.get(BUDGET_ATTR, len(study.get_trials(deepcopy=False)))
     if n_trials > queued:
-        _queue(study, n_trials, already=queued)
+        _queue(study, n_trials, already=queued, grid=grid)
     return study
 
 
-def _queue(study: optuna.Study, n_trials: int, already: int) -> None:
-    for _ in range(n_trials - already):
-        study.enqueue_trial({}, skip_if_exists=False)
+def _queue(study: optuna.Study, n_trials: int, already: int, grid: list[dict] | None) -> None:
+    points = grid[already:n_trials] if grid is not None else [{}] * (n_trials - already)
+    for params in points:
+        study.enqueue_trial(params, skip_if_exists=False)
     study.set_user_attr(BUDGET_ATTR, n_trials)  # last: present means the queue is complete
 
 
@@ -225,6 +244,8 @@ def claim_trial(study: optuna.Study, storage: RDBStorage) -> optuna.Trial | None
     for trial in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
         try:
             if storage.set_trial_state_values(trial._trial_id, state=TrialState.RUNNING):
+                # Beat at once: a RUNNING trial without any heartbeat would never go stale.
+                storage.record_heartbeat(trial._trial_id)
                 return optuna.Trial(study, trial._trial_id)
         except optuna.exceptions.UpdateFinishedTrialError:
             continue

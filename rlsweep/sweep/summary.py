@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -10,6 +9,8 @@ from typing import Any
 import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
+
+from rlsweep.files import write_json_atomic
 
 SUMMARY_FILE = "sweep_summary.json"
 
@@ -50,11 +51,7 @@ def progress_line(cell: str, s: dict[str, Any], budget: int) -> str:
 
 
 def write_summary(sweep_dir: Path, summary: dict[str, dict]) -> Path:
-    path = sweep_dir / SUMMARY_FILE
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(summary, indent=2, default=str))
-    tmp.replace(path)
-    return path
+    return write_json_atomic(sweep_dir / SUMMARY_FILE, summary)
 
 
 def format_table(summary: dict[str, dict]) -> str:

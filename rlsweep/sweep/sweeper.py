@@ -26,8 +26,8 @@ from rlsweep.config import ConfigError, validate
 from rlsweep.sweep.plan import sweep_name, write_plan
 from rlsweep.sweep.space import (SWEEP_GROUPS, Cell, declared_space, grid_cells,
                                  parse_sweep_request)
-from rlsweep.sweep.study import (check_settings, make_sampler, make_storage, mask_url,
-                                 open_cell_study, storage_url, study_name)
+from rlsweep.sweep.study import (check_settings, grid_points, make_sampler, make_storage,
+                                 mask_url, open_cell_study, storage_url, study_name)
 from rlsweep.sweep.summary import cell_summary, format_table, progress_line, write_summary
 
 log = logging.getLogger("rlsweep.sweep")
@@ -179,7 +179,7 @@ def run_sweep(settings: Mapping[str, Any], config: DictConfig, config_loader, la
             try:
                 make_sampler(settings["sampler"], settings["seed"], settings["sampler_kwargs"],
                              cell.space)
-            except TypeError as err:
+            except (TypeError, ValueError) as err:
                 raise ConfigError(f"hydra.sweeper.sampler_kwargs is invalid for "
                                   f"{settings['sampler']}: {err}") from None
         url = storage_url(settings["storage"], sweep_dir)
@@ -190,13 +190,15 @@ def run_sweep(settings: Mapping[str, Any], config: DictConfig, config_loader, la
 
     names = {c.name: study_name(settings["study_name"], c.name) for c in cells}
     name = sweep_name(sweep_dir, settings["study_name"])
-    # Fixed overrides let `rlsweep.confirm` rebuild a cell's runs; hydra.* ones may hold secrets.
-    fixed = [o for o in parse_sweep_request(arguments).fixed if not o.lstrip("+~").startswith("hydra")]
     write_plan(sweep_dir, cells, names, base_configs, name, {
-        **settings, "fixed_overrides": fixed,
-        "launcher": config.hydra.runtime.choices.get("hydra/launcher", "basic")})
-    studies = {c.name: open_cell_study(storage, names[c.name], settings["direction"],
-                                       settings["n_trials"]) for c in cells}
+        **settings, "launcher": config.hydra.runtime.choices.get("hydra/launcher", "basic")})
+    try:
+        studies = {c.name: open_cell_study(
+            storage, names[c.name], settings["direction"], settings["n_trials"],
+            grid=grid_points(c.space) if settings["sampler"] == "grid" else None) for c in cells}
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
     print(f"rlsweep: {len(cells)} cell(s) x {settings['n_trials']} trials, "
           f"{settings['n_jobs']} workers, storage {mask_url(url)}, sweep dir {sweep_dir}",
           flush=True)

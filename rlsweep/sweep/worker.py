@@ -10,14 +10,16 @@ died goes stale, is failed by its heartbeat and retried here.
 
 from __future__ import annotations
 
-import json
 import logging
+import os
+import signal
 import threading
 import time
 import traceback
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
@@ -26,6 +28,7 @@ from optuna.distributions import (BaseDistribution, CategoricalDistribution, Flo
 from optuna.trial import TrialState
 
 from rlsweep.config import validate
+from rlsweep.files import write_json_atomic
 from rlsweep.sweep.plan import read_plan, read_sweep_name
 from rlsweep.sweep.study import (claim_trial, make_pruner, make_sampler, make_storage,
                                  objective_value, storage_url)
@@ -44,8 +47,30 @@ def suggest(trial: optuna.Trial, name: str, dist: BaseDistribution) -> Any:
     raise TypeError(f"unsupported distribution for {name}: {dist!r}")
 
 
+# Set when this worker process gets Ctrl-C. Native code (numba in robosuite's controller)
+# turns the KeyboardInterrupt into another exception; without this flag an interrupted trial
+# would be recorded as a failed one instead of being retried on resume.
+_interrupted = threading.Event()
+
+
+def _on_sigint(signum, frame) -> None:
+    _interrupted.set()
+    raise KeyboardInterrupt
+
+
+def trap_ctrl_c() -> None:
+    try:
+        signal.signal(signal.SIGINT, _on_sigint)
+    except ValueError:  # not the process's main thread: leave signals to the launcher
+        pass
+
+
 class Heartbeat:
-    """Record the trial's heartbeat every `interval` s, so a dead worker's trial goes stale."""
+    """Record the trial's heartbeat every `interval` s, so a dead worker's trial goes stale.
+
+    `claim_trial` records the first beat at the claim; this thread keeps it fresh. A failed
+    beat (a database blip) is logged and retried at the next interval, never fatal.
+    """
 
     def __init__(self, storage, trial_id: int, interval: int):
         self.storage, self.trial_id, self.interval = storage, trial_id, interval
@@ -54,10 +79,12 @@ class Heartbeat:
 
     def _beat(self) -> None:
         while not self._stop.wait(self.interval):
-            self.storage.record_heartbeat(self.trial_id)
+            try:
+                self.storage.record_heartbeat(self.trial_id)
+            except Exception as err:
+                log.warning("heartbeat of trial id %s failed: %s", self.trial_id, err)
 
     def __enter__(self) -> "Heartbeat":
-        self.storage.record_heartbeat(self.trial_id)  # at once: a trial with none never goes stale
         self._thread.start()
         return self
 
@@ -66,10 +93,17 @@ class Heartbeat:
         self._thread.join()
 
 
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    tmp.replace(path)
+def prepare_trial(trial: optuna.Trial, cell: dict, trial_dir: Path) -> tuple[dict, DictConfig]:
+    """Sample the trial's parameters into its cell's config; write config.yaml, overrides.yaml."""
+    params = {name: suggest(trial, name, dist) for name, dist in cell["space"].items()}
+    cfg = cell["base_config"].copy()
+    for path, value in params.items():
+        OmegaConf.update(cfg, path, value, merge=False)
+    trial_dir.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, trial_dir / "config.yaml")
+    overrides = cell["overrides"] + [f"{k}={v}" for k, v in params.items()]
+    (trial_dir / "overrides.yaml").write_text("\n".join(f"- {o}" for o in overrides) + "\n")
+    return params, cfg
 
 
 def run_trial(study: optuna.Study, trial: optuna.Trial, cell: dict, settings: DictConfig,
@@ -77,29 +111,22 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, cell: dict, settings: Di
     """Train one trial in `<sweep dir>/<cell>/trial_<number>` and tell Optuna how it ended.
 
     `train` is the objective (rlsweep.train.train unless hydra.sweeper.objective says otherwise).
+    Anything that goes wrong, from sampling to saving, makes the trial FAIL with its reason.
     """
     trial_dir = sweep_dir / cell["name"] / f"trial_{trial.number:03d}"
-    trial_dir.mkdir(parents=True, exist_ok=True)
-    params = {name: suggest(trial, name, dist) for name, dist in cell["space"].items()}
-    cfg = cell["base_config"].copy()
-    for path, value in params.items():
-        OmegaConf.update(cfg, path, value, merge=False)
-    OmegaConf.save(cfg, trial_dir / "config.yaml")
-    overrides = cell["overrides"] + [f"{k}={v}" for k, v in params.items()]
-    (trial_dir / "overrides.yaml").write_text("\n".join(f"- {o}" for o in overrides) + "\n")
-
-    last_step = 0
+    params, metrics, value, reason, last_step = {}, {}, None, None, 0
 
     def report(step: int, result) -> bool:
         nonlocal last_step
         last_step = step
         trial.report(objective_value(result.summary(), settings.metric, cfg.env.horizon), step)
-        return not trial.should_prune()
+        # A run that has spent its whole budget is finished, not pruned.
+        return step >= cfg.trainer.total_timesteps or not trial.should_prune()
 
     started = time.perf_counter()
-    value, metrics, reason = None, {}, None
     with Heartbeat(storage, trial._trial_id, settings.heartbeat_interval):
         try:
+            params, cfg = prepare_trial(trial, cell, trial_dir)
             validate(cfg)
             metrics = train(cfg, trial_dir, eval_hook=report, wandb_init={
                 "group": sweep_name, "job_type": cell["name"], "name": f"{cell['name']}-{trial.number}",
@@ -115,22 +142,33 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, cell: dict, settings: Di
             else:
                 state, reason = TrialState.FAIL, metrics["status"]
         except Exception as err:  # a failing trial is recorded with its reason; the sweep goes on
+            if _interrupted.is_set():  # Ctrl-C, not the trial's fault: leave it RUNNING, so it
+                raise KeyboardInterrupt from err  # goes stale and is retried on resume
             state, reason = TrialState.FAIL, f"{type(err).__name__}: {err}".splitlines()[0]
+            trial_dir.mkdir(parents=True, exist_ok=True)
             (trial_dir / "error.log").write_text(traceback.format_exc())
             log.warning("trial %s of %s failed: %s", trial.number, cell["name"], reason)
         wall = time.perf_counter() - started
-        for key, val in (("env_steps", metrics.get("env_steps", last_step)), ("wall_time_s", wall),
-                         ("last_step", last_step), ("trial_dir", str(trial_dir)),
-                         ("worker", HydraConfig.get().job.num),
-                         ("fail_reason", reason)):
-            trial.set_user_attr(key, val)
-        frozen = study.tell(trial, value if state == TrialState.COMPLETE else None, state=state)
+        intermediate = {}
+        try:
+            for key, val in (("env_steps", metrics.get("env_steps", last_step)),
+                             ("wall_time_s", wall), ("last_step", last_step),
+                             ("trial_dir", str(trial_dir)), ("worker", HydraConfig.get().job.num),
+                             ("fail_reason", reason)):
+                trial.set_user_attr(key, val)
+            frozen = study.tell(trial, value if state == TrialState.COMPLETE else None, state=state)
+            intermediate = frozen.intermediate_values
+        except (optuna.exceptions.UpdateFinishedTrialError, ValueError) as err:
+            # Its heartbeat went stale (e.g. a long database stall): another worker already
+            # failed it and queued a retry. Keep this run's files; the retry counts.
+            state, reason = TrialState.FAIL, f"taken over by a retry: {err}"
+            log.warning("trial %s of %s %s", trial.number, cell["name"], reason)
 
-    _write_json(trial_dir / "trial.json", {
+    write_json_atomic(trial_dir / "trial.json", {
         "number": trial.number, "cell": cell["name"], "state": state.name, "params": params,
         "value": value, "last_step": last_step, "status": metrics.get("status", reason),
         "fail_reason": reason, "env_steps": metrics.get("env_steps", last_step),
-        "wall_time_s": wall, "intermediate_values": frozen.intermediate_values})
+        "wall_time_s": wall, "intermediate_values": intermediate})
     return state
 
 
@@ -138,6 +176,7 @@ def run_worker(cfg: DictConfig) -> dict[str, int]:
     """Task function of one worker job (see module docstring). Returns its trial counts."""
     from hydra.utils import get_method
 
+    trap_ctrl_c()
     hydra_cfg = HydraConfig.get()
     settings = hydra_cfg.sweeper
     # Import the objective (torch, SB3, robosuite: seconds) before claiming, not inside a trial.
@@ -149,8 +188,15 @@ def run_worker(cfg: DictConfig) -> dict[str, int]:
     cells = read_plan(sweep_dir)
     studies = {}
     for index, cell in enumerate(cells):
-        seed = None if settings.seed is None else settings.seed + 1000 * worker + index
-        sampler = make_sampler(settings.sampler, seed, settings.sampler_kwargs, cell["space"])
+        # Distinct streams per worker, cell and process: a rerun or a second machine joining
+        # the study must not replay the same "random" trials. (Parallel sampling is not
+        # reproducible anyway; `seed` decorrelates, it does not replay.)
+        seed = None if settings.seed is None else int(np.random.SeedSequence(
+            [settings.seed, worker, index, os.getpid()]).generate_state(1)[0])
+        # grid: every parameter arrives fixed from the queue, so any sampler will do
+        name = "random" if settings.sampler == "grid" else settings.sampler
+        sampler = make_sampler(name, seed, {} if name != settings.sampler
+                               else settings.sampler_kwargs, cell["space"])
         studies[cell["name"]] = optuna.load_study(
             study_name=cell["study_name"], storage=storage, sampler=sampler,
             pruner=make_pruner(settings.pruner, settings.pruner_kwargs))

@@ -1,0 +1,46 @@
+"""W&B mode: offline unless a key is found; WANDB_MODE always wins. (No network is used.)"""
+
+from __future__ import annotations
+
+import pytest
+
+from rlsweep.tracking import run_state, wandb_mode
+
+AUTO = {"name": "wandb", "mode": "auto"}
+
+
+@pytest.fixture
+def no_key(monkeypatch, tmp_path):
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc
+
+
+def test_auto_is_offline_without_a_key(no_key):
+    assert wandb_mode(AUTO) == "offline"
+
+
+def test_auto_is_online_with_a_key_in_the_environment(no_key, monkeypatch):
+    monkeypatch.setenv("WANDB_API_KEY", "k" * 40)
+    assert wandb_mode(AUTO) == "online"
+
+
+def test_auto_is_online_with_a_key_in_netrc(no_key, tmp_path):
+    netrc = tmp_path / ".netrc"
+    netrc.write_text("machine api.wandb.ai\n  login user\n  password " + "k" * 40 + "\n")
+    netrc.chmod(0o600)
+    assert wandb_mode(AUTO) == "online"
+
+
+def test_wandb_mode_variable_wins(no_key, monkeypatch):
+    monkeypatch.setenv("WANDB_API_KEY", "k" * 40)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    assert wandb_mode(AUTO) == "offline"
+    assert wandb_mode({"name": "wandb", "mode": "disabled"}) == "offline"
+
+
+def test_run_state_follows_the_metrics_status():
+    assert run_state("ok") == "complete"
+    assert run_state("pruned at env step 80") == "pruned"
+    assert run_state("diverged: non-finite rewards at env step 51") == "failed"
+    assert run_state(None) == "failed"
