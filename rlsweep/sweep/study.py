@@ -235,6 +235,11 @@ def _queue(study: optuna.Study, n_trials: int, already: int, grid: list[dict] | 
     study.set_user_attr(BUDGET_ATTR, n_trials)  # last: present means the queue is complete
 
 
+def count_trials(studies, *states: TrialState) -> int:
+    """How many trials of these studies are in any of `states`."""
+    return sum(len(s.get_trials(deepcopy=False, states=states)) for s in studies)
+
+
 def claim_trial(study: optuna.Study, storage: RDBStorage) -> optuna.Trial | None:
     """Atomically take one WAITING trial of `study` (None when its budget is used up).
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import threading
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -23,11 +22,12 @@ from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState
 
 from rlsweep.config import ConfigError, validate
+from rlsweep.periodic import Periodic
 from rlsweep.sweep.plan import sweep_name, write_plan
 from rlsweep.sweep.space import (SWEEP_GROUPS, Cell, declared_space, grid_cells,
                                  parse_sweep_request)
-from rlsweep.sweep.study import (check_settings, grid_points, make_sampler, make_storage,
-                                 mask_url, open_cell_study, storage_url, study_name)
+from rlsweep.sweep.study import (check_settings, count_trials, grid_points, make_sampler,
+                                 make_storage, mask_url, open_cell_study, storage_url, study_name)
 from rlsweep.sweep.summary import cell_summary, format_table, progress_line, write_summary
 
 log = logging.getLogger("rlsweep.sweep")
@@ -96,14 +96,13 @@ def plan_cells(config: DictConfig, config_loader, arguments: list[str]
     return cells, base_configs
 
 
-class ProgressPrinter:
+class ProgressPrinter(Periodic):
     """Prints a cell's progress line each time its counts change, from a background thread."""
 
     def __init__(self, studies: Mapping[str, Any], budget: int, interval_s: float = 2.0):
-        self.studies, self.budget, self.interval_s = studies, budget, interval_s
+        super().__init__(interval_s, self.poll)
+        self.studies, self.budget = studies, budget
         self._last: dict[str, str] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
     def poll(self) -> None:
         for cell, study in self.studies.items():
@@ -114,18 +113,6 @@ class ProgressPrinter:
             if self._last.get(cell) != line:
                 self._last[cell] = line
                 print(line, flush=True)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            self.poll()
-
-    def __enter__(self) -> "ProgressPrinter":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 def _write_report(sweep_dir: Path) -> str:
@@ -144,8 +131,7 @@ MAX_LAUNCHES = 3
 
 
 def _work_left(studies: Mapping[str, Any]) -> bool:
-    states = (TrialState.WAITING, TrialState.RUNNING)
-    return any(s.get_trials(deepcopy=False, states=states) for s in studies.values())
+    return count_trials(studies.values(), TrialState.WAITING, TrialState.RUNNING) > 0
 
 
 def _launch_until_done(launcher, n_jobs: int, studies: Mapping[str, Any]) -> Any:

@@ -29,8 +29,9 @@ from optuna.trial import TrialState
 
 from rlsweep.config import validate
 from rlsweep.files import write_json_atomic
+from rlsweep.periodic import Periodic
 from rlsweep.sweep.plan import read_plan, read_sweep_name
-from rlsweep.sweep.study import (claim_trial, make_pruner, make_sampler, make_storage,
+from rlsweep.sweep.study import (claim_trial, count_trials, make_pruner, make_sampler, make_storage,
                                  objective_value, storage_url)
 
 log = logging.getLogger("rlsweep.worker")
@@ -65,32 +66,19 @@ def trap_ctrl_c() -> None:
         pass
 
 
-class Heartbeat:
+def heartbeat(storage, trial_id: int, interval: int) -> Periodic:
     """Record the trial's heartbeat every `interval` s, so a dead worker's trial goes stale.
 
-    `claim_trial` records the first beat at the claim; this thread keeps it fresh. A failed
-    beat (a database blip) is logged and retried at the next interval, never fatal.
+    `claim_trial` records the first beat at the claim; this keeps it fresh. A failed beat (a
+    database blip) is logged and retried at the next interval, never fatal.
     """
+    def beat() -> None:
+        try:
+            storage.record_heartbeat(trial_id)
+        except Exception as err:
+            log.warning("heartbeat of trial id %s failed: %s", trial_id, err)
 
-    def __init__(self, storage, trial_id: int, interval: int):
-        self.storage, self.trial_id, self.interval = storage, trial_id, interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, daemon=True)
-
-    def _beat(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                self.storage.record_heartbeat(self.trial_id)
-            except Exception as err:
-                log.warning("heartbeat of trial id %s failed: %s", self.trial_id, err)
-
-    def __enter__(self) -> "Heartbeat":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
+    return Periodic(interval, beat)
 
 
 def prepare_trial(trial: optuna.Trial, cell: dict, trial_dir: Path) -> tuple[dict, DictConfig]:
@@ -124,7 +112,7 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, cell: dict, settings: Di
         return step >= cfg.trainer.total_timesteps or not trial.should_prune()
 
     started = time.perf_counter()
-    with Heartbeat(storage, trial._trial_id, settings.heartbeat_interval):
+    with heartbeat(storage, trial._trial_id, settings.heartbeat_interval):
         try:
             params, cfg = prepare_trial(trial, cell, trial_dir)
             validate(cfg)
@@ -217,8 +205,6 @@ def run_worker(cfg: DictConfig) -> dict[str, int]:
             state = run_trial(*claimed, settings, storage, sweep_dir, sweep_name, train)
             counts[state.name] += 1
             continue
-        running = sum(len(s.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
-                      for s in studies.values())
-        if running == 0:
+        if count_trials(studies.values(), TrialState.RUNNING) == 0:
             return counts
         time.sleep(min(settings.heartbeat_interval, 5))

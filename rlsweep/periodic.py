@@ -1,0 +1,28 @@
+"""A background thread that calls a function at a fixed interval while a `with` block runs."""
+
+from __future__ import annotations
+
+import threading
+from typing import Callable
+
+
+class Periodic:
+    """Call `tick()` every `interval_s` seconds in a daemon thread, from `__enter__` to
+    `__exit__` (which waits for a tick in progress to finish)."""
+
+    def __init__(self, interval_s: float, tick: Callable[[], None]):
+        self.interval_s, self.tick = interval_s, tick
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.tick()
+
+    def __enter__(self) -> "Periodic":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
