@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 ALGOS = ("a2c", "ppo", "sac", "td3")
 REWARDS = ("dense", "sparse", "staged")
 VEC_ENVS = ("dummy", "subproc")
+ENV_BACKENDS = ("fast", "robosuite")
 ACTIVATIONS = ("tanh", "relu", "elu", "leaky_relu")
 LOGGER_MODES = ("auto", "offline", "online", "disabled")
 DEVICES = ("cpu", "cuda", "auto")
@@ -58,6 +59,7 @@ class EnvConfig:
     name: str = "Lift"
     n_envs: int = 1
     vec_env: str = "dummy"
+    backend: str = "fast"
     horizon: int = 200
     obs_keys: List[str] = field(default_factory=lambda: ["object-state", "robot0_proprio-state"])
     robosuite: Dict[str, Any] = field(default_factory=dict)
@@ -155,6 +157,7 @@ def _validate_env(env: DictConfig) -> None:
     _check_number("env.n_envs", env.n_envs, int, 1, True)
     _check_number("env.horizon", env.horizon, int, 1, True)
     _check_choice("env.vec_env", env.vec_env, VEC_ENVS)
+    _check_choice("env.backend", env.backend, ENV_BACKENDS)
     if not env.obs_keys:
         _fail("env.obs_keys", list(env.obs_keys), "needs at least one of " + ", ".join(LIFT_OBS_KEYS))
     for key in env.obs_keys:

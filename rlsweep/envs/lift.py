@@ -28,6 +28,7 @@ LIFT_OBS_KEYS = (
     "robot0_joint_acc", "robot0_eef_pos", "robot0_eef_quat", "robot0_eef_quat_site",
     "robot0_gripper_qpos", "robot0_gripper_qvel",
 )
+_LOG = logging.getLogger(__name__)
 # Set by LiftEnv itself: users must not override them through env.robosuite.
 _MANAGED_KWARGS = ("ignore_done", "seed", "horizon", "controller_configs")
 
@@ -78,13 +79,15 @@ class LiftEnv(gym.Env):
     the key SB3's `Monitor` and `EvalCallback` read. `info["dense_reward"]` is robosuite's shaped
     reward, kept whatever reward variant wraps this env, so progress stays visible.
     The episode never terminates here: wrap with `TimeLimit` (see `make_lift_env`).
+    `backend="fast"` steps the same robosuite env through `FastLiftStepper` (compiled substeps,
+    same dynamics) where it covers the setup; `self.backend` says which one runs.
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 20}
 
     def __init__(self, obs_keys: Sequence[str], robosuite_kwargs: Mapping[str, Any],
                  seed: int | None = None, render_mode: str | None = None,
-                 camera: str = "frontview", image_size: int = 256):
+                 camera: str = "frontview", image_size: int = 256, backend: str = "robosuite"):
         _quiet_robosuite()
         import robosuite
 
@@ -104,6 +107,21 @@ class LiftEnv(gym.Env):
         low, high = self.sim_env.action_spec
         self.action_space = gym.spaces.Box(low.astype(np.float32), high.astype(np.float32))
         self._needs_reset_obs: np.ndarray | None = first
+        self.backend = self._choose_backend(backend)
+
+    def _choose_backend(self, backend: str) -> str:
+        """`fast` steps through `FastLiftStepper` where it covers this setup, else stock."""
+        self._fast_stepper = None
+        if backend != "fast":
+            return "robosuite"
+        from rlsweep.envs.fast_lift import FastLiftStepper, unsupported_reason
+
+        reason = unsupported_reason(self.sim_env)
+        if reason is not None:
+            _LOG.warning("env.backend=fast does not cover %s; stepping stock robosuite instead", reason)
+            return "robosuite"
+        self._fast_stepper = FastLiftStepper(self.sim_env)
+        return "fast"
 
     def _flatten(self, obs: Mapping[str, np.ndarray]) -> np.ndarray:
         return np.concatenate([np.ravel(obs[k]) for k in self.obs_keys]).astype(np.float32)
@@ -118,7 +136,11 @@ class LiftEnv(gym.Env):
         return obs, {"is_success": False}
 
     def step(self, action: np.ndarray):
-        obs, dense_reward, _, _ = self.sim_env.step(np.asarray(action, dtype=np.float64))
+        action = np.asarray(action, dtype=np.float64)
+        if self._fast_stepper is not None:
+            obs, dense_reward = self._fast_stepper.step(action)
+        else:
+            obs, dense_reward, _, _ = self.sim_env.step(action)
         success = bool(self.sim_env._check_success())
         info = {"is_success": success, "dense_reward": float(dense_reward)}
         return self._flatten(obs), float(dense_reward), False, False, info
@@ -152,6 +174,7 @@ def make_lift_env(env_cfg: Mapping[str, Any], reward_cfg: Mapping[str, Any], see
 
     robosuite_kwargs = dict(env_cfg["robosuite"])
     robosuite_kwargs["horizon"] = env_cfg["horizon"]
-    env = LiftEnv(env_cfg["obs_keys"], robosuite_kwargs, seed=seed, render_mode=render_mode)
+    env = LiftEnv(env_cfg["obs_keys"], robosuite_kwargs, seed=seed, render_mode=render_mode,
+                  backend=env_cfg.get("backend", "fast"))
     env = wrap_reward(env, reward_cfg)
     return gym.wrappers.TimeLimit(env, max_episode_steps=env_cfg["horizon"])
