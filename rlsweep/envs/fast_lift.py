@@ -30,7 +30,7 @@ import mujoco
 import numba
 import numpy as np
 from numba import types
-from robosuite.utils.control_utils import opspace_matrices, orientation_error
+from robosuite.utils.control_utils import orientation_error
 
 
 def _mujoco_c_api() -> dict[str, Any]:
@@ -54,6 +54,82 @@ def _mujoco_c_api() -> dict[str, Any]:
 _C_API = _mujoco_c_api()
 mj_step1, mj_step2 = _C_API["mj_step1"], _C_API["mj_step2"]
 mj_jac_site, mj_full_m = _C_API["mj_jacSite"], _C_API["mj_fullM"]
+
+
+# pinv's cutoff zeroes singular values below 1e-15 of the largest. Below this bound on the
+# condition number no singular value is near it, so pinv(A) is A's inverse and the Cholesky
+# inverse computes it; above it we call pinv itself, robosuite's exact path.
+_MAX_CONDITION_FOR_CHOLESKY = 1e12
+
+
+@numba.njit(nogil=True, cache=True)
+def _cholesky_inverse(a: np.ndarray, out: np.ndarray) -> bool:
+    """Inverse of symmetric positive definite `a` into `out`; False if `a` is not SPD."""
+    n = a.shape[0]
+    lower = np.zeros((n, n))
+    for j in range(n):
+        pivot = a[j, j]
+        for k in range(j):
+            pivot -= lower[j, k] * lower[j, k]
+        if not pivot > 0.0:
+            return False
+        lower[j, j] = np.sqrt(pivot)
+        for i in range(j + 1, n):
+            value = a[i, j]
+            for k in range(j):
+                value -= lower[i, k] * lower[j, k]
+            lower[i, j] = value / lower[j, j]
+    # inv(L), lower triangular, then inv(a) = inv(L)^T inv(L).
+    lower_inv = np.zeros((n, n))
+    for j in range(n):
+        lower_inv[j, j] = 1.0 / lower[j, j]
+        for i in range(j + 1, n):
+            value = 0.0
+            for k in range(j, i):
+                value -= lower[i, k] * lower_inv[k, j]
+            lower_inv[i, j] = value / lower[i, i]
+    for i in range(n):
+        for j in range(i, n):
+            value = 0.0
+            for k in range(j, n):
+                value += lower_inv[k, i] * lower_inv[k, j]
+            out[i, j] = value
+            out[j, i] = value
+    return True
+
+
+@numba.njit(nogil=True, cache=True)
+def _spd_pinv(a: np.ndarray) -> np.ndarray:
+    """`np.linalg.pinv(a)` for symmetric positive semi-definite `a`, via Cholesky when safe.
+
+    ||A||_F * ||inv(A)||_F bounds A's 2-norm condition number from above.
+    """
+    inverse = np.empty_like(a)
+    if _cholesky_inverse(a, inverse):
+        if np.sqrt(np.sum(a * a)) * np.sqrt(np.sum(inverse * inverse)) < _MAX_CONDITION_FOR_CHOLESKY:
+            return inverse
+    return np.ascontiguousarray(np.linalg.pinv(a))
+
+
+@numba.njit(nogil=True, cache=True)
+def _opspace_matrices(mass_matrix, j_full, j_pos, j_ori):
+    """robosuite's `control_utils.opspace_matrices` with its inverses taken as above.
+
+    The mass matrix is SPD, so its Cholesky inverse is `np.linalg.inv`'s result; the three
+    lambda inverses go through `_spd_pinv`. Same formulas, same order of products.
+    """
+    mass_matrix_inv = np.empty_like(mass_matrix)
+    if not _cholesky_inverse(mass_matrix, mass_matrix_inv):
+        mass_matrix_inv = np.ascontiguousarray(np.linalg.inv(mass_matrix))
+    lambda_full_inv = np.dot(np.dot(j_full, mass_matrix_inv), j_full.transpose())
+    lambda_pos_inv = np.dot(np.dot(j_pos, mass_matrix_inv), j_pos.transpose())
+    lambda_ori_inv = np.dot(np.dot(j_ori, mass_matrix_inv), j_ori.transpose())
+    lambda_full = _spd_pinv(lambda_full_inv)
+    lambda_pos = _spd_pinv(lambda_pos_inv)
+    lambda_ori = _spd_pinv(lambda_ori_inv)
+    jbar = np.dot(np.dot(mass_matrix_inv, j_full.transpose()), lambda_full)
+    nullspace_matrix = np.eye(j_full.shape[-1], j_full.shape[-1]) - np.dot(jbar, j_full)
+    return lambda_full, lambda_pos, lambda_ori, nullspace_matrix
 
 
 @numba.njit(nogil=True, cache=True)
@@ -112,7 +188,7 @@ def osc_substeps(model, data, n_substeps, qm_address, qpos, qvel, site_xpos, sit
         base_ori_vel = np.dot(base_jacr, qvel)
         vel_ori_error = -(ref_ori_vel - base_ori_vel)
         desired_torque = ori_error * kp[3:6] + vel_ori_error * kd[3:6]
-        lambda_full, lambda_pos, lambda_ori, nullspace_matrix = opspace_matrices(
+        lambda_full, lambda_pos, lambda_ori, nullspace_matrix = _opspace_matrices(
             mass_matrix, j_full, j_pos, j_ori)
         if uncouple_pos_ori:
             decoupled_wrench = np.concatenate(
