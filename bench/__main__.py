@@ -1,30 +1,47 @@
-"""Run every benchmark once, side by side on this machine, and write bench/results.{md,json}."""
+"""Run the benchmarks on this machine and write bench/results.{md,json}.
+
+`python -m bench` (`make bench`) runs every section in one run. `python -m bench env` reruns
+only the named sections and keeps the others' last results, each with its own date.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import platform
+import sys
 import time
 from pathlib import Path
 
-from bench import sweeper_bench
+from bench import env_bench, sweeper_bench
 
 RESULTS = Path(__file__).resolve().parent
+SECTIONS = {"env": env_bench, "sweeper": sweeper_bench}  # report order
 
 
-def main() -> None:
-    results = {"machine": {"python": platform.python_version(), "cpu": platform.processor(),
-                           "cores": __import__("os").cpu_count(),
-                           "date": time.strftime("%Y-%m-%d %H:%M:%S")},
-               "sweeper": sweeper_bench.run()}
-    (RESULTS / "results.json").write_text(json.dumps(results, indent=2))
-    md = ["# Benchmark results", "",
-          f"Measured {results['machine']['date']} on {results['machine']['cores']} cores, "
-          f"Python {results['machine']['python']}. Rerun with `make bench`.", "",
-          sweeper_bench.markdown(results["sweeper"])]
-    (RESULTS / "results.md").write_text("\n".join(md) + "\n")
+def main(names: list[str]) -> None:
+    unknown = set(names) - set(SECTIONS)
+    if unknown:
+        raise SystemExit(f"bench: unknown section {', '.join(sorted(unknown))}; "
+                         f"allowed: {', '.join(SECTIONS)}")
+    path = RESULTS / "results.json"
+    results = json.loads(path.read_text()) if path.exists() and names else {}
+    machine = {"python": platform.python_version(), "cores": os.cpu_count()}
+    for name in names or SECTIONS:
+        started = time.strftime("%Y-%m-%d %H:%M:%S")
+        results[name] = {"date": started, "machine": machine, **SECTIONS[name].run()}
+        path.write_text(json.dumps(results, indent=2))  # a finished section is never lost
+    md = ["# Benchmark results", "", "Rerun with `make bench`. Compare numbers only within "
+          "one section: machines of this class differ up to 2.4x in absolute speed.", ""]
+    for name, module in SECTIONS.items():
+        if isinstance(results.get(name), dict) and "date" in results[name]:
+            section = results[name]
+            md += [module.markdown(section), "",
+                   f"_Measured {section['date']} on {section['machine']['cores']} cores, "
+                   f"Python {section['machine']['python']}._", ""]
+    (RESULTS / "results.md").write_text("\n".join(md))
     print("\n".join(md))
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

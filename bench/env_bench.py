@@ -1,0 +1,141 @@
+"""Lift env speed, side by side: MuJoCo's physical limit, stock robosuite, the `fast` backend.
+
+Everything runs in one `make bench` on one machine, and every stock/fast pair is measured in
+alternating order over two rounds (stock then fast, fast then stock) so drift of a noisy
+machine falls on both. Rows:
+- physics limit: `mj_step` alone on Lift's model, substeps/s divided by the 25 substeps of an
+  env step (no controller, no observations: no backend can beat it);
+- env steps/s, 1 env, random actions, episodes of 200 steps with their resets included;
+- env steps/s with n_envs = cores, SB3 SubprocVecEnv (one process per env), summed;
+- training env steps/s through the user's command (`python -m rlsweep`, `env_steps_per_s`
+  from metrics.json: learn time minus evaluation time), PPO and SAC, 1 env.
+Targets (issue 6): fast/stock >= 3 for env steps/s, >= 2.5 for PPO training.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+BACKENDS = ("robosuite", "fast")
+ENV_STEPS, VEC_STEPS_PER_ENV, PHYSICS_SUBSTEPS = 600, 300, 10_000
+TRAINING = {  # algo -> overrides; small budgets, but each crosses its algorithm's update phase
+    "ppo": ("algo=ppo", "trainer.total_timesteps=1024"),  # 2 rollouts of 512 + 2 x 10 epochs
+    "sac": ("algo=sac", "trainer.total_timesteps=1200", "algo.learning_starts=200"),
+}
+
+
+def _cfg(*overrides: str):
+    from hydra import compose, initialize_config_dir
+
+    import rlsweep.config  # noqa: F401  (registers the schema)
+
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
+def physics_limit() -> dict:
+    """Substeps/s of bare `mj_step` on the Lift model robosuite builds."""
+    import mujoco
+
+    from rlsweep.train import make_vec_lift
+
+    venv = make_vec_lift(_cfg("env.backend=robosuite"), 1, seed=0)
+    sim_env = venv.envs[0].unwrapped.sim_env
+    venv.reset()
+    substeps = int(sim_env.control_timestep / sim_env.model_timestep)
+    model, data = sim_env.sim.model._model, sim_env.sim.data._data
+    start = time.perf_counter()
+    mujoco.mj_step(model, data, nstep=PHYSICS_SUBSTEPS)
+    rate = PHYSICS_SUBSTEPS / (time.perf_counter() - start)
+    venv.close()
+    return {"substeps_per_s": rate, "substeps_per_env_step": substeps,
+            "env_steps_per_s": rate / substeps}
+
+
+def env_steps_per_s(backend: str, n_envs: int) -> float:
+    """Random-action env steps/s summed over `n_envs` (subproc when more than one)."""
+    from rlsweep.train import make_vec_lift
+
+    vec_env = "subproc" if n_envs > 1 else "dummy"
+    venv = make_vec_lift(_cfg(f"env.backend={backend}"), n_envs, seed=0, vec_env=vec_env)
+    steps = ENV_STEPS if n_envs == 1 else VEC_STEPS_PER_ENV
+    actions = np.random.default_rng(0).uniform(-1, 1, size=(steps + 20, n_envs, 7))
+    venv.reset()
+    for action in actions[:20]:  # first steps pay one-off costs (caches, page faults)
+        venv.step(action)
+    start = time.perf_counter()
+    for action in actions[20:]:
+        venv.step(action)
+    rate = steps * n_envs / (time.perf_counter() - start)
+    venv.close()
+    return rate
+
+
+def training_env_steps_per_s(backend: str, algo: str) -> float:
+    """`env_steps_per_s` of one real training run through the user's command."""
+    with tempfile.TemporaryDirectory(prefix="rlsweep-bench-") as tmp:
+        command = [sys.executable, "-m", "rlsweep", *TRAINING[algo], "reward=dense",
+                   f"env.backend={backend}", "env.n_envs=1", "trainer.eval_freq=100000",
+                   "trainer.eval_episodes=1", "env.horizon=200", "seed=0", "logger=none",
+                   f"hydra.run.dir={tmp}/run"]
+        subprocess.run(command, cwd=ROOT, check=True, capture_output=True, text=True,
+                       env={**os.environ, "WANDB_MODE": "disabled"})
+        return json.loads((Path(tmp) / "run" / "metrics.json").read_text())["env_steps_per_s"]
+
+
+def _side_by_side(measure) -> dict:
+    """Two alternating rounds of `measure(backend)`; the mean per backend and fast/stock."""
+    samples = {backend: [] for backend in BACKENDS}
+    for order in (BACKENDS, BACKENDS[::-1]):
+        for backend in order:
+            samples[backend].append(measure(backend))
+    mean = {backend: float(np.mean(values)) for backend, values in samples.items()}
+    return {"samples": samples, "mean": mean, "ratio": mean["fast"] / mean["robosuite"]}
+
+
+def run() -> dict:
+    cores = os.cpu_count() or 1
+    return {
+        "cores": cores,
+        "physics": physics_limit(),
+        "env_1": _side_by_side(lambda backend: env_steps_per_s(backend, 1)),
+        "env_cores": _side_by_side(lambda backend: env_steps_per_s(backend, cores)),
+        "training": {algo: _side_by_side(lambda backend, a=algo: training_env_steps_per_s(backend, a))
+                     for algo in TRAINING},
+    }
+
+
+def markdown(results: dict) -> str:
+    physics, cores = results["physics"], results["cores"]
+    rows = [("env steps/s, 1 env", results["env_1"]),
+            (f"env steps/s, {cores} envs (subproc, summed)", results["env_cores"])]
+    rows += [(f"{algo.upper()} training env steps/s, 1 env", results["training"][algo])
+             for algo in TRAINING]
+    lines = ["## Lift env speed: stock robosuite vs the fast backend (issue 6)", "",
+             "Panda, OSC_POSE, control_freq 20 (25 physics substeps per env step), dense reward, "
+             "no rendering. Each stock/fast pair was measured twice in alternating order; the "
+             "table shows the means. Targets: fast/stock >= 3 for env steps/s, >= 2.5 for PPO "
+             "training.", "",
+             f"Physical limit (bare `mj_step`, no control): {physics['substeps_per_s']:,.0f} "
+             f"substeps/s / {physics['substeps_per_env_step']} = "
+             f"**{physics['env_steps_per_s']:,.0f} env steps/s** per core.", "",
+             "| measure | stock robosuite | fast | fast / stock | fast / physics limit |",
+             "|---|---|---|---|---|"]
+    for name, row in rows:
+        per_core = row["mean"]["fast"] / (cores if "subproc" in name else 1)
+        lines.append(f"| {name} | {row['mean']['robosuite']:.0f} | {row['mean']['fast']:.0f} | "
+                     f"**{row['ratio']:.2f}x** | {per_core / physics['env_steps_per_s']:.2f} |")
+    lines += ["", "Training: `python -m rlsweep algo=<algo> env.backend=<backend> env.n_envs=1` "
+              f"with {', '.join(f'{a.upper()}: ' + ' '.join(o[1:]) for a, o in TRAINING.items())}; "
+              "`env_steps_per_s` from metrics.json counts policy inference and gradient updates, "
+              "which the backend does not speed up."]
+    return "\n".join(lines)
