@@ -5,10 +5,11 @@ each one, Python: the composite controller, the OSC law with fresh Jacobians and
 the gripper, and every observable's timer. That Python is over 70% of a step. `FastLiftStepper`
 keeps everything robosuite decides once per env step in robosuite's own code (the action split,
 the gripper's action, the OSC goal from the action, the reward, the success check and the
-observations) and runs the repeated substeps 2..25 in one compiled loop, `osc_substeps`, which
-calls MuJoCo's C API on the same model and data: `mj_step1`, the same OSC_POSE law with the
-same gains and robosuite's own compiled `opspace_matrices`/`orientation_error`, `mj_step2`.
-The dynamics, control law and control rate are unchanged; only where the arithmetic runs is.
+observations) and runs the 25 substeps in one compiled loop, `osc_substeps`, which calls
+MuJoCo's C API on the same model and data: `mj_step1`, the same OSC_POSE law with the same
+gains (robosuite's `opspace_matrices` with Cholesky inverses where they equal its own),
+`mj_step2`. The dynamics, control law and control rate are unchanged; only where the
+arithmetic runs is. docs/architecture.md says where floating-point order differs.
 
 Why a compiled loop around `mj_step1`/`mj_step2` rather than a `mjcb_control` callback: the
 callback is global to the process, so a stock env stepped in the same process (a test, an eval
@@ -30,7 +31,6 @@ import mujoco
 import numba
 import numpy as np
 from numba import types
-from robosuite.utils.control_utils import orientation_error
 
 
 def _mujoco_c_api() -> dict[str, Any]:
@@ -56,10 +56,11 @@ mj_step1, mj_step2 = _C_API["mj_step1"], _C_API["mj_step2"]
 mj_jac_site, mj_full_m = _C_API["mj_jacSite"], _C_API["mj_fullM"]
 
 
-# pinv's cutoff zeroes singular values below 1e-15 of the largest. Below this bound on the
-# condition number no singular value is near it, so pinv(A) is A's inverse and the Cholesky
-# inverse computes it; above it we call pinv itself, robosuite's exact path.
-_MAX_CONDITION_FOR_CHOLESKY = 1e12
+# Where the Cholesky inverse stands in for robosuite's LU (`inv`) and SVD (`pinv`) inverses:
+# below this bound on the condition number kappa, pinv's 1e-15 cutoff drops no singular value
+# (pinv is the inverse), and the methods differ by rounding amplified by at most kappa * 1e-16,
+# so <= 1e-8 relative. Above it the loop calls robosuite's own `inv`/`pinv`.
+MAX_CONDITION_FOR_CHOLESKY = 1e8
 
 
 @numba.njit(nogil=True, cache=True)
@@ -99,34 +100,42 @@ def _cholesky_inverse(a: np.ndarray, out: np.ndarray) -> bool:
 
 
 @numba.njit(nogil=True, cache=True)
-def _spd_pinv(a: np.ndarray) -> np.ndarray:
-    """`np.linalg.pinv(a)` for symmetric positive semi-definite `a`, via Cholesky when safe.
+def spd_inverse(a: np.ndarray, pseudo: bool) -> np.ndarray:
+    """`np.linalg.pinv(a)` (`pseudo`) or `np.linalg.inv(a)` of symmetric `a`, by Cholesky when
+    `a` is positive definite with condition number under MAX_CONDITION_FOR_CHOLESKY.
 
     ||A||_F * ||inv(A)||_F bounds A's 2-norm condition number from above.
     """
     inverse = np.empty_like(a)
     if _cholesky_inverse(a, inverse):
-        if np.sqrt(np.sum(a * a)) * np.sqrt(np.sum(inverse * inverse)) < _MAX_CONDITION_FOR_CHOLESKY:
+        if np.sqrt(np.sum(a * a)) * np.sqrt(np.sum(inverse * inverse)) < MAX_CONDITION_FOR_CHOLESKY:
             return inverse
-    return np.ascontiguousarray(np.linalg.pinv(a))
+    if pseudo:
+        return np.ascontiguousarray(np.linalg.pinv(a))
+    return np.ascontiguousarray(np.linalg.inv(a))
+
+
+@numba.njit(nogil=True, cache=True)
+def _orientation_error(desired: np.ndarray, current: np.ndarray) -> np.ndarray:
+    """robosuite's `control_utils.orientation_error`, copied so numba's on-disk cache of this
+    module cannot hold a stale copy of robosuite's (its cache key is this file only)."""
+    error = 0.5 * (np.cross(current[0:3, 0], desired[0:3, 0]) + np.cross(current[0:3, 1], desired[0:3, 1])
+                   + np.cross(current[0:3, 2], desired[0:3, 2]))
+    return error
 
 
 @numba.njit(nogil=True, cache=True)
 def _opspace_matrices(mass_matrix, j_full, j_pos, j_ori):
-    """robosuite's `control_utils.opspace_matrices` with its inverses taken as above.
-
-    The mass matrix is SPD, so its Cholesky inverse is `np.linalg.inv`'s result; the three
-    lambda inverses go through `_spd_pinv`. Same formulas, same order of products.
-    """
-    mass_matrix_inv = np.empty_like(mass_matrix)
-    if not _cholesky_inverse(mass_matrix, mass_matrix_inv):
-        mass_matrix_inv = np.ascontiguousarray(np.linalg.inv(mass_matrix))
+    """robosuite's `control_utils.opspace_matrices`, same formulas and order of products,
+    with its inverses taken by `spd_inverse` (the mass matrix and the three lambda inverses
+    are symmetric positive definite away from singular arm poses)."""
+    mass_matrix_inv = spd_inverse(mass_matrix, False)
     lambda_full_inv = np.dot(np.dot(j_full, mass_matrix_inv), j_full.transpose())
     lambda_pos_inv = np.dot(np.dot(j_pos, mass_matrix_inv), j_pos.transpose())
     lambda_ori_inv = np.dot(np.dot(j_ori, mass_matrix_inv), j_ori.transpose())
-    lambda_full = _spd_pinv(lambda_full_inv)
-    lambda_pos = _spd_pinv(lambda_pos_inv)
-    lambda_ori = _spd_pinv(lambda_ori_inv)
+    lambda_full = spd_inverse(lambda_full_inv, True)
+    lambda_pos = spd_inverse(lambda_pos_inv, True)
+    lambda_ori = spd_inverse(lambda_ori_inv, True)
     jbar = np.dot(np.dot(mass_matrix_inv, j_full.transpose()), lambda_full)
     nullspace_matrix = np.eye(j_full.shape[-1], j_full.shape[-1]) - np.dot(jbar, j_full)
     return lambda_full, lambda_pos, lambda_ori, nullspace_matrix
@@ -178,7 +187,7 @@ def osc_substeps(model, data, n_substeps, qm_address, qpos, qvel, site_xpos, sit
         else:
             desired_world_pos = goal_pos.copy()
             desired_world_ori = goal_ori.copy()
-        ori_error = orientation_error(desired_world_ori, ref_ori_mat)
+        ori_error = _orientation_error(desired_world_ori, ref_ori_mat)
         position_error = desired_world_pos - ref_pos
         mj_jac_site(model, data, base_jacp.ctypes.data, 0, base_site)
         base_pos_vel = np.dot(base_jacp, qvel)
@@ -240,6 +249,10 @@ def unsupported_reason(sim_env: Any) -> str | None:
             return f"gripper controller {type(part).__name__} (only GRIP without interpolation)"
     if not all(robot._enabled_parts.get(name, False) for name in parts):
         return "a disabled controller part"
+    substeps = sim_env.control_timestep / sim_env.model_timestep
+    if abs(substeps - round(substeps)) > 1e-9:
+        # Stock's observable timers then sample mid-step on most steps, not after the last substep.
+        return f"control_freq {sim_env.control_freq} (only rates that divide the physics rate)"
     if not sim_env.lite_physics or sim_env.has_renderer:
         return "lite_physics off or an on-screen renderer"
     for obs in sim_env._observables.values():
@@ -307,6 +320,9 @@ class FastLiftStepper:
         arm = robot.part_controllers[robot.arms[0]]
         if env.done:
             raise ValueError("executing action in terminated episode")
+        if len(action) != env.action_dim:  # stock asserts this in _pre_action
+            raise ValueError(f"environment got invalid action dimension -- expected {env.action_dim}, "
+                             f"got {len(action)}")
         if self._bound is None or self._bound[0] is not env.sim or self._bound[1] is not arm:
             self._bind(robot, arm)
         env.timestep += 1
@@ -340,7 +356,8 @@ class FastLiftStepper:
                      self._torques)
         # What the OSC's own run_controller would leave: its last torques, and the flag that
         # makes its next update() read the state afresh.
-        arm.torques = self._torques.copy()
+        if n_substeps > 0:
+            arm.torques = self._torques.copy()
         arm.new_update = True
         env._update_observables(force=True)
         env.cur_time += env.control_timestep

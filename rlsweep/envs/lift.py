@@ -87,7 +87,7 @@ class LiftEnv(gym.Env):
 
     def __init__(self, obs_keys: Sequence[str], robosuite_kwargs: Mapping[str, Any],
                  seed: int | None = None, render_mode: str | None = None,
-                 camera: str = "frontview", image_size: int = 256, backend: str = "robosuite"):
+                 camera: str = "frontview", image_size: int = 256, backend: str = "fast"):
         _quiet_robosuite()
         import robosuite
 
@@ -114,14 +114,17 @@ class LiftEnv(gym.Env):
         self._fast_stepper = None
         if backend != "fast":
             return "robosuite"
-        from rlsweep.envs.fast_lift import FastLiftStepper, unsupported_reason
+        try:
+            from rlsweep.envs.fast_lift import FastLiftStepper, unsupported_reason
 
-        reason = unsupported_reason(self.sim_env)
-        if reason is not None:
-            _LOG.warning("env.backend=fast does not cover %s; stepping stock robosuite instead", reason)
-            return "robosuite"
-        self._fast_stepper = FastLiftStepper(self.sim_env)
-        return "fast"
+            reason = unsupported_reason(self.sim_env)
+            if reason is None:
+                self._fast_stepper = FastLiftStepper(self.sim_env)
+                return "fast"
+        except Exception as error:  # e.g. no libmujoco at the expected path, numba cannot compile
+            reason = f"this machine ({type(error).__name__}: {error})"
+        _LOG.warning("env.backend=fast does not cover %s; stepping stock robosuite instead", reason)
+        return "robosuite"
 
     def _flatten(self, obs: Mapping[str, np.ndarray]) -> np.ndarray:
         return np.concatenate([np.ravel(obs[k]) for k in self.obs_keys]).astype(np.float32)
