@@ -25,12 +25,18 @@ def main(names: list[str]) -> None:
         raise SystemExit(f"bench: unknown section {', '.join(sorted(unknown))}; "
                          f"allowed: {', '.join(SECTIONS)}")
     path = RESULTS / "results.json"
-    results = json.loads(path.read_text()) if path.exists() and names else {}
+    kept = json.loads(path.read_text()) if path.exists() and names else {}
+    results = {name: kept[name] for name in SECTIONS if name in kept}
     machine = {"python": platform.python_version(), "cores": os.cpu_count()}
     for name in names or SECTIONS:
         started = time.strftime("%Y-%m-%d %H:%M:%S")
         results[name] = {"date": started, "machine": machine, **SECTIONS[name].run()}
         path.write_text(json.dumps(results, indent=2))  # a finished section is never lost
+    write_markdown(results)
+
+
+def write_markdown(results: dict) -> None:
+    """bench/results.md from the results of every section that has been measured."""
     md = ["# Benchmark results", "", "Rerun with `make bench`. Compare numbers only within "
           "one section: machines of this class differ up to 2.4x in absolute speed.", ""]
     for name, module in SECTIONS.items():
