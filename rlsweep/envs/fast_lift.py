@@ -119,9 +119,9 @@ def spd_inverse(a: np.ndarray, pseudo: bool) -> np.ndarray:
 def _orientation_error(desired: np.ndarray, current: np.ndarray) -> np.ndarray:
     """robosuite's `control_utils.orientation_error`, copied so numba's on-disk cache of this
     module cannot hold a stale copy of robosuite's (its cache key is this file only)."""
-    error = 0.5 * (np.cross(current[0:3, 0], desired[0:3, 0]) + np.cross(current[0:3, 1], desired[0:3, 1])
-                   + np.cross(current[0:3, 2], desired[0:3, 2]))
-    return error
+    return 0.5 * (np.cross(current[0:3, 0], desired[0:3, 0])
+                  + np.cross(current[0:3, 1], desired[0:3, 1])
+                  + np.cross(current[0:3, 2], desired[0:3, 2]))
 
 
 @numba.njit(nogil=True, cache=True)
@@ -149,8 +149,9 @@ def osc_substeps(model, data, n_substeps, qm_address, qpos, qvel, site_xpos, sit
     """`n_substeps` of robosuite's substep: mj_step1, OSC torques into ctrl, mj_step2.
 
     With `first_step1_done` the caller has already run the first substep's mj_step1 (the OSC
-    goal is set from that state) and the loop starts at its control. Each line mirrors robosuite 1.5.2 `OperationalSpaceController.run_controller` with its
-    `update()` (lite physics) and `Robot.control` clipping, in the same operation order.
+    goal is set from that state) and the loop starts at its control. Each line mirrors
+    robosuite 1.5.2 `OperationalSpaceController.run_controller` with its `update()` (lite
+    physics) and `Robot.control` clipping, in the same operation order.
     """
     nv = qvel.shape[0]
     jacp = np.zeros((3, nv))
@@ -206,7 +207,8 @@ def osc_substeps(model, data, n_substeps, qm_address, qpos, qvel, site_xpos, sit
             decoupled_wrench = np.dot(lambda_full, np.concatenate((desired_force, desired_torque)))
         torques = np.dot(j_full.T, decoupled_wrench) + qfrc_bias[qvel_index]
         # control_utils.nullspace_torques with its default joint_kp=10.
-        pose_torques = np.dot(mass_matrix, (joint_kp * (initial_joint - joint_pos) - joint_kv * joint_vel))
+        pose_torques = np.dot(mass_matrix,
+                              (joint_kp * (initial_joint - joint_pos) - joint_kv * joint_vel))
         torques += np.dot(nullspace_matrix.transpose(), pose_torques)
         # Robot.control: clip to the actuators' ctrlrange. The gripper's ctrl, fixed for
         # the whole env step, was written by the caller and stays.
@@ -243,9 +245,11 @@ def unsupported_reason(sim_env: Any) -> str | None:
     if not isinstance(arm, OperationalSpaceController) or arm.impedance_mode != "fixed" \
             or arm.interpolator_pos is not None or arm.interpolator_ori is not None \
             or not arm.lite_physics or arm.input_ref_frame not in ("base", "world"):
-        return f"arm controller {arm.name} (only OSC_POSE/OSC_POSITION, fixed impedance, no interpolation)"
+        return (f"arm controller {arm.name} "
+                "(only OSC_POSE/OSC_POSITION, fixed impedance, no interpolation)")
     for name, part in parts.items():
-        if name != arms[0] and (not isinstance(part, SimpleGripController) or part.interpolator is not None):
+        if name != arms[0] and (not isinstance(part, SimpleGripController)
+                                or part.interpolator is not None):
             return f"gripper controller {type(part).__name__} (only GRIP without interpolation)"
     if not all(robot._enabled_parts.get(name, False) for name in parts):
         return "a disabled controller part"
@@ -265,7 +269,7 @@ def unsupported_reason(sim_env: Any) -> str | None:
 
 
 class FastLiftStepper:
-    """Steps a robosuite Lift env like its own `step()`, with substeps 2..n compiled.
+    """Steps a robosuite Lift env like its own `step()`, with its substeps compiled.
 
     Once per env step robosuite's own code turns the action into the OSC goal and the gripper
     command (`CompositeController.set_goal`, the gripper's `run_controller`), from the state
@@ -291,7 +295,7 @@ class FastLiftStepper:
         arm = robot.part_controllers[robot.arms[0]]
         self._bind(robot, arm)
         zeros3, zeros6 = np.zeros(3), np.zeros(6)
-        osc_substeps(*self._args[:2], 0, *self._args[2:], zeros3, np.eye(3), zeros6, zeros6,
+        osc_substeps(*self._pointers, 0, *self._arrays, zeros3, np.eye(3), zeros6, zeros6,
                      np.zeros(len(arm.qpos_index)), True, True, True, self._torques)
 
     def _bind(self, robot: Any, arm: Any) -> None:
@@ -302,11 +306,12 @@ class FastLiftStepper:
         """
         model, data = self.env.sim.model, self.env.sim.data
         actuators = np.asarray(robot._ref_actuators_indexes_dict[robot.arms[0]], dtype=np.int64)
-        self._args = (
-            model._model._address, data._data._address,
+        self._pointers = (model._model._address, data._data._address)
+        self._arrays = (
             data._data.qM.ctypes.data, data.qpos, data.qvel, data.site_xpos, data.site_xmat,
             data.qfrc_bias, data.ctrl,
-            model.site_name2id(arm.ref_name), model.site_name2id(f"{arm.naming_prefix}{arm.part_name}_center"),
+            model.site_name2id(arm.ref_name),
+            model.site_name2id(f"{arm.naming_prefix}{arm.part_name}_center"),  # the arm's base
             np.asarray(arm.qpos_index, dtype=np.int64), np.asarray(arm.qvel_index, dtype=np.int64),
             actuators, np.array(model.actuator_ctrlrange[actuators, 0]),
             np.array(model.actuator_ctrlrange[actuators, 1]))
@@ -321,8 +326,8 @@ class FastLiftStepper:
         if env.done:
             raise ValueError("executing action in terminated episode")
         if len(action) != env.action_dim:  # stock asserts this in _pre_action
-            raise ValueError(f"environment got invalid action dimension -- expected {env.action_dim}, "
-                             f"got {len(action)}")
+            raise ValueError("environment got invalid action dimension -- "
+                             f"expected {env.action_dim}, got {len(action)}")
         if self._bound is None or self._bound[0] is not env.sim or self._bound[1] is not arm:
             self._bind(robot, arm)
         env.timestep += 1
@@ -347,7 +352,7 @@ class FastLiftStepper:
             env._pre_action(action, policy_step=True)
             env.sim.step2()
             n_substeps, first_step1_done = self.n_substeps - 1, False
-        osc_substeps(*self._args[:2], n_substeps, *self._args[2:],
+        osc_substeps(*self._pointers, n_substeps, *self._arrays,
                      np.ascontiguousarray(arm.goal_pos, dtype=np.float64),
                      np.ascontiguousarray(arm.goal_ori, dtype=np.float64),
                      np.asarray(arm.kp, dtype=np.float64), np.asarray(arm.kd, dtype=np.float64),
