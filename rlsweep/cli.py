@@ -14,7 +14,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException, OverrideParseException
 from omegaconf.errors import OmegaConfBaseException
 
-from rlsweep.config import ConfigError, validate
+from rlsweep.config import ConfigError, first_line, validate
 from rlsweep.sweep.space import SWEEP_GROUPS
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
@@ -76,8 +76,8 @@ def _unparsable(overrides: list[str], err: Exception) -> str:
         try:
             parser.parse_overrides([override])
         except OverrideParseException:
-            return f"{override!r} cannot be parsed: {str(err).strip().splitlines()[0]}"
-    return str(err).strip().splitlines()[0]
+            return f"{override!r} cannot be parsed: {first_line(err)}"
+    return first_line(err)
 
 
 def preflight(argv: list[str]) -> None:

@@ -113,6 +113,12 @@ def algo_kwargs(algo: DictConfig | dict) -> dict:
     return {k: v for k, v in plain.items() if k not in ALGO_META_KEYS}
 
 
+def first_line(message: object) -> str:
+    """The first non-empty line of an error message ("" if it has none): errors reach users
+    as one line."""
+    return next((line.strip() for line in str(message).splitlines() if line.strip()), "")
+
+
 def _fail(path: str, value: Any, expected: str) -> None:
     raise ConfigError(f"{path}={value!r} is invalid: {expected}")
 

@@ -22,7 +22,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv,
 
 from rlsweep.algos import algo_class, policy_kwargs
 from rlsweep.callbacks import DivergenceGuard, EvalHook, PeriodicEvaluation, StepBudget
-from rlsweep.config import algo_kwargs
+from rlsweep.config import algo_kwargs, first_line
 from rlsweep.curves import write_learning_curve
 from rlsweep.envs.lift import make_lift_env
 from rlsweep.tracking import WandbWriter, finish_wandb_run, start_wandb_run
@@ -113,7 +113,7 @@ def _learn_and_save(cfg: DictConfig, run_dir: Path, eval_hook: EvalHook | None, 
     except ValueError as err:  # torch distributions raise this when the policy outputs NaN
         if "nan" not in str(err).lower():
             raise
-        status = f"diverged: {str(err).splitlines()[0]}"
+        status = f"diverged: {first_line(err)}"
     learn_seconds = time.perf_counter() - learn_started - evaluation.eval_seconds
     if guard.reason:
         status = guard.reason

@@ -10,6 +10,7 @@ from pathlib import Path
 import optuna
 import plotly.graph_objects as go
 
+from rlsweep.config import first_line
 from rlsweep.files import write_text_atomic
 from rlsweep.report.data import CellData, SweepData
 from rlsweep.report.stats import METHOD
@@ -109,7 +110,7 @@ def _optuna_plots(cell: CellData, direction: str, figures: _Figures) -> str:
             parts.append(f"<div>{figures(fig, 340)}</div>")
         except Exception as err:  # e.g. importances need two complete trials with varied params
             parts.append(f'<div><p class="note">{cell.name}: {title} not available '
-                         f'({html.escape(str(err).splitlines()[0] if str(err) else type(err).__name__)})</p></div>')
+                         f'({html.escape(first_line(err) or type(err).__name__)})</p></div>')
     return '<div class="row">' + "".join(parts) + "</div>"
 
 

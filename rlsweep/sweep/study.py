@@ -18,7 +18,7 @@ import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
-from rlsweep.config import ConfigError
+from rlsweep.config import ConfigError, first_line
 
 log = logging.getLogger("rlsweep.sweep")
 
@@ -77,7 +77,7 @@ def make_storage(url: str, heartbeat_interval: int, grace_period: int) -> RDBSto
                 # now (PostgreSQL does not serialise concurrent CREATE TABLE): try again.
                 time.sleep(1.0 + attempt)
                 continue
-            reason = text.strip().splitlines()[0] if text.strip() else type(err).__name__
+            reason = first_line(text) or type(err).__name__
             password = _parse_url(url).password if _parse_url(url) else None
             if password:
                 reason = reason.replace(password, "***")

@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState
 
-from rlsweep.config import ConfigError, validate
+from rlsweep.config import ConfigError, first_line, validate
 from rlsweep.periodic import Periodic
 from rlsweep.sweep.plan import sweep_name, write_plan
 from rlsweep.sweep.space import (SWEEP_GROUPS, Cell, declared_space, grid_cells,
@@ -85,7 +85,7 @@ def plan_cells(config: DictConfig, config_loader, arguments: list[str]
         try:
             composed = config_loader.load_sweep_config(config, request.fixed + cell.overrides)
         except Exception as err:
-            raise ConfigError(f"cell {cell.name}: {str(err).splitlines()[0]}") from None
+            raise ConfigError(f"cell {cell.name}: {first_line(err)}") from None
         cfg = job_config(composed)
         validate(cfg)
         cell.space = {**declared_space("algo", cfg.algo.get("search_space", {})),
@@ -145,7 +145,7 @@ def _launch_until_done(launcher, n_jobs: int, studies: Mapping[str, Any]) -> Any
         try:
             returns = launcher.launch(jobs, initial_job_idx=launch * n_jobs)
         except Exception as err:  # not KeyboardInterrupt: Ctrl-C stops the sweep
-            reason = str(err).strip().splitlines()[0] if str(err).strip() else ""
+            reason = first_line(err)
             print(f"rlsweep: a worker died ({type(err).__name__}: {reason}); "
                   "relaunching workers for the trials left", file=sys.stderr, flush=True)
             returns = None

@@ -27,7 +27,7 @@ from optuna.distributions import (BaseDistribution, CategoricalDistribution, Flo
                                   IntDistribution)
 from optuna.trial import TrialState
 
-from rlsweep.config import validate
+from rlsweep.config import first_line, validate
 from rlsweep.files import write_json_atomic
 from rlsweep.periodic import Periodic
 from rlsweep.sweep.plan import read_plan, read_sweep_name
@@ -132,7 +132,7 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, cell: dict, settings: Di
         except Exception as err:  # a failing trial is recorded with its reason; the sweep goes on
             if _interrupted.is_set():  # Ctrl-C, not the trial's fault: leave it RUNNING, so it
                 raise KeyboardInterrupt from err  # goes stale and is retried on resume
-            state, reason = TrialState.FAIL, f"{type(err).__name__}: {err}".splitlines()[0]
+            state, reason = TrialState.FAIL, first_line(f"{type(err).__name__}: {err}")
             trial_dir.mkdir(parents=True, exist_ok=True)
             (trial_dir / "error.log").write_text(traceback.format_exc())
             log.warning("trial %s of %s failed: %s", trial.number, cell["name"], reason)
