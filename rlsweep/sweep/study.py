@@ -78,7 +78,8 @@ def make_storage(url: str, heartbeat_interval: int, grace_period: int) -> RDBSto
                 time.sleep(1.0 + attempt)
                 continue
             reason = first_line(text) or type(err).__name__
-            password = _parse_url(url).password if _parse_url(url) else None
+            parsed = _parse_url(url)
+            password = parsed.password if parsed else None
             if password:
                 reason = reason.replace(password, "***")
             raise ConfigError(f"hydra.sweeper.storage={mask_url(url)} is unreachable: "

@@ -170,19 +170,14 @@ def run_sweep(settings: Mapping[str, Any], config: DictConfig, config_loader, la
                                   f"{settings['sampler']}: {err}") from None
         url = storage_url(settings["storage"], sweep_dir)
         storage = make_storage(url, settings["heartbeat_interval"], settings["grace_period"])
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
-
-    names = {c.name: study_name(settings["study_name"], c.name) for c in cells}
-    name = sweep_name(sweep_dir, settings["study_name"])
-    write_plan(sweep_dir, cells, names, base_configs, name, {
-        **settings, "launcher": config.hydra.runtime.choices.get("hydra/launcher", "basic")})
-    try:
+        names = {c.name: study_name(settings["study_name"], c.name) for c in cells}
+        write_plan(sweep_dir, cells, names, base_configs,
+                   sweep_name(sweep_dir, settings["study_name"]),
+                   {**settings, "launcher": config.hydra.runtime.choices.get("hydra/launcher", "basic")})
         studies = {c.name: open_cell_study(
             storage, names[c.name], settings["direction"], settings["n_trials"],
             grid=grid_points(c.space) if settings["sampler"] == "grid" else None) for c in cells}
-    except ConfigError as err:
+    except ConfigError as err:  # e.g. an existing study of another direction in the storage
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     print(f"rlsweep: {len(cells)} cell(s) x {settings['n_trials']} trials, "
@@ -207,9 +202,10 @@ def run_sweep(settings: Mapping[str, Any], config: DictConfig, config_loader, la
         except Exception as err:  # a worker crash is a bug or a lost machine, not a failed trial
             print(f"rlsweep: worker {k} crashed: {err!r}", file=sys.stderr)
             crashed = True
-    if _work_left(studies):
+    work_left = _work_left(studies)
+    if work_left:
         print("rlsweep: trials are left (workers kept dying); rerun the same command to resume",
               file=sys.stderr)
-    if crashed or _work_left(studies):
+    if crashed or work_left:
         sys.exit(1)
     return returns
