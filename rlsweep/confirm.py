@@ -20,6 +20,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from rlsweep.cli import CONF_DIR
+from rlsweep.files import write_json_atomic
 from rlsweep.report.build import REPORT_FILE
 from rlsweep.report.data import CONFIRM_FILE, load_sweep
 from rlsweep.report.html import write_report
@@ -99,8 +100,9 @@ def confirm(sweep_dir: Path, n_seeds: int) -> dict:
     for a, b in itertools.permutations(result["cells"], 2):
         result["improvement"][f"{a} > {b}"] = improvement_with_ci(
             result["cells"][a]["success_rate"], result["cells"][b]["success_rate"])
-    (sweep_dir / CONFIRM_FILE).write_text(json.dumps(result, indent=2))
-    write_report([load_sweep(sweep_dir)], sweep_dir / REPORT_FILE)
+    write_json_atomic(sweep_dir / CONFIRM_FILE, result)
+    sweep.confirm = result  # what load_sweep would now read back from confirm.json
+    write_report([sweep], sweep_dir / REPORT_FILE)
     return result
 
 
