@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from rlsweep.cli import compose_config
+
 ROOT = Path(__file__).resolve().parent.parent
 BACKENDS = ("robosuite", "fast")
 ENV_STEPS, VEC_STEPS_PER_ENV, PHYSICS_SUBSTEPS = 600, 300, 10_000
@@ -32,15 +34,6 @@ TRAINING = {  # algo -> overrides; small budgets, but each crosses its algorithm
     "ppo": ("algo=ppo", "trainer.total_timesteps=1024"),  # 2 rollouts of 512 + 2 x 10 epochs
     "sac": ("algo=sac", "trainer.total_timesteps=1200", "algo.learning_starts=200"),
 }
-
-
-def _cfg(*overrides: str):
-    from hydra import compose, initialize_config_dir
-
-    import rlsweep.config  # noqa: F401  (registers the schema)
-
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        return compose("config", overrides=list(overrides))
 
 
 def physics_limit() -> dict:
@@ -54,7 +47,7 @@ def physics_limit() -> dict:
 
     from rlsweep.train import make_vec_lift
 
-    venv = make_vec_lift(_cfg("env.backend=robosuite"), 1, seed=0)
+    venv = make_vec_lift(compose_config(["env.backend=robosuite"]), 1, seed=0)
     venv.reset()
     sim_env = venv.envs[0].unwrapped.sim_env
     substeps = int(sim_env.control_timestep / sim_env.model_timestep)
@@ -77,7 +70,7 @@ def env_steps_per_s(backend: str, n_envs: int) -> float:
     from rlsweep.train import make_vec_lift
 
     vec_env = "subproc" if n_envs > 1 else "dummy"
-    venv = make_vec_lift(_cfg(f"env.backend={backend}"), n_envs, seed=0, vec_env=vec_env)
+    venv = make_vec_lift(compose_config([f"env.backend={backend}"]), n_envs, seed=0, vec_env=vec_env)
     steps = ENV_STEPS if n_envs == 1 else VEC_STEPS_PER_ENV
     actions = np.random.default_rng(0).uniform(-1, 1, size=(steps + 20, n_envs, 7))
     venv.reset()

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Sequence
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException, OverrideParseException
+from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from rlsweep.config import ConfigError, first_line, validate
@@ -43,20 +45,26 @@ def check_group_choices(overrides: list[str]) -> None:
                                   + ", ".join(allowed))
 
 
+def compose_config(overrides: Sequence[str], return_hydra_config: bool = False) -> DictConfig:
+    """The run config exactly as `python -m rlsweep <overrides>` composes it (the schema is
+    registered by importing rlsweep.config, which this module does)."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        return compose("config", overrides=list(overrides), return_hydra_config=return_hydra_config)
+
+
 def check_composed(overrides: list[str], multirun: bool) -> None:
     """Compose the config as Hydra will (Hydra's own node included) and validate it.
 
     In a sweep only the fixed overrides are composed here; the sweeper validates every cell.
     """
-    from hydra import compose, initialize_config_dir
-
     parsed = OverridesParser.create().parse_overrides(overrides)
     fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        try:
-            cfg = compose("config", overrides=fixed, return_hydra_config=True)
-        except (HydraException, OmegaConfBaseException) as err:
-            raise ConfigError(_one_line(err)) from None
+    try:
+        cfg = compose_config(fixed, return_hydra_config=True)
+    except (HydraException, OmegaConfBaseException) as err:
+        raise ConfigError(_one_line(err)) from None
     if not multirun:
         validate(cfg)
 

@@ -19,12 +19,9 @@ TINY = ["env.horizon=40", "trainer.eval_episodes=1"]
 
 def compose_cfg(*overrides: str):
     """The run config exactly as `python -m rlsweep <overrides>` composes it."""
-    from hydra import compose, initialize_config_dir
+    from rlsweep.cli import compose_config
 
-    import rlsweep.config  # noqa: F401  (registers the schema)
-
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        return compose("config", overrides=list(overrides))
+    return compose_config(overrides)
 
 
 def run_cli(*args: str, module: str = "rlsweep", env: dict | None = None,

@@ -84,13 +84,9 @@ def test_cli_bad_input_is_one_line_and_builds_nothing(tmp_path, args, field):
 
 
 def test_slurm_launcher_preset_composes_on_hydras_submitit_launcher():
-    from hydra import compose, initialize_config_dir
+    from rlsweep.cli import compose_config
 
-    from tests.conftest import ROOT
-
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=["hydra/launcher=submitit_slurm_lift"],
-                      return_hydra_config=True)
+    cfg = compose_config(["hydra/launcher=submitit_slurm_lift"], return_hydra_config=True)
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher")
     assert launcher.cpus_per_task == 2 and launcher.timeout_min == 720 and launcher.partition
