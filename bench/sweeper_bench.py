@@ -40,26 +40,29 @@ def run() -> dict:
             "load": run_load()}
 
 
-def _sweep(sweep_dir: Path, *overrides: str) -> float:
+def _sweep(sweep_dir: Path, *overrides: str) -> tuple[float, list, float]:
+    """Run one synthetic sweep: (seconds of the whole command, the cell's trials, seconds from
+    the first trial's start to the last one's end)."""
     started = time.perf_counter()
     subprocess.run([sys.executable, "-m", "rlsweep", "-m", "algo=ppo", "logger=none",
                     "hydra.sweeper.objective=rlsweep.sweep.synthetic.synthetic_objective",
                     *overrides, f"hydra.sweep.dir={sweep_dir}"], cwd=ROOT, check=True,
                    stdout=subprocess.DEVNULL, stderr=(sweep_dir.parent / "stderr").open("w"))
-    return time.perf_counter() - started
+    command_s = time.perf_counter() - started
+    trials = optuna.load_study(study_name="ppo-dense",
+                               storage=f"sqlite:///{sweep_dir}/optuna.db").get_trials()
+    window = (max(t.datetime_complete for t in trials)
+              - min(t.datetime_start for t in trials)).total_seconds()
+    return command_s, trials, window
 
 
 def run_load() -> dict:
     """8 workers, 1,000 near-instant trials on the embedded SQLite storage (issue 5)."""
     sweep_dir = Path(tempfile.mkdtemp(prefix="rlsweep-load-")) / "sweep"
-    command_s = _sweep(sweep_dir, "hydra.sweeper.sampler=random", "hydra.sweeper.pruner=none",
-                       f"hydra.sweeper.n_trials={LOAD_TRIALS}",
-                       f"hydra.sweeper.n_jobs={LOAD_WORKERS}",
-                       "trainer.total_timesteps=1", "trainer.eval_freq=1")
-    trials = optuna.load_study(study_name="ppo-dense",
-                               storage=f"sqlite:///{sweep_dir}/optuna.db").get_trials()
-    window = (max(t.datetime_complete for t in trials)
-              - min(t.datetime_start for t in trials)).total_seconds()
+    command_s, trials, window = _sweep(
+        sweep_dir, "hydra.sweeper.sampler=random", "hydra.sweeper.pruner=none",
+        f"hydra.sweeper.n_trials={LOAD_TRIALS}", f"hydra.sweeper.n_jobs={LOAD_WORKERS}",
+        "trainer.total_timesteps=1", "trainer.eval_freq=1")
     log = (sweep_dir.parent / "stderr").read_text()
     return {"workers": LOAD_WORKERS, "trials": len(trials),
             "lost": LOAD_TRIALS - sum(t.state.is_finished() for t in trials),
@@ -71,16 +74,11 @@ def run_load() -> dict:
 
 def run_one(TOTAL: int, N_TRIALS: int) -> dict:
     sweep_dir = Path(tempfile.mkdtemp(prefix="rlsweep-bench-")) / "sweep"
-    command_s = _sweep(sweep_dir, f"hydra.sweeper.n_trials={N_TRIALS}",
-                       f"hydra.sweeper.n_jobs={N_JOBS}",
-                       "++hydra.sweeper.pruner_kwargs.n_startup_trials=4",
-                       f"trainer.total_timesteps={TOTAL}",
-                       f"trainer.eval_freq={TOTAL // EVALS_PER_TRIAL}")
-    trials = optuna.load_study(study_name="ppo-dense",
-                               storage=f"sqlite:///{sweep_dir}/optuna.db").get_trials()
+    command_s, trials, window = _sweep(
+        sweep_dir, f"hydra.sweeper.n_trials={N_TRIALS}", f"hydra.sweeper.n_jobs={N_JOBS}",
+        "++hydra.sweeper.pruner_kwargs.n_startup_trials=4", f"trainer.total_timesteps={TOTAL}",
+        f"trainer.eval_freq={TOTAL // EVALS_PER_TRIAL}")
     busy = sum(t.user_attrs["env_steps"] for t in trials) / STEPS_PER_S
-    window = (max(t.datetime_complete for t in trials)
-              - min(t.datetime_start for t in trials)).total_seconds()
     return {
         "n_jobs": N_JOBS, "n_trials": len(trials),
         "n_pruned": sum(t.state.name == "PRUNED" for t in trials),
