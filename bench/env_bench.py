@@ -10,7 +10,11 @@ machine falls on both. Rows:
 - env steps/s with n_envs = cores, SB3 SubprocVecEnv (one process per env), summed;
 - training env steps/s through the user's command (`python -m rlsweep`, `env_steps_per_s`
   from metrics.json: learn time minus evaluation time), PPO and SAC, 1 env.
-Targets (issue 6): fast/stock >= 3 for env steps/s, >= 2.5 for PPO training.
+- SAC-family training env steps/s (issue 12): SB3 SAC on stock robosuite against SB3 SAC, SBX
+  SAC and SBX TQC on the fast backend, with each algo option's own defaults (SBX SAC/TQC: batch
+  128, actor every 2nd update), default controller, in alternating order over two rounds.
+Targets (issue 6): fast/stock >= 3 for env steps/s, >= 2.5 for PPO training; (issue 12) SAC
+family on fast >= 3x SB3 SAC on stock.
 """
 
 from __future__ import annotations
@@ -30,10 +34,16 @@ from rlsweep.cli import compose_config
 ROOT = Path(__file__).resolve().parent.parent
 BACKENDS = ("robosuite", "fast")
 ENV_STEPS, VEC_STEPS_PER_ENV, PHYSICS_SUBSTEPS = 600, 300, 10_000
+# The issue 6 rows keep the 7-D pose controller they were measured with.
+POSE = "env.robosuite.controller=OSC_POSE"
 TRAINING = {  # algo -> overrides; small budgets, but each crosses its algorithm's update phase
-    "ppo": ("algo=ppo", "trainer.total_timesteps=1024"),  # 2 rollouts of 512 + 2 x 10 epochs
-    "sac": ("algo=sac", "trainer.total_timesteps=1200", "algo.learning_starts=200"),
+    "ppo": ("algo=ppo", POSE, "trainer.total_timesteps=1024"),  # 2 rollouts of 512 + 2 x 10 epochs
+    "sac": ("algo=sac", POSE, "trainer.total_timesteps=1200", "algo.learning_starts=200"),
 }
+# SAC family, default controller: (label, algo, backend). The first is the reference.
+SAC_FAMILY = (("SB3 SAC, stock robosuite", "sac", "robosuite"), ("SB3 SAC, fast", "sac", "fast"),
+              ("SBX SAC, fast", "sbx_sac", "fast"), ("SBX TQC, fast", "sbx_tqc", "fast"))
+SAC_FAMILY_STEPS = ("trainer.total_timesteps=3000", "algo.learning_starts=1000")
 
 
 def physics_limit() -> dict:
@@ -47,7 +57,7 @@ def physics_limit() -> dict:
 
     from rlsweep.train import make_vec_lift
 
-    venv = make_vec_lift(compose_config(["env.backend=robosuite"]), 1, seed=0)
+    venv = make_vec_lift(compose_config(["env.backend=robosuite", POSE]), 1, seed=0)
     venv.reset()
     sim_env = venv.envs[0].unwrapped.sim_env
     substeps = int(sim_env.control_timestep / sim_env.model_timestep)
@@ -70,7 +80,7 @@ def env_steps_per_s(backend: str, n_envs: int) -> float:
     from rlsweep.train import make_vec_lift
 
     vec_env = "subproc" if n_envs > 1 else "dummy"
-    venv = make_vec_lift(compose_config([f"env.backend={backend}"]), n_envs, seed=0, vec_env=vec_env)
+    venv = make_vec_lift(compose_config([f"env.backend={backend}", POSE]), n_envs, seed=0, vec_env=vec_env)
     steps = ENV_STEPS if n_envs == 1 else VEC_STEPS_PER_ENV
     actions = np.random.default_rng(0).uniform(-1, 1, size=(steps + 20, n_envs, 7))
     venv.reset()
@@ -84,10 +94,10 @@ def env_steps_per_s(backend: str, n_envs: int) -> float:
     return rate
 
 
-def training_env_steps_per_s(backend: str, algo: str) -> float:
+def training_env_steps_per_s(backend: str, overrides: tuple[str, ...]) -> float:
     """`env_steps_per_s` of one real training run through the user's command."""
     with tempfile.TemporaryDirectory(prefix="rlsweep-bench-") as tmp:
-        command = [sys.executable, "-m", "rlsweep", *TRAINING[algo], "reward=dense",
+        command = [sys.executable, "-m", "rlsweep", *overrides, "reward=dense",
                    f"env.backend={backend}", "env.n_envs=1", "trainer.eval_freq=100000",
                    "trainer.eval_episodes=1", "env.horizon=200", "seed=0", "logger=none",
                    f"hydra.run.dir={tmp}/run"]
@@ -106,6 +116,18 @@ def _side_by_side(measure) -> dict:
     return {"samples": samples, "mean": mean, "ratio": mean["fast"] / mean["robosuite"]}
 
 
+def sac_family() -> dict:
+    """Training env steps/s of each SAC_FAMILY row, two rounds in alternating order."""
+    samples = {label: [] for label, _, _ in SAC_FAMILY}
+    for order in (SAC_FAMILY, SAC_FAMILY[::-1]):
+        for label, algo, backend in order:
+            samples[label].append(training_env_steps_per_s(backend, (f"algo={algo}", *SAC_FAMILY_STEPS)))
+    mean = {label: float(np.mean(values)) for label, values in samples.items()}
+    reference = mean[SAC_FAMILY[0][0]]
+    return {"samples": samples, "mean": mean,
+            "ratio": {label: value / reference for label, value in mean.items()}}
+
+
 def run() -> dict:
     cores = os.cpu_count() or 1
     first = physics_limit()
@@ -113,8 +135,10 @@ def run() -> dict:
         "cores": cores,
         "env_1": _side_by_side(lambda backend: env_steps_per_s(backend, 1)),
         "env_cores": _side_by_side(lambda backend: env_steps_per_s(backend, cores)),
-        "training": {algo: _side_by_side(lambda backend, a=algo: training_env_steps_per_s(backend, a))
-                     for algo in TRAINING},
+        "training": {algo: _side_by_side(
+            lambda backend, a=algo: training_env_steps_per_s(backend, TRAINING[a]))
+            for algo in TRAINING},
+        "sac_family": sac_family(),
     }
     last = physics_limit()  # again at the end: the mean spans the same drift as the pairs
     rate = (first["substeps_per_s"] + last["substeps_per_s"]) / 2
@@ -149,4 +173,15 @@ def markdown(results: dict) -> str:
               f"with {', '.join(f'{a.upper()}: ' + ' '.join(o[1:]) for a, o in TRAINING.items())}; "
               "`env_steps_per_s` from metrics.json counts policy inference and gradient updates, "
               "which the backend does not speed up."]
+    family = results.get("sac_family")
+    if family:
+        lines += ["", "### SAC family training speed (issue 12)", "",
+                  "`python -m rlsweep algo=<algo> env.backend=<backend> "
+                  f"{' '.join(SAC_FAMILY_STEPS)}`, each algo option's defaults, default controller, "
+                  "1 env, 1 thread; two rounds in alternating order, means shown. Target: the SAC "
+                  "family on the fast backend >= 3x SB3 SAC on stock robosuite.", "",
+                  "| run | training env steps/s (rounds) | / SB3 SAC on stock |", "|---|---|---|"]
+        for label, value in family["mean"].items():
+            rounds = ", ".join(f"{v:.0f}" for v in family["samples"][label])
+            lines.append(f"| {label} | {value:.0f} ({rounds}) | **{family['ratio'][label]:.2f}x** |")
     return "\n".join(lines)

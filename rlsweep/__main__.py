@@ -20,7 +20,7 @@ def main(cfg: DictConfig) -> float:
     from rlsweep.train import train  # heavy imports (torch, robosuite) only once input is valid
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    metrics = train(cfg, run_dir)
+    metrics = train(cfg, run_dir, progress=log.info)
     log.info("%s: success_rate=%s mean_return=%s env_steps=%d (%.0f env steps/s) -> %s",
              metrics["status"], metrics["success_rate"], metrics["mean_return"],
              metrics["env_steps"], metrics["env_steps_per_s"], run_dir)

@@ -66,6 +66,84 @@ class PeriodicEvaluation(BaseCallback):
         return True
 
 
+def _duration(seconds: float) -> str:
+    minutes = int(seconds // 60)
+    return f"{minutes // 60}h{minutes % 60:02d}m" if minutes >= 60 else f"{minutes}m{int(seconds % 60):02d}s"
+
+
+class ProgressLine(BaseCallback):
+    """Print one progress line every `interval_s` seconds of training: env steps, training
+    env steps/s, time left at that speed, and the last evaluation's success rate and return.
+
+    A line at a time (not a redrawn bar), so it reads the same in a terminal and in a log
+    file. Sweeps leave it off: their per-cell lines already report.
+
+    :param evaluation: the run's periodic evaluation (for the last success rate and return)
+    :param total_timesteps: the run's budget in env steps
+    :param interval_s: seconds between lines
+    :param write: where lines go (a logger's info, print, ...)
+    """
+
+    def __init__(self, evaluation: PeriodicEvaluation, total_timesteps: int,
+                 interval_s: float = 30.0, write: Callable[[str], None] = print):
+        super().__init__()
+        self.evaluation, self.total_timesteps = evaluation, total_timesteps
+        self.interval_s, self.write = interval_s, write
+        self._started = self._last_line = time.perf_counter()
+
+    def line(self) -> str:
+        """The progress line for now."""
+        elapsed = time.perf_counter() - self._started - self.evaluation.eval_seconds
+        speed = self.num_timesteps / max(elapsed, 1e-9)
+        left = max(self.total_timesteps - self.num_timesteps, 0) / max(speed, 1e-9)
+        text = (f"env step {self.num_timesteps:,}/{self.total_timesteps:,} "
+                f"({100 * self.num_timesteps / self.total_timesteps:.0f}%) | {speed:.0f} steps/s"
+                f" | ETA {_duration(left)}")
+        if self.evaluation.curve:
+            last = self.evaluation.curve[-1]
+            text += (f" | eval at {last['env_steps']:,}: success {last['success_rate']:.2f}, "
+                     f"return {last['mean_return']:.1f}")
+        return text
+
+    def _on_step(self) -> bool:
+        now = time.perf_counter()
+        if now - self._last_line >= self.interval_s:
+            self._last_line = now
+            self.write(self.line())
+        return True
+
+
+class StopOnSuccess(BaseCallback):
+    """Stop once `consecutive` evaluations in a row reach `success_rate` (the task is solved).
+
+    Like SB3's `StopTrainingOnRewardThreshold`, but on the task's success rate, which is what
+    "solved" means for Lift; more than one evaluation in a row guards against a lucky one.
+    `solved_at` is the env step of the first evaluation of the run that reached the threshold.
+
+    :param evaluation: the run's periodic evaluation, whose learning curve this reads
+    :param success_rate: success rate (0..1) an evaluation must reach
+    :param consecutive: evaluations in a row that must reach it before training stops
+    """
+
+    def __init__(self, evaluation: PeriodicEvaluation, success_rate: float, consecutive: int = 1):
+        super().__init__()
+        self.evaluation, self.success_rate, self.consecutive = evaluation, success_rate, consecutive
+        self.stopped_at: int | None = None
+
+    @property
+    def solved_at(self) -> int | None:
+        return next((point["env_steps"] for point in self.evaluation.curve
+                     if point["success_rate"] >= self.success_rate), None)
+
+    def _on_step(self) -> bool:
+        recent = self.evaluation.curve[-self.consecutive:]
+        if len(recent) == self.consecutive and all(
+                point["success_rate"] >= self.success_rate for point in recent):
+            self.stopped_at = self.num_timesteps
+            return False
+        return True
+
+
 class StepBudget(BaseCallback):
     """Stop at exactly `total_timesteps` env steps.
 
@@ -79,6 +157,19 @@ class StepBudget(BaseCallback):
 
     def _on_step(self) -> bool:
         return self.num_timesteps < self.total_timesteps
+
+
+def weights_finite(policy) -> bool:
+    """Whether every network weight of an SB3 (torch) or SBX (flax) policy is finite."""
+    # SBX policies are torch Modules too (SB3's base class) but hold no torch parameters: their
+    # weights live in flax TrainState attributes (actor_state, qf_state, vf_state).
+    states = [v for k, v in vars(policy).items() if k.endswith("_state") and hasattr(v, "params")]
+    if states:
+        import jax
+
+        return all(bool(np.isfinite(np.asarray(leaf)).all())
+                   for state in states for leaf in jax.tree_util.tree_leaves(state.params))
+    return all(bool(torch.isfinite(p).all()) for p in policy.parameters())
 
 
 class DivergenceGuard(BaseCallback):
@@ -102,7 +193,7 @@ class DivergenceGuard(BaseCallback):
                 return False
         if self.num_timesteps >= self._next_weight_check:
             self._next_weight_check += self.check_weights_every
-            if not all(torch.isfinite(p).all() for p in self.model.policy.parameters()):
+            if not weights_finite(self.model.policy):
                 self.reason = f"diverged: non-finite network weights at env step {self.num_timesteps}"
                 return False
         return True

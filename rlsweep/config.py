@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
-ALGOS = ("a2c", "ppo", "sac", "td3")
+ALGOS = ("a2c", "ppo", "sac", "td3", "sbx_sac", "sbx_tqc")
 REWARDS = ("dense", "sparse", "staged")
 VEC_ENVS = ("dummy", "subproc")
 ENV_BACKENDS = ("fast", "robosuite")
@@ -24,7 +24,7 @@ ACTIVATIONS = ("tanh", "relu", "elu", "leaky_relu")
 LOGGER_MODES = ("auto", "offline", "online", "disabled")
 DEVICES = ("cpu", "cuda", "auto")
 # Keys of an algo config that are ours, not the SB3 constructor's.
-ALGO_META_KEYS = ("name", "normalize", "search_space")
+ALGO_META_KEYS = ("_target_", "name", "normalize", "search_space")
 # SB3 constructor arguments that rlsweep sets itself from other groups.
 ALGO_RESERVED = ("policy", "env", "seed", "device", "policy_kwargs", "verbose", "tensorboard_log",
                  "_init_setup_model")
@@ -75,11 +75,14 @@ class PolicyConfig:
 
 @dataclass
 class TrainerConfig:
-    total_timesteps: int = 20000
-    eval_freq: int = 5000
-    eval_episodes: int = 5
+    total_timesteps: int = 300000
+    eval_freq: int = 10000
+    eval_episodes: int = 20
     deterministic_eval: bool = True
     checkpoint_freq: int = 0
+    stop_success_rate: Optional[float] = None
+    stop_success_evals: int = 1
+    progress_s: float = 30.0
     device: str = "cpu"
     threads: int = 1
 
@@ -144,11 +147,15 @@ def _validate_algo(algo: DictConfig) -> None:
     _check_choice("algo.name", algo.get("name"), ALGOS)
     from rlsweep.algos import algo_class  # SB3 import is deferred: it costs ~1 s
 
-    allowed = sorted(set(inspect.signature(algo_class(algo.name).__init__).parameters)
+    try:
+        cls = algo_class(algo)
+    except (ValueError, ImportError) as err:
+        raise ConfigError(first_line(err)) from None
+    allowed = sorted(set(inspect.signature(cls.__init__).parameters)
                      - {"self", *ALGO_RESERVED})
     for key, value in algo_kwargs(algo).items():
         if key not in allowed:
-            _fail(f"algo.{key}", value, f"not a {algo.name.upper()} argument; allowed: "
+            _fail(f"algo.{key}", value, f"not a {algo._target_} argument; allowed: "
                   + ", ".join(allowed))
         if key in ALGO_NUMERIC:
             _check_number(f"algo.{key}", value, *ALGO_NUMERIC[key])
@@ -198,6 +205,10 @@ def validate(cfg: DictConfig) -> None:
     _check_number("trainer.eval_episodes", t.eval_episodes, int, 1, True)
     _check_number("trainer.checkpoint_freq", t.checkpoint_freq, int, 0, True)
     _check_number("trainer.threads", t.threads, int, 1, True)
+    if t.stop_success_rate is not None:
+        _check_number("trainer.stop_success_rate", t.stop_success_rate, float, 0.0, False, 1.0)
+    _check_number("trainer.stop_success_evals", t.stop_success_evals, int, 1, True)
+    _check_number("trainer.progress_s", t.progress_s, float, 0.0, True)
     _check_choice("trainer.device", t.device, DEVICES)
     _check_choice("logger.name", cfg.logger.name, ("wandb", "none"))
     _check_choice("logger.mode", cfg.logger.mode, LOGGER_MODES)

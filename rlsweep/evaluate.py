@@ -53,24 +53,34 @@ def run_config(run_dir: Path) -> Path | None:
                  if p.exists()), None)
 
 
-def evaluate_run(run_dir: Path, episodes: int, video: bool = False, seed: int | None = None,
-                 deterministic: bool = True) -> dict:
-    """Replay the saved model of `run_dir` for `episodes` episodes; optionally film the first."""
+def load_policy(run_dir: Path, seed: int | None = None, render: bool = False):
+    """The saved model of `run_dir` and a one-env Lift to replay it on (VecNormalize restored).
+
+    Returns (model, env, seed); `seed` defaults to the run's own evaluation seed.
+    """
     from omegaconf import OmegaConf
     from stable_baselines3.common.vec_env import VecNormalize
 
-    from rlsweep.algos import algo_class
-    from rlsweep.evaluation import run_episodes
+    from rlsweep.algos import algo_class, configure_jax, is_jax_class
     from rlsweep.train import EVAL_SEED_OFFSET, make_vec_lift
 
     cfg = OmegaConf.load(run_config(run_dir))
     seed = cfg.seed + EVAL_SEED_OFFSET if seed is None else seed
-    env = make_vec_lift(cfg, 1, seed, render_mode="rgb_array" if video else None)
+    env = make_vec_lift(cfg, 1, seed, render_mode="rgb_array" if render else None)
     if (run_dir / "vecnormalize.pkl").exists():
         env = VecNormalize.load(str(run_dir / "vecnormalize.pkl"), env)
         env.training, env.norm_reward = False, False
-    model = algo_class(cfg.algo.name).load(run_dir / "model.zip", device="cpu")
+    if is_jax_class(cfg.algo._target_):
+        configure_jax(cfg.trainer.threads)
+    return algo_class(cfg.algo).load(run_dir / "model.zip", device="cpu"), env, seed
 
+
+def evaluate_run(run_dir: Path, episodes: int, video: bool = False, seed: int | None = None,
+                 deterministic: bool = True) -> dict:
+    """Replay the saved model of `run_dir` for `episodes` episodes; optionally film the first."""
+    from rlsweep.evaluation import run_episodes
+
+    model, env, seed = load_policy(run_dir, seed, render=video)
     frames = []
     def film_first_episode(episode: int) -> None:
         if video and episode == 0:
@@ -84,10 +94,28 @@ def evaluate_run(run_dir: Path, episodes: int, video: bool = False, seed: int | 
         import imageio
 
         path = run_dir / "video.mp4"
-        imageio.mimwrite(path, frames, fps=cfg.env.robosuite.get("control_freq", 20))
+        imageio.mimwrite(path, frames, fps=env.metadata.get("render_fps", 20))
         report["video"] = str(path)
     (run_dir / "eval.json").write_text(json.dumps(report, indent=2))
     return report
+
+
+def film_strip(run_dir: Path, path: Path, frames: int = 6, seed: int | None = None) -> bool:
+    """A PNG of `frames` evenly spaced frames of one deterministic episode of the saved policy,
+    side by side; returns whether the episode succeeded (lifted the cube)."""
+    import imageio
+    import numpy as np
+
+    from rlsweep.evaluation import run_episodes
+
+    model, env, _ = load_policy(run_dir, seed, render=True)
+    shots = []
+    result = run_episodes(lambda obs: model.predict(obs, deterministic=True)[0], env, 1,
+                          on_step=lambda episode: episode == 0 and shots.append(env.get_images()[0]))
+    env.close()
+    picks = np.linspace(0, len(shots) - 1, frames).round().astype(int)
+    imageio.imwrite(path, np.concatenate([shots[i] for i in picks], axis=1))
+    return result.successes[0]
 
 
 def main(argv: list[str]) -> int:

@@ -10,7 +10,7 @@ import functools
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -20,8 +20,9 @@ from stable_baselines3.common.logger import Logger, make_output_format
 from stable_baselines3.common.utils import set_random_seed
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecNormalize
 
-from rlsweep.algos import algo_class, policy_kwargs
-from rlsweep.callbacks import DivergenceGuard, EvalHook, PeriodicEvaluation, StepBudget
+from rlsweep.algos import algo_class, is_jax_class, configure_jax, policy_kwargs
+from rlsweep.callbacks import (DivergenceGuard, EvalHook, PeriodicEvaluation, ProgressLine,
+                               StepBudget, StopOnSuccess)
 from rlsweep.config import algo_kwargs, first_line
 from rlsweep.curves import write_learning_curve
 from rlsweep.envs.lift import make_lift_env
@@ -57,18 +58,21 @@ def build_envs(cfg: DictConfig) -> tuple[VecEnv, VecEnv]:
 
 
 def train(cfg: DictConfig, run_dir: Path, eval_hook: EvalHook | None = None,
-          wandb_init: dict[str, Any] | None = None) -> dict[str, Any]:
+          wandb_init: dict[str, Any] | None = None,
+          progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Train one SB3 model on Lift as `cfg` says and leave its artifacts in `run_dir`.
 
     `eval_hook` is called after each periodic evaluation; returning False stops the run early
     (the sweeper prunes this way); `wandb_init` adds `wandb.init` arguments (group, job_type,
-    tags, extra config). Returns the metrics also written to `metrics.json`.
+    tags, extra config); `progress`, if given, receives a progress line every
+    `trainer.progress_s` seconds (single runs; sweeps leave it None). Returns the metrics also
+    written to `metrics.json`.
     """
     run_dir.mkdir(parents=True, exist_ok=True)
     config = OmegaConf.to_container(cfg, resolve=True)
     wandb_run = start_wandb_run(cfg.logger, run_dir, config, **(wandb_init or {}))
     try:
-        metrics = _train(cfg, run_dir, eval_hook, wandb_run)
+        metrics = _train(cfg, run_dir, eval_hook, wandb_run, progress)
     except BaseException:
         finish_wandb_run(wandb_run, None)  # the run is closed and tagged failed, then re-raise
         raise
@@ -76,23 +80,28 @@ def train(cfg: DictConfig, run_dir: Path, eval_hook: EvalHook | None = None,
     return metrics
 
 
-def _train(cfg: DictConfig, run_dir: Path, eval_hook: EvalHook | None, wandb_run) -> dict[str, Any]:
+def _train(cfg: DictConfig, run_dir: Path, eval_hook: EvalHook | None, wandb_run,
+           progress: Callable[[str], None] | None) -> dict[str, Any]:
     started = time.perf_counter()
     torch.set_num_threads(cfg.trainer.threads)
+    if is_jax_class(cfg.algo._target_):
+        configure_jax(cfg.trainer.threads)
     set_random_seed(cfg.seed)
     train_env, eval_env = build_envs(cfg)
     try:
-        return _learn_and_save(cfg, run_dir, eval_hook, wandb_run, train_env, eval_env, started)
+        return _learn_and_save(cfg, run_dir, eval_hook, wandb_run, train_env, eval_env, started,
+                               progress)
     finally:  # also when training raises: no sims or subprocess envs left in a long-lived worker
         train_env.close()
         eval_env.close()
 
 
 def _learn_and_save(cfg: DictConfig, run_dir: Path, eval_hook: EvalHook | None, wandb_run,
-                    train_env: VecEnv, eval_env: VecEnv, started: float) -> dict[str, Any]:
-    model = algo_class(cfg.algo.name)(
+                    train_env: VecEnv, eval_env: VecEnv, started: float,
+                    progress: Callable[[str], None] | None) -> dict[str, Any]:
+    model = algo_class(cfg.algo)(
         "MlpPolicy", train_env, seed=cfg.seed, device=cfg.trainer.device, verbose=0,
-        policy_kwargs=policy_kwargs(cfg.policy), **algo_kwargs(cfg.algo))
+        policy_kwargs=policy_kwargs(cfg.policy, cfg.algo._target_), **algo_kwargs(cfg.algo))
     outputs = [make_output_format("csv", str(run_dir))]
     if wandb_run is not None:
         outputs.append(WandbWriter(wandb_run))
@@ -102,6 +111,14 @@ def _learn_and_save(cfg: DictConfig, run_dir: Path, eval_hook: EvalHook | None, 
                                     cfg.trainer.deterministic_eval, eval_hook)
     guard = DivergenceGuard()
     callbacks = [evaluation, guard, StepBudget(cfg.trainer.total_timesteps)]
+    solved = None
+    if cfg.trainer.stop_success_rate is not None:
+        solved = StopOnSuccess(evaluation, cfg.trainer.stop_success_rate,
+                               cfg.trainer.stop_success_evals)
+        callbacks.append(solved)
+    if progress is not None and cfg.trainer.progress_s > 0:
+        callbacks.append(ProgressLine(evaluation, cfg.trainer.total_timesteps,
+                                      cfg.trainer.progress_s, progress))
     if cfg.trainer.checkpoint_freq > 0:
         callbacks.append(CheckpointCallback(max(cfg.trainer.checkpoint_freq // cfg.env.n_envs, 1),
                                             str(run_dir / "checkpoints"), name_prefix="model"))
@@ -133,6 +150,7 @@ def _learn_and_save(cfg: DictConfig, run_dir: Path, eval_hook: EvalHook | None, 
         "env_steps": int(model.num_timesteps),
         "wall_time_s": time.perf_counter() - started,
         "env_steps_per_s": model.num_timesteps / max(learn_seconds, 1e-9),
+        "stopped_solved_at": solved.stopped_at if solved is not None else None,
         "algo": cfg.algo.name,
         "seed": cfg.seed,
     }

@@ -12,7 +12,7 @@ from rlsweep.envs.scripted import ScriptedLiftController
 
 def scripted_episode(env, seed: int):
     """Run the scripted controller for one whole episode; return per-step rewards and infos."""
-    controller = ScriptedLiftController()
+    controller = ScriptedLiftController(env.action_space.shape[0])
     env.reset(seed=seed)
     rewards, infos, truncated, terminated = [], [], False, False
     while not (terminated or truncated):
@@ -51,7 +51,7 @@ def test_same_seed_same_start_and_rollout(lift_env_factory):
     obs_a, _ = a.reset(seed=7)
     obs_b, _ = b.reset(seed=7)
     np.testing.assert_array_equal(obs_a, obs_b)
-    actions = np.random.default_rng(0).uniform(-1, 1, (10, 7))
+    actions = np.random.default_rng(0).uniform(-1, 1, (10, a.action_space.shape[0]))
     steps_a = [a.step(act)[:2] for act in actions]
     steps_b = [b.step(act)[:2] for act in actions]
     for (oa, ra), (ob, rb) in zip(steps_a, steps_b):
@@ -85,7 +85,7 @@ def test_idle_arm_never_succeeds(lift_env_factory):
     env = lift_env_factory("env.horizon=30", "reward=sparse")
     env.reset(seed=0)
     for _ in range(30):
-        _, reward, _, _, info = env.step(np.zeros(7, dtype=np.float32))
+        _, reward, _, _, info = env.step(np.zeros(env.action_space.shape, dtype=np.float32))
         assert not info["is_success"] and reward == 0.0
 
 

@@ -62,7 +62,7 @@ def test_scripted_grasp_and_lift_succeeds_alike(lift_env_factory, reward):
     for seed in (0, 1, 2):
         outcomes = []
         for env in (stock, fast):
-            controller = ScriptedLiftController()
+            controller = ScriptedLiftController(env.action_space.shape[0])
             env.reset(seed=seed)
             rewards, successes = [], []
             for _ in range(60):
@@ -78,7 +78,7 @@ def test_scripted_grasp_and_lift_succeeds_alike(lift_env_factory, reward):
 
 def test_hard_reset_rebuilds_the_sim_and_fast_follows_it(lift_env_factory):
     stock, fast = paired_envs(lift_env_factory, "env.horizon=20", "env.robosuite.hard_reset=true")
-    actions = np.random.default_rng(1).uniform(-1, 1, size=(20, 7))
+    actions = np.random.default_rng(1).uniform(-1, 1, size=(20, stock.action_space.shape[0]))
     sims = []
     for episode_seed in (4, 5):
         stock.reset(seed=episode_seed)

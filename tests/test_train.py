@@ -131,3 +131,47 @@ def test_divergence_guard_stops_training_with_a_reason():
     model.learn(640, callback=guard)
     assert model.num_timesteps == 51
     assert guard.reason == "diverged: non-finite rewards at env step 51"
+
+
+@pytest.mark.parametrize("algo", ["sbx_sac", "sbx_tqc"])
+def test_sbx_algo_trains_and_its_reloaded_model_replays_the_final_evaluation(tmp_path, algo):
+    """SBX (JAX) options train, save and reload like SB3's: replaying the saved model on the
+    run's evaluation seed gives exactly the episodes of its one (final) evaluation."""
+    from omegaconf import OmegaConf
+
+    from rlsweep.evaluate import evaluate_run
+
+    cfg = compose_cfg(f"algo={algo}", *TINY, "trainer.eval_episodes=2", "logger=none",
+                      "trainer.total_timesteps=240", "algo.learning_starts=80",
+                      "trainer.eval_freq=240")
+    metrics = train(cfg, tmp_path)
+    assert metrics["status"] == "ok" and metrics["env_steps"] == 240 and metrics["algo"] == algo
+    OmegaConf.save(cfg, tmp_path / "config.yaml")  # where a sweep trial keeps its config
+    replay = evaluate_run(tmp_path, episodes=2)
+    assert replay["mean_return"] == pytest.approx(metrics["mean_return"], abs=1e-6)
+    assert replay["success_rate"] == metrics["success_rate"]
+
+
+def test_divergence_guard_reads_jax_weights():
+    import jax
+    import jax.numpy as jnp
+    import sbx
+
+    from rlsweep.callbacks import weights_finite
+
+    model = sbx.SAC("MlpPolicy", gym.make("Pendulum-v1"), seed=0)
+    assert weights_finite(model.policy)
+    state = model.policy.qf_state
+    poisoned = jax.tree_util.tree_map(lambda leaf: leaf.at[..., 0].set(jnp.nan), state.params)
+    model.policy.qf_state = state.replace(params=poisoned)
+    assert not weights_finite(model.policy)
+
+
+def test_single_run_prints_progress_lines(tmp_path):
+    result = run_cli("algo=a2c", *TINY, "logger=none", "trainer.total_timesteps=400",
+                     "trainer.eval_freq=200", "trainer.progress_s=0.01", f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = [line for line in (result.stdout + result.stderr).splitlines() if "steps/s | ETA" in line]
+    assert lines, "no progress line"
+    assert all("/400 (" in line for line in lines)
+    assert any("eval at 200: success 0.00, return" in line for line in lines)

@@ -8,6 +8,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from rlsweep.report.data import SweepData, load_sweep
+from rlsweep.report.film import film_best_trial
 from rlsweep.report.html import write_report
 from rlsweep.report.wandb_report import build_wandb_report, is_online, log_sweep_summary
 
@@ -24,7 +25,7 @@ def finish_sweep(sweep_dir: Path) -> Path:
     """At the end of a sweep: the W&B summary run (if W&B is on) and `report.html`."""
     sweep = load_sweep(sweep_dir)
     log_sweep_summary(sweep, logger_config(sweep))
-    return write_report([sweep], sweep_dir / REPORT_FILE)
+    return write_report([sweep], sweep_dir / REPORT_FILE, {sweep.name: film_best_trial(sweep)})
 
 
 def default_output(sweep_dirs: list[Path]) -> Path:
@@ -37,7 +38,8 @@ def report(sweep_dirs: list[Path], out: Path | None = None) -> list[str]:
     Returns the lines to show the user (where things were written, or how to sync).
     """
     sweeps = [load_sweep(d) for d in sweep_dirs]
-    path = write_report(sweeps, out or default_output(sweep_dirs))
+    captions = {sweep.name: film_best_trial(sweep) for sweep in sweeps}
+    path = write_report(sweeps, out or default_output(sweep_dirs), captions)
     lines = [f"wrote {path}"]
     logger_cfg = logger_config(sweeps[0])
     if is_online(logger_cfg):

@@ -3,6 +3,7 @@ no network needed to open it)."""
 
 from __future__ import annotations
 
+import base64
 import html
 import time
 from pathlib import Path
@@ -13,6 +14,7 @@ import plotly.graph_objects as go
 from rlsweep.config import first_line
 from rlsweep.files import write_text_atomic
 from rlsweep.report.data import CellData, SweepData
+from rlsweep.report.film import STRIP_FILE
 from rlsweep.report.stats import METHOD
 
 TOP_TRIALS = 3  # learning curves drawn per cell
@@ -46,15 +48,17 @@ def _fmt(value, digits: int = 4) -> str:
 
 
 def _cells_table(sweeps: list[SweepData], several: bool) -> str:
-    head = ("cell", "best value", "best trial", "complete", "pruned", "failed", "env steps",
-            "wall time s", "best params")
+    head = ("cell", "success rate", "return", "objective", "best trial", "complete", "pruned",
+            "failed", "env steps", "wall time s", "best params")
     rows = ["<tr>" + "".join(f'<th class="{"l" if h in ("cell", "best params") else ""}">{h}</th>'
                              for h in head) + "</tr>"]
     for sweep in sweeps:
         for name, cell in sweep.cells.items():
             s = cell.summary
             params = "<br>".join(f"{html.escape(k)} = {_fmt(v)}" for k, v in s.get("best_params", {}).items())
-            cols = [("best_value", _fmt(s.get("best_value"), 6)), ("best_trial", _fmt(s.get("best_trial"))),
+            cols = [("best_success_rate", _fmt(s.get("best_success_rate"), 3)),
+                    ("best_mean_return", _fmt(s.get("best_mean_return"), 4)),
+                    ("best_value", _fmt(s.get("best_value"), 6)), ("best_trial", _fmt(s.get("best_trial"))),
                     ("n_complete", s.get("n_complete")), ("n_pruned", s.get("n_pruned")),
                     ("n_failed", s.get("n_failed")), ("env_steps", s.get("env_steps")),
                     ("wall_time_s", _fmt(s.get("wall_time_s"), 5))]
@@ -62,7 +66,25 @@ def _cells_table(sweeps: list[SweepData], several: bool) -> str:
                         f'<td class="l">{html.escape(_label(sweep, name, several))}</td>'
                         + "".join(f'<td data-key="{k}">{v}</td>' for k, v in cols)
                         + f'<td class="l">{params}</td></tr>')
-    return "<table>" + "".join(rows) + "</table>"
+    return ("<table>" + "".join(rows) + "</table><p class='note'>Success rate and return: the best "
+            "trial's last evaluation. Objective: what the sweeper ranked trials by.</p>")
+
+
+def _policy_section(sweeps: list[SweepData], captions: dict[str, str]) -> str:
+    """Each sweep's best trial filmed (best_policy.png, inlined), or why there is no film."""
+    parts = []
+    for sweep in sweeps:
+        strip = sweep.path / STRIP_FILE
+        caption = html.escape(captions.get(sweep.name, ""))
+        if strip.exists():
+            data = base64.b64encode(strip.read_bytes()).decode()
+            parts.append(f"<figure><img alt='best policy of {html.escape(sweep.name)}' "
+                         f"style='max-width:100%' src='data:image/png;base64,{data}'>"
+                         f"<figcaption class='note'>{html.escape(sweep.name)}: {caption}</figcaption>"
+                         "</figure>")
+        else:
+            parts.append(f"<p class='note'>{html.escape(sweep.name)}: no film ({caption}).</p>")
+    return "".join(parts)
 
 
 def _best_trials(cell: CellData, maximize: bool) -> list:
@@ -149,14 +171,16 @@ def _confirm_section(sweeps: list[SweepData], several: bool) -> str:
     return out + f'<p class="note"><b>Method:</b> {html.escape(METHOD)}</p>'
 
 
-def write_report(sweeps: list[SweepData], out: Path) -> Path:
-    """Write the self-contained report comparing `sweeps`; returns its path."""
+def write_report(sweeps: list[SweepData], out: Path, captions: dict[str, str] | None = None) -> Path:
+    """Write the self-contained report comparing `sweeps`; returns its path. `captions` says
+    per sweep name what its best_policy.png shows (or why it has none)."""
     several = len(sweeps) > 1
     figures = _Figures()
     parts = [f"<h1>rlsweep report</h1><p class='note'>Generated {time.strftime('%Y-%m-%d %H:%M')}"
              " from " + ", ".join(f"<code>{html.escape(str(s.path))}</code> ({html.escape(s.name)},"
                                   f" {s.direction} {s.metric})" for s in sweeps) + "</p>",
              "<h2>Cells</h2>", _cells_table(sweeps, several),
+             "<h2>The best trial's policy</h2>", _policy_section(sweeps, captions or {}),
              "<h2>Confirmation on fresh seeds</h2>", _confirm_section(sweeps, several),
              "<h2>Learning curves of the best trials</h2>",
              figures(_curves(sweeps, several, "success_rate", "Eval success rate")),

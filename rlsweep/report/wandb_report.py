@@ -44,6 +44,8 @@ def log_sweep_summary(sweep: SweepData, logger_cfg: Mapping[str, Any]) -> str | 
             except Exception:  # too few complete trials for this plot: leave it out
                 continue
         run.summary[f"{name}/best_value"] = cell.summary.get("best_value")
+        run.summary[f"{name}/best_success_rate"] = cell.summary.get("best_success_rate")
+        run.summary[f"{name}/best_mean_return"] = cell.summary.get("best_mean_return")
         run.summary[f"{name}/n_pruned"] = cell.summary.get("n_pruned")
     run.log(plots)
     run_dir = run.dir

@@ -28,7 +28,8 @@ from rlsweep.sweep.space import (SWEEP_GROUPS, Cell, declared_space, grid_cells,
                                  parse_sweep_request)
 from rlsweep.sweep.study import (check_settings, count_trials, grid_points, make_sampler,
                                  make_storage, mask_url, open_cell_study, storage_url, study_name)
-from rlsweep.sweep.summary import cell_summary, format_table, progress_line, write_summary
+from rlsweep.sweep.summary import (budget_note, cell_summary, format_table, progress_line,
+                                   write_summary)
 
 log = logging.getLogger("rlsweep.sweep")
 _MISSING = object()
@@ -192,6 +193,10 @@ def run_sweep(settings: Mapping[str, Any], config: DictConfig, config_loader, la
         summary = {cell: cell_summary(study) for cell, study in studies.items()}
         path = write_summary(sweep_dir, summary)
         print(format_table(summary), flush=True)
+        note = budget_note(min(c.trainer.total_timesteps for c in base_configs.values()),
+                           next(iter(base_configs.values())).env.name)
+        if note:
+            print(note, flush=True)
         report = _write_report(sweep_dir)
         print(f"rlsweep: results in {sweep_dir} (summary: {path.name}{report}; "
               f"optuna-dashboard {mask_url(url)})", flush=True)

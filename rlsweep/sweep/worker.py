@@ -140,6 +140,8 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, cell: dict, settings: Di
         intermediate = {}
         try:
             for key, val in (("env_steps", metrics.get("env_steps", last_step)),
+                             ("success_rate", metrics.get("success_rate")),
+                             ("mean_return", metrics.get("mean_return")),
                              ("wall_time_s", wall), ("last_step", last_step),
                              ("trial_dir", str(trial_dir)), ("worker", HydraConfig.get().job.num),
                              ("fail_reason", reason)):

@@ -1,0 +1,221 @@
+"""Time to solve Lift: env steps and wall minutes until a policy lifts the cube in 90% of episodes.
+
+Every candidate is a list of command-line overrides from the default config, trained through
+the user's command (`python -m rlsweep <overrides> seed=<k>`) on SEEDS, with one protocol:
+evaluation every 10k env steps on 20 episodes (fresh cube placements, never seen in training),
+a budget of BUDGET env steps (off-policy) or more for on-policy candidates, and early stop once
+3 evaluations in a row reach 0.9 (the run is solved; the rest of its budget is not spent).
+
+Resumable: each seed's run lives in bench/solve/<candidate>/seed_<k>/ and a finished one
+(metrics.json written, composed config equal to the candidate's today) is never rerun; a run
+cut off mid-way is started again from scratch. `SOLVE_ONLY=name,name python -m bench solve`
+runs only those candidates; `SOLVE_JOBS` sets how many runs train at once (default: cores;
+0 trains nothing and only collects the finished runs).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from statistics import median
+
+from omegaconf import OmegaConf
+
+from rlsweep.cli import compose_config
+
+ROOT = Path(__file__).resolve().parent.parent
+RUNS = ROOT / "bench" / "solve"
+CURVES_PNG = ROOT / "bench" / "solve_curves.png"
+DOCS_PNG = ROOT / "docs" / "lift_solve_curves.png"
+SEEDS = (0, 1, 2)
+TARGET = 0.9
+BUDGET = 300_000
+PROTOCOL = ("trainer.eval_freq=10000", "trainer.eval_episodes=20",
+            f"trainer.stop_success_rate={TARGET}", "trainer.stop_success_evals=3", "logger=none")
+# Keys that do not change what is learned: a finished run stays valid if only these differ.
+IGNORED_KEYS = ("logger", "trainer.checkpoint_freq")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One way to train Lift: overrides from the default config, and its env-step budget."""
+
+    name: str
+    overrides: tuple[str, ...]
+    budget: int = BUDGET
+    note: str = ""
+
+    def command(self, seed: int) -> list[str]:
+        return [sys.executable, "-m", "rlsweep", *self.overrides, *PROTOCOL,
+                f"trainer.total_timesteps={self.budget}", f"seed={seed}",
+                f"hydra.run.dir={self.run_dir(seed)}"]
+
+    def run_dir(self, seed: int) -> Path:
+        return RUNS / self.name / f"seed_{seed}"
+
+
+# Report order; the default config first. Runs are started in this order too.
+CANDIDATES = (
+    Candidate("default", (), note="`python -m rlsweep` as shipped: SBX SAC, OSC_POSITION, fast backend"),
+    Candidate("sbx_sac_osc_pose", ("env.robosuite.controller=OSC_POSE",),
+              note="SBX SAC with the 7-D pose controller (robosuite's published benchmark setup)"),
+    Candidate("sbx_tqc", ("algo=sbx_tqc",), note="SBX TQC, OSC_POSITION"),
+    Candidate("sb3_sac_as_shipped", ("algo=sac", "env.robosuite.controller=OSC_POSE"),
+              note="SB3 SAC (torch) with the pose controller: the default before issue 12"),
+    Candidate("ppo_fast_2envs", ("algo=ppo", "env.n_envs=2", "env.vec_env=subproc"),
+              budget=1_000_000, note="PPO, 2 subprocess envs on the fast backend"),
+)
+
+
+def _comparable(cfg) -> dict:
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    plain.pop("hydra", None)
+    for key in IGNORED_KEYS:
+        *parents, leaf = key.split(".")
+        node = plain
+        for part in parents:
+            node = node.get(part, {})
+        node.pop(leaf, None)
+    return plain
+
+
+def finished(candidate: Candidate, seed: int) -> bool:
+    """Whether the seed's run ended and trained exactly what the candidate composes today."""
+    run_dir = candidate.run_dir(seed)
+    if not (run_dir / "metrics.json").exists() or not (run_dir / "learning_curve.csv").exists():
+        return False
+    expected = compose_config([*candidate.overrides, *PROTOCOL,
+                               f"trainer.total_timesteps={candidate.budget}", f"seed={seed}"])
+    return _comparable(OmegaConf.load(run_dir / ".hydra" / "config.yaml")) == _comparable(expected)
+
+
+def train_seed(candidate: Candidate, seed: int) -> None:
+    """Train one seed through the user's command; its log goes to the run dir."""
+    run_dir = candidate.run_dir(seed)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    print(f"solve: {candidate.name} seed {seed} -> {run_dir}", flush=True)
+    with open(run_dir / "train.log", "w") as log:
+        done = subprocess.run(candidate.command(seed), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                              env={**os.environ, "WANDB_MODE": "disabled"})
+    print(f"solve: {candidate.name} seed {seed} exited {done.returncode}", flush=True)
+
+
+def read_curve(run_dir: Path) -> list[dict[str, float]]:
+    with open(run_dir / "learning_curve.csv") as f:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def seed_result(candidate: Candidate, seed: int) -> dict:
+    """The stable per-seed record: first evaluation at >= 0.9 (env steps, wall minutes)."""
+    run_dir = candidate.run_dir(seed)
+    curve = read_curve(run_dir)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    hit = next((p for p in curve if p["success_rate"] >= TARGET), None)
+    return {"seed": seed,
+            "steps_to_0_9": int(hit["env_steps"]) if hit else None,
+            "minutes_to_0_9": round(hit["wall_time_s"] / 60, 2) if hit else None,
+            "final_success": curve[-1]["success_rate"] if curve else None,
+            "env_steps": metrics["env_steps"], "status": metrics["status"],
+            "env_steps_per_s": round(metrics["env_steps_per_s"], 1),
+            "curve": [{"env_steps": int(p["env_steps"]), "success_rate": p["success_rate"],
+                       "mean_return": round(p["mean_return"], 2),
+                       "wall_minutes": round(p["wall_time_s"] / 60, 2)} for p in curve]}
+
+
+def run() -> dict:
+    only = {n for n in os.environ.get("SOLVE_ONLY", "").split(",") if n}
+    unknown = only - {c.name for c in CANDIDATES}
+    if unknown:
+        raise SystemExit(f"SOLVE_ONLY: unknown candidate {', '.join(sorted(unknown))}; "
+                         f"allowed: {', '.join(c.name for c in CANDIDATES)}")
+    todo = [(c, s) for c in CANDIDATES if not only or c.name in only for s in SEEDS
+            if not finished(c, s)]
+    jobs = int(os.environ.get("SOLVE_JOBS", os.cpu_count() or 1))
+    print(f"solve: {len(todo)} seed runs to train, {jobs} at a time", flush=True)
+    if jobs > 0:  # SOLVE_JOBS=0 only collects what has finished
+        with ThreadPoolExecutor(jobs) as pool:
+            list(pool.map(lambda job: train_seed(*job), todo))
+    return collect()
+
+
+def collect() -> dict:
+    """Results of every finished seed run (unfinished seeds are listed as pending)."""
+    candidates = []
+    for c in CANDIDATES:
+        seeds = [seed_result(c, s) for s in SEEDS if finished(c, s)]
+        candidates.append({"name": c.name, "overrides": list(c.overrides), "budget": c.budget,
+                           "note": c.note, "seeds": seeds,
+                           "pending_seeds": [s for s in SEEDS if not finished(c, s)]})
+    plot(candidates)
+    return {"target_success": TARGET, "eval_freq": 10_000, "eval_episodes": 20,
+            "protocol": list(PROTOCOL), "candidates": candidates}
+
+
+def _median_range(values: list) -> str:
+    reached = [v for v in values if v is not None]
+    if not values:
+        return "not run yet"
+    if len(reached) < len(values):
+        text = f"{len(values) - len(reached)}/{len(values)} seeds not within budget"
+        return text + (f" (others: {', '.join(f'{v:,.0f}' for v in reached)})" if reached else "")
+    return f"{median(reached):,.0f} ({min(reached):,.0f}-{max(reached):,.0f})"
+
+
+def plot(candidates: list[dict]) -> None:
+    """Success rate against env steps and against wall minutes, each seed a thin line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_steps, ax_wall) = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    for index, c in enumerate(x for x in candidates if x["seeds"]):
+        color = f"C{index}"
+        for k, seed in enumerate(c["seeds"]):
+            steps = [p["env_steps"] / 1000 for p in seed["curve"]]
+            success = [p["success_rate"] for p in seed["curve"]]
+            label = f"{c['name']} ({len(c['seeds'])} seeds)" if k == 0 else None
+            ax_steps.plot(steps, success, color=color, alpha=0.8, label=label)
+            ax_wall.plot([p["wall_minutes"] for p in seed["curve"]], success, color=color, alpha=0.8)
+    for ax, xlabel in ((ax_steps, "env steps (thousands)"), (ax_wall, "wall minutes (1 core each)")):
+        ax.axhline(TARGET, color="grey", linestyle="--", linewidth=1)
+        ax.set(xlabel=xlabel, ylim=(-0.03, 1.03))
+        ax.grid(alpha=0.3)
+    ax_steps.set_ylabel("eval success rate (20 episodes)")
+    ax_steps.legend(loc="lower right", fontsize=8)
+    fig.suptitle("robosuite Lift (Panda), time to 90% success, one line per seed")
+    fig.tight_layout()
+    for path in (CURVES_PNG, DOCS_PNG):
+        fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def markdown(results: dict) -> str:
+    lines = ["## Time to solve Lift (issue 12)", "",
+             f"Each seed trains through `python -m rlsweep <overrides> seed=<k>` with "
+             f"`{' '.join(results['protocol'])}`: evaluation every 10k env steps on 20 episodes "
+             f"with fresh cube placements; a seed stops once 3 evaluations in a row reach "
+             f"{results['target_success']}. Solved = first evaluation at >= 0.9. Wall minutes "
+             "include evaluations; two seeds train at once, one per core.", "",
+             "| candidate | overrides | seeds | env steps to 0.9: median (range) | "
+             "wall minutes to 0.9 | training env steps/s | final success per seed |",
+             "|---|---|---|---|---|---|---|"]
+    for c in results["candidates"]:
+        seeds = c["seeds"]
+        speed = f"{median(s['env_steps_per_s'] for s in seeds):.0f}" if seeds else "-"
+        pending = f" (+{len(c['pending_seeds'])} pending)" if c["pending_seeds"] else ""
+        finals = ", ".join(f"{s['final_success']:.2f}" for s in seeds)
+        lines.append(
+            f"| {c['name']} | `{' '.join(c['overrides']) or '(none)'}` | {len(seeds)}{pending} | "
+            f"{_median_range([s['steps_to_0_9'] for s in seeds])} (budget {c['budget']:,}) | "
+            f"{_median_range([s['minutes_to_0_9'] for s in seeds])} | {speed} | "
+            f"{finals or '-'} |")
+    lines += ["", "![success curves](solve_curves.png)", ""]
+    lines += [f"- **{c['name']}**: {c['note']}" for c in results["candidates"]]
+    return "\n".join(lines)

@@ -1,0 +1,41 @@
+"""A strip of frames of the sweep's best trial's policy, for report.html."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from rlsweep.config import first_line
+from rlsweep.report.data import SweepData, TrialRecord
+
+STRIP_FILE = "best_policy.png"
+log = logging.getLogger("rlsweep.report")
+
+
+def best_trial(sweep: SweepData) -> tuple[str, TrialRecord] | None:
+    """The best complete trial over every cell that left a model, with its cell's name."""
+    sign = 1 if sweep.direction == "maximize" else -1
+    ranked = [(sign * t.value, name, t) for name, cell in sweep.cells.items() for t in cell.trials
+              if t.state == "COMPLETE" and t.value is not None and (t.trial_dir / "model.zip").exists()]
+    if not ranked:
+        return None
+    _, name, trial = max(ranked, key=lambda r: r[0])
+    return name, trial
+
+
+def film_best_trial(sweep: SweepData) -> str:
+    """Write `best_policy.png` in the sweep dir (one episode of the best trial, six frames);
+    returns a line saying what it shows, or why there is none (no model, no rendering)."""
+    from rlsweep.evaluate import film_strip
+
+    best = best_trial(sweep)
+    if best is None:
+        return "no complete trial left a model to film"
+    cell, trial = best
+    try:
+        lifted = film_strip(trial.trial_dir, sweep.path / STRIP_FILE)
+    except Exception as err:  # no offscreen GL on this machine, ...: the report goes on without
+        log.warning("could not film the best trial: %s", first_line(err))
+        return f"rendering is not available here ({first_line(err) or type(err).__name__})"
+    return (f"{cell} trial {trial.number}, one episode on a fresh evaluation seed: "
+            + ("the cube was lifted" if lifted else "the cube was not lifted"))
