@@ -10,11 +10,7 @@ machine falls on both. Rows:
 - env steps/s with n_envs = cores, SB3 SubprocVecEnv (one process per env), summed;
 - training env steps/s through the user's command (`python -m rlsweep`, `env_steps_per_s`
   from metrics.json: learn time minus evaluation time), PPO and SAC, 1 env.
-- SAC-family training env steps/s (issue 12): SB3 SAC on stock robosuite against SB3 SAC, SBX
-  SAC and SBX TQC on the fast backend, with each algo option's own defaults (SBX SAC/TQC: batch
-  128, actor every 2nd update), default controller, in alternating order over two rounds.
-Targets (issue 6): fast/stock >= 3 for env steps/s, >= 2.5 for PPO training; (issue 12) SAC
-family on fast >= 3x SB3 SAC on stock.
+Targets (issue 6): fast/stock >= 3 for env steps/s, >= 2.5 for PPO training.
 """
 
 from __future__ import annotations
@@ -40,12 +36,6 @@ TRAINING = {  # algo -> overrides; small budgets, but each crosses its algorithm
     "ppo": ("algo=ppo", POSE, "trainer.total_timesteps=1024"),  # 2 rollouts of 512 + 2 x 10 epochs
     "sac": ("algo=sac", POSE, "trainer.total_timesteps=1200", "algo.learning_starts=200"),
 }
-# SAC family, default controller: (label, algo, backend). The first is the reference.
-SAC_FAMILY = (("SB3 SAC, stock robosuite", "sac", "robosuite"), ("SB3 SAC, fast", "sac", "fast"),
-              ("SBX SAC, fast", "sbx_sac", "fast"), ("SBX TQC, fast", "sbx_tqc", "fast"))
-SAC_FAMILY_STEPS = ("trainer.total_timesteps=3000", "algo.learning_starts=1000")
-
-
 def physics_limit() -> dict:
     """Substeps/s of bare `mj_step` on the Lift model robosuite builds, arm held up.
 
@@ -116,18 +106,6 @@ def _side_by_side(measure) -> dict:
     return {"samples": samples, "mean": mean, "ratio": mean["fast"] / mean["robosuite"]}
 
 
-def sac_family() -> dict:
-    """Training env steps/s of each SAC_FAMILY row, two rounds in alternating order."""
-    samples = {label: [] for label, _, _ in SAC_FAMILY}
-    for order in (SAC_FAMILY, SAC_FAMILY[::-1]):
-        for label, algo, backend in order:
-            samples[label].append(training_env_steps_per_s(backend, (f"algo={algo}", *SAC_FAMILY_STEPS)))
-    mean = {label: float(np.mean(values)) for label, values in samples.items()}
-    reference = mean[SAC_FAMILY[0][0]]
-    return {"samples": samples, "mean": mean,
-            "ratio": {label: value / reference for label, value in mean.items()}}
-
-
 def run() -> dict:
     cores = os.cpu_count() or 1
     first = physics_limit()
@@ -138,7 +116,6 @@ def run() -> dict:
         "training": {algo: _side_by_side(
             lambda backend, a=algo: training_env_steps_per_s(backend, TRAINING[a]))
             for algo in TRAINING},
-        "sac_family": sac_family(),
     }
     last = physics_limit()  # again at the end: the mean spans the same drift as the pairs
     rate = (first["substeps_per_s"] + last["substeps_per_s"]) / 2
@@ -173,15 +150,4 @@ def markdown(results: dict) -> str:
               f"with {', '.join(f'{a.upper()}: ' + ' '.join(o[1:]) for a, o in TRAINING.items())}; "
               "`env_steps_per_s` from metrics.json counts policy inference and gradient updates, "
               "which the backend does not speed up."]
-    family = results.get("sac_family")
-    if family:
-        lines += ["", "### SAC family training speed (issue 12)", "",
-                  "`python -m rlsweep algo=<algo> env.backend=<backend> "
-                  f"{' '.join(SAC_FAMILY_STEPS)}`, each algo option's defaults, default controller, "
-                  "1 env, 1 thread; two rounds in alternating order, means shown. Target: the SAC "
-                  "family on the fast backend >= 3x SB3 SAC on stock robosuite.", "",
-                  "| run | training env steps/s (rounds) | / SB3 SAC on stock |", "|---|---|---|"]
-        for label, value in family["mean"].items():
-            rounds = ", ".join(f"{v:.0f}" for v in family["samples"][label])
-            lines.append(f"| {label} | {value:.0f} ({rounds}) | **{family['ratio'][label]:.2f}x** |")
     return "\n".join(lines)

@@ -145,16 +145,18 @@ def run() -> dict:
 
 
 def collect() -> dict:
-    """Results of every finished seed run (unfinished seeds are listed as pending)."""
-    candidates = []
+    """Results of every finished seed run. `candidates` holds those with every seed finished;
+    `pending` those with some seeds still to train (with the seeds finished so far)."""
+    complete, pending = [], []
     for c in CANDIDATES:
         seeds = [seed_result(c, s) for s in SEEDS if finished(c, s)]
-        candidates.append({"name": c.name, "overrides": list(c.overrides), "budget": c.budget,
-                           "note": c.note, "seeds": seeds,
-                           "pending_seeds": [s for s in SEEDS if not finished(c, s)]})
-    plot(candidates)
+        record = {"name": c.name, "overrides": list(c.overrides), "budget": c.budget,
+                  "note": c.note, "seeds": seeds,
+                  "pending_seeds": [s for s in SEEDS if not finished(c, s)]}
+        (pending if record["pending_seeds"] else complete).append(record)
+    plot(complete + pending)
     return {"target_success": TARGET, "eval_freq": 10_000, "eval_episodes": 20,
-            "protocol": list(PROTOCOL), "candidates": candidates}
+            "protocol": list(PROTOCOL), "candidates": complete, "pending": pending}
 
 
 def _median_range(values: list) -> str:
@@ -206,7 +208,7 @@ def markdown(results: dict) -> str:
              "| candidate | overrides | seeds | env steps to 0.9: median (range) | "
              "wall minutes to 0.9 | training env steps/s | final success per seed |",
              "|---|---|---|---|---|---|---|"]
-    for c in results["candidates"]:
+    for c in results["candidates"] + results["pending"]:
         seeds = c["seeds"]
         speed = f"{median(s['env_steps_per_s'] for s in seeds):.0f}" if seeds else "-"
         pending = f" (+{len(c['pending_seeds'])} pending)" if c["pending_seeds"] else ""
@@ -217,5 +219,5 @@ def markdown(results: dict) -> str:
             f"{_median_range([s['minutes_to_0_9'] for s in seeds])} | {speed} | "
             f"{finals or '-'} |")
     lines += ["", "![success curves](solve_curves.png)", ""]
-    lines += [f"- **{c['name']}**: {c['note']}" for c in results["candidates"]]
+    lines += [f"- **{c['name']}**: {c['note']}" for c in results["candidates"] + results["pending"]]
     return "\n".join(lines)

@@ -12,7 +12,7 @@ from tests.conftest import compose_cfg, run_cli
 
 
 def test_every_group_has_its_documented_options():
-    assert set(group_options("algo")) >= {"ppo", "sac", "td3", "a2c"}
+    assert set(group_options("algo")) >= {"ppo", "sac", "td3", "a2c", "sbx_sac", "sbx_tqc"}
     assert set(group_options("reward")) >= {"dense", "sparse", "staged"}
     assert set(group_options("policy")) >= {"small", "medium", "large"}
     assert set(group_options("env")) >= {"lift"}
@@ -27,6 +27,30 @@ def test_every_combination_composes_and_validates(algo, reward, policy, logger):
     validate(cfg)
     assert (cfg.algo.name, cfg.reward.name, cfg.policy.name) == (algo, reward, policy)
     assert cfg.algo.search_space, f"{algo} declares no search space for sweeps"
+
+
+@pytest.mark.parametrize("preset", [f"+{group}={name}" for group in ("experiment", "hparams_search")
+                                    for name in group_options(group)])
+def test_every_preset_composes_validates_and_its_space_parses(preset):
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from rlsweep.cli import compose_config
+    from rlsweep.sweep.space import declared_space
+    from rlsweep.sweep.study import check_settings
+
+    cfg = compose_config([preset], return_hydra_config=True)
+    validate(cfg)
+    check_settings(cfg.hydra.sweeper)
+    assert declared_space("algo", cfg.algo.search_space)
+    assert OverridesParser.create().parse_overrides([preset])
+
+
+def test_default_config_is_the_solve_setup():
+    """`python -m rlsweep` with no overrides trains the setup the solve benchmark measured."""
+    cfg = compose_cfg()
+    assert cfg.algo._target_ == "sbx.SAC" and cfg.env.robosuite.controller == "OSC_POSITION"
+    assert (cfg.env.backend, cfg.trainer.total_timesteps) == ("fast", 300_000)
+    assert (cfg.trainer.eval_freq, cfg.trainer.eval_episodes) == (10_000, 20)
 
 
 def test_stable_interface_names_exist():
