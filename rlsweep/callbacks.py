@@ -144,6 +144,32 @@ class StopOnSuccess(BaseCallback):
         return True
 
 
+class FirstUpdateTimer(BaseCallback):
+    """Time the first round of gradient updates: for SBX it includes JAX compiling the update
+    (seconds, once per process and model; the persistent compile cache shortens it), so it is
+    reported apart from the steady speed.
+
+    SB3 runs updates between the end of one rollout and the start of the next, and off-policy
+    algorithms only once `learning_starts` env steps are collected.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.seconds: float | None = None
+        self._rollout_ended: float | None = None
+
+    def _on_rollout_end(self) -> None:
+        if self.seconds is None and self.num_timesteps > getattr(self.model, "learning_starts", 0):
+            self._rollout_ended = time.perf_counter()
+
+    def _on_rollout_start(self) -> None:
+        if self.seconds is None and self._rollout_ended is not None:
+            self.seconds = time.perf_counter() - self._rollout_ended
+
+    def _on_step(self) -> bool:
+        return True
+
+
 class StepBudget(BaseCallback):
     """Stop at exactly `total_timesteps` env steps.
 

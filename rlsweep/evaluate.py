@@ -94,7 +94,8 @@ def evaluate_run(run_dir: Path, episodes: int, video: bool = False, seed: int | 
         import imageio
 
         path = run_dir / "video.mp4"
-        imageio.mimwrite(path, frames, fps=env.metadata.get("render_fps", 20))
+        # the first episode's last image is already the next episode's start (auto-reset)
+        imageio.mimwrite(path, frames[:-1], fps=env.metadata.get("render_fps", 20))
         report["video"] = str(path)
     (run_dir / "eval.json").write_text(json.dumps(report, indent=2))
     return report
@@ -113,6 +114,7 @@ def film_strip(run_dir: Path, path: Path, frames: int = 6, seed: int | None = No
     result = run_episodes(lambda obs: model.predict(obs, deterministic=True)[0], env, 1,
                           on_step=lambda episode: episode == 0 and shots.append(env.get_images()[0]))
     env.close()
+    shots = shots[:-1]  # the episode's last image is already the next episode's start (auto-reset)
     picks = np.linspace(0, len(shots) - 1, frames).round().astype(int)
     imageio.imwrite(path, np.concatenate([shots[i] for i in picks], axis=1))
     return result.successes[0]

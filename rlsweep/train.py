@@ -21,8 +21,8 @@ from stable_baselines3.common.utils import set_random_seed
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecNormalize
 
 from rlsweep.algos import algo_class, is_jax_class, configure_jax, policy_kwargs
-from rlsweep.callbacks import (DivergenceGuard, EvalHook, PeriodicEvaluation, ProgressLine,
-                               StepBudget, StopOnSuccess)
+from rlsweep.callbacks import (DivergenceGuard, EvalHook, FirstUpdateTimer, PeriodicEvaluation,
+                               ProgressLine, StepBudget, StopOnSuccess)
 from rlsweep.config import algo_kwargs, first_line
 from rlsweep.curves import write_learning_curve
 from rlsweep.envs.lift import make_lift_env
@@ -110,7 +110,8 @@ def _learn_and_save(cfg: DictConfig, run_dir: Path, eval_hook: EvalHook | None, 
     evaluation = PeriodicEvaluation(eval_env, cfg.trainer.eval_freq, cfg.trainer.eval_episodes,
                                     cfg.trainer.deterministic_eval, eval_hook)
     guard = DivergenceGuard()
-    callbacks = [evaluation, guard, StepBudget(cfg.trainer.total_timesteps)]
+    first_update = FirstUpdateTimer()
+    callbacks = [evaluation, guard, first_update, StepBudget(cfg.trainer.total_timesteps)]
     solved = None
     if cfg.trainer.stop_success_rate is not None:
         solved = StopOnSuccess(evaluation, cfg.trainer.stop_success_rate,
@@ -150,6 +151,7 @@ def _learn_and_save(cfg: DictConfig, run_dir: Path, eval_hook: EvalHook | None, 
         "env_steps": int(model.num_timesteps),
         "wall_time_s": time.perf_counter() - started,
         "env_steps_per_s": model.num_timesteps / max(learn_seconds, 1e-9),
+        "first_update_s": first_update.seconds,  # SBX: includes compiling the update
         "stopped_solved_at": solved.stopped_at if solved is not None else None,
         "algo": cfg.algo.name,
         "seed": cfg.seed,

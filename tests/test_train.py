@@ -68,7 +68,7 @@ def test_evaluate_reloads_model_and_films_an_episode(sac_run):
     import imageio.v3 as iio
 
     frames = list(iio.imiter(video))
-    assert len(frames) == 40 and frames[0].shape == (256, 256, 3)  # one frame per env step
+    assert len(frames) == 39 and frames[0].shape == (256, 256, 3)  # one per env step but the last
 
 
 def test_ppo_with_vecnormalize_is_reproducible_and_uses_one_thread(tmp_path):
@@ -146,6 +146,7 @@ def test_sbx_algo_trains_and_its_reloaded_model_replays_the_final_evaluation(tmp
                       "trainer.eval_freq=240")
     metrics = train(cfg, tmp_path)
     assert metrics["status"] == "ok" and metrics["env_steps"] == 240 and metrics["algo"] == algo
+    assert metrics["first_update_s"] > 0  # the first update (with JAX's compile) was timed
     OmegaConf.save(cfg, tmp_path / "config.yaml")  # where a sweep trial keeps its config
     replay = evaluate_run(tmp_path, episodes=2)
     assert replay["mean_return"] == pytest.approx(metrics["mean_return"], abs=1e-6)

@@ -1,0 +1,53 @@
+"""The committed solve benchmark is what the code and the README say it is.
+
+bench/results.json's solve section must come from the run folders committed beside it (each
+seed's record recomputed from its files), those runs must have trained exactly what their
+candidate composes today (so a changed default invalidates them), and the numbers quoted
+elsewhere (the sweep's budget note, the README's claim) must be the measured ones.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from bench import solve_bench
+from rlsweep.sweep.summary import LIFT_SOLVE_STEPS
+
+ROOT = Path(__file__).resolve().parent.parent
+SOLVE = json.loads((ROOT / "bench" / "results.json").read_text())["solve"]
+CANDIDATES = {c.name: c for c in solve_bench.CANDIDATES}
+RECORDS = SOLVE["candidates"] + SOLVE["pending"]
+
+
+@pytest.mark.parametrize("record", RECORDS, ids=[r["name"] for r in RECORDS])
+def test_each_seed_record_is_recomputed_from_a_current_run(record):
+    candidate = CANDIDATES[record["name"]]
+    assert record["overrides"] == list(candidate.overrides)
+    for seed in record["seeds"]:
+        assert solve_bench.finished(candidate, seed["seed"]), \
+            f"{record['name']} seed {seed['seed']}: its run no longer matches the candidate's config"
+        assert solve_bench.seed_result(candidate, seed["seed"]) == seed
+
+
+def test_default_candidate_is_complete_and_the_budget_note_quotes_it():
+    default = next(c for c in SOLVE["candidates"] if c["overrides"] == [])
+    steps = [s["steps_to_0_9"] for s in default["seeds"]]
+    assert len(steps) >= 3
+    reached = [s for s in steps if s is not None]
+    assert LIFT_SOLVE_STEPS == (min(reached) if reached else None)
+
+
+def test_readme_claim_matches_the_benchmark():
+    default = next(c for c in SOLVE["candidates"] if c["overrides"] == [])
+    claim = next(line for line in (ROOT / "README.md").read_text().splitlines()
+                 if line.startswith("**Lift"))
+    steps = sorted(s["steps_to_0_9"] for s in default["seeds"] if s["steps_to_0_9"] is not None)
+    if len(steps) == len(default["seeds"]):
+        median = steps[len(steps) // 2]
+        assert f"{median:,}" in claim or f"{median // 1000}k" in claim, claim
+    numbers = re.findall(r"\d+ of \d+ seeds", claim)
+    assert numbers == [f"{len(steps)} of {len(default['seeds'])} seeds"], claim
