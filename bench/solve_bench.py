@@ -204,7 +204,9 @@ def markdown(results: dict) -> str:
              f"`{' '.join(results['protocol'])}`: evaluation every 10k env steps on 20 episodes "
              f"with fresh cube placements; a seed stops once 3 evaluations in a row reach "
              f"{results['target_success']}. Solved = first evaluation at >= 0.9. Wall minutes "
-             "include evaluations; two seeds train at once, one per core.", "",
+             "include evaluations; two seeds train at once, one per core. Env steps to 0.9 do not depend "
+             "on the machine; wall minutes do (machines of this class differ up to 2.4x, and "
+             "anything else running on the cores slows them).", "",
              "| candidate | overrides | seeds | env steps to 0.9: median (range) | "
              "wall minutes to 0.9 | training env steps/s | final success per seed |",
              "|---|---|---|---|---|---|---|"]

@@ -101,10 +101,21 @@ def test_report_html_numbers_match_the_summary(sweep_dir):
         row = re.search(rf'<tr data-cell="{cell}">(.*?)</tr>', page).group(1)
         cells = dict(re.findall(r'<td data-key="(\w+)">([^<]*)</td>', row))
         assert float(cells["best_value"]) == pytest.approx(s["best_value"], rel=1e-5)
+        assert float(cells["best_success_rate"]) == pytest.approx(s["best_success_rate"], rel=1e-3)
+        assert float(cells["best_mean_return"]) == pytest.approx(s["best_mean_return"], rel=1e-3)
         for key in ("n_complete", "n_pruned", "n_failed", "env_steps"):
             assert int(cells[key]) == s[key], key
     assert "<script" in page and "<script src" not in page  # plotly inlined: opens offline
     assert "optimization history" in page.lower() and "pruned here" in page
+
+
+def test_report_films_the_best_trial(sweep_dir):
+    import imageio.v3 as iio
+
+    strip = iio.imread(sweep_dir / "best_policy.png")
+    assert strip.shape == (256, 6 * 256, 3) and strip.std() > 10  # six rendered frames, not blank
+    page = (sweep_dir / "report.html").read_text()
+    assert "data:image/png;base64," in page and "one episode on a fresh evaluation seed" in page
 
 
 @pytest.mark.slow

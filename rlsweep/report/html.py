@@ -75,7 +75,7 @@ def _policy_section(sweeps: list[SweepData], captions: dict[str, str]) -> str:
     parts = []
     for sweep in sweeps:
         strip = sweep.path / STRIP_FILE
-        caption = html.escape(captions.get(sweep.name, ""))
+        caption = html.escape(captions.get(sweep.name) or "the best trial's policy, one episode")
         if strip.exists():
             data = base64.b64encode(strip.read_bytes()).decode()
             parts.append(f"<figure><img alt='best policy of {html.escape(sweep.name)}' "
