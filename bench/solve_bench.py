@@ -39,7 +39,7 @@ BUDGET = 300_000
 PROTOCOL = ("trainer.eval_freq=10000", "trainer.eval_episodes=20",
             f"trainer.stop_success_rate={TARGET}", "trainer.stop_success_evals=3", "logger=none")
 # Keys that do not change what is learned: a finished run stays valid if only these differ.
-IGNORED_KEYS = ("logger", "trainer.checkpoint_freq")
+IGNORED_KEYS = ("logger", "trainer.checkpoint_freq", "trainer.progress_s")
 
 
 @dataclass(frozen=True)
