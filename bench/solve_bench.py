@@ -8,7 +8,8 @@ a budget of BUDGET env steps (off-policy) or more for on-policy candidates, and 
 
 Resumable: each seed's run lives in bench/solve/<candidate>/seed_<k>/ and a finished one
 (metrics.json written, composed config equal to the candidate's today) is never rerun; a run
-cut off mid-way is started again from scratch. `SOLVE_ONLY=name,name python -m bench solve`
+cut off mid-way continues from its last checkpoint (every 10k env steps, with the replay
+buffer: `trainer.resume=true`). `SOLVE_ONLY=name,name python -m bench solve`
 runs only those candidates; `SOLVE_JOBS` sets how many runs train at once (default: cores;
 0 trains nothing and only collects the finished runs).
 """
@@ -39,7 +40,8 @@ BUDGET = 300_000
 PROTOCOL = ("trainer.eval_freq=10000", "trainer.eval_episodes=20",
             f"trainer.stop_success_rate={TARGET}", "trainer.stop_success_evals=3", "logger=none")
 # Keys that do not change what is learned: a finished run stays valid if only these differ.
-IGNORED_KEYS = ("logger", "trainer.checkpoint_freq", "trainer.progress_s")
+IGNORED_KEYS = ("logger", "trainer.checkpoint_freq", "trainer.progress_s", "trainer.resume")
+RESUMABLE = ("trainer.checkpoint_freq=10000", "trainer.resume=true")
 
 
 @dataclass(frozen=True)
@@ -52,7 +54,7 @@ class Candidate:
     note: str = ""
 
     def command(self, seed: int) -> list[str]:
-        return [sys.executable, "-m", "rlsweep", *self.overrides, *PROTOCOL,
+        return [sys.executable, "-m", "rlsweep", *self.overrides, *PROTOCOL, *RESUMABLE,
                 f"trainer.total_timesteps={self.budget}", f"seed={seed}",
                 f"hydra.run.dir={self.run_dir(seed)}"]
 
@@ -100,7 +102,7 @@ def train_seed(candidate: Candidate, seed: int) -> None:
     run_dir = candidate.run_dir(seed)
     run_dir.mkdir(parents=True, exist_ok=True)
     print(f"solve: {candidate.name} seed {seed} -> {run_dir}", flush=True)
-    with open(run_dir / "train.log", "w") as log:
+    with open(run_dir / "train.log", "a") as log:  # a resumed run continues its log
         done = subprocess.run(candidate.command(seed), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                               env={**os.environ, "WANDB_MODE": "disabled"})
     print(f"solve: {candidate.name} seed {seed} exited {done.returncode}", flush=True)

@@ -11,6 +11,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from rlsweep.cli import preflight
+from rlsweep.config import ConfigError
 
 log = logging.getLogger("rlsweep")
 
@@ -20,7 +21,11 @@ def main(cfg: DictConfig) -> float:
     from rlsweep.train import train  # heavy imports (torch, robosuite) only once input is valid
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    metrics = train(cfg, run_dir, progress=log.info)
+    try:
+        metrics = train(cfg, run_dir, progress=log.info)
+    except ConfigError as err:  # found once the run dir is known (trainer.resume): one line
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
     log.info("%s: success_rate=%s mean_return=%s env_steps=%d (%.0f env steps/s) -> %s",
              metrics["status"], metrics["success_rate"], metrics["mean_return"],
              metrics["env_steps"], metrics["env_steps_per_s"], run_dir)

@@ -10,6 +10,7 @@ import torch
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import VecEnv, sync_envs_normalization
 
+from rlsweep.checkpoint import Progress
 from rlsweep.evaluation import EvalResult, run_episodes
 
 # Called after every periodic evaluation with (env steps, result); returning False stops training.
@@ -21,19 +22,27 @@ class PeriodicEvaluation(BaseCallback):
     """Evaluate every `eval_freq` env steps; keep the learning curve; let a hook stop training.
 
     Env steps count every parallel env, so with `n_envs` > 1 an evaluation happens at the first
-    step at or past each multiple of `eval_freq`.
+    step at or past each multiple of `eval_freq`. A resumed run passes its checkpoint's
+    `Progress`: the curve and the clocks continue from it.
     """
 
     def __init__(self, eval_env: VecEnv, eval_freq: int, episodes: int, deterministic: bool,
-                 hook: EvalHook | None = None):
+                 hook: EvalHook | None = None, resume: Progress | None = None):
         super().__init__()
         self.eval_env, self.eval_freq, self.episodes = eval_env, eval_freq, episodes
         self.deterministic, self.hook = deterministic, hook
-        self.curve: list[dict[str, float]] = []
+        self.curve: list[dict[str, float]] = list(resume.curve) if resume else []
         self.stopped_at: int | None = None
-        self.eval_seconds = 0.0
+        self.eval_seconds = resume.eval_seconds if resume else 0.0
         self._next_eval = eval_freq
-        self._start = time.perf_counter()
+        self._start = time.perf_counter() - (resume.wall_seconds if resume else 0.0)
+
+    def elapsed(self) -> float:
+        """Seconds since training started (across resumes): the curve's `wall_time_s` clock."""
+        return time.perf_counter() - self._start
+
+    def _on_training_start(self) -> None:
+        self._next_eval = (self.num_timesteps // self.eval_freq + 1) * self.eval_freq
 
     def evaluate(self) -> EvalResult:
         """Evaluate the current policy (also used once more after training ends)."""
@@ -48,7 +57,7 @@ class PeriodicEvaluation(BaseCallback):
     def record(self, result: EvalResult) -> None:
         """Add `result` to the learning curve and to the SB3 logger (CSV, W&B)."""
         self.curve.append({"env_steps": self.num_timesteps, **result.summary(),
-                           "wall_time_s": time.perf_counter() - self._start})
+                           "wall_time_s": self.elapsed()})
         for key, value in result.summary().items():
             self.logger.record(f"eval/{key}", value)
         self.logger.dump(self.num_timesteps)
@@ -90,11 +99,17 @@ class ProgressLine(BaseCallback):
         self.evaluation, self.total_timesteps = evaluation, total_timesteps
         self.interval_s, self.write = interval_s, write
         self._started = self._last_line = time.perf_counter()
+        self._first_step, self._eval_before = 0, 0.0
+
+    def _on_training_start(self) -> None:  # a resumed run: speed over this process's steps
+        self._first_step, self._eval_before = self.num_timesteps, self.evaluation.eval_seconds
+        self._started = self._last_line = time.perf_counter()
 
     def line(self) -> str:
         """The progress line for now."""
-        elapsed = time.perf_counter() - self._started - self.evaluation.eval_seconds
-        speed = self.num_timesteps / max(elapsed, 1e-9)
+        elapsed = (time.perf_counter() - self._started
+                   - (self.evaluation.eval_seconds - self._eval_before))
+        speed = (self.num_timesteps - self._first_step) / max(elapsed, 1e-9)
         left = max(self.total_timesteps - self.num_timesteps, 0) / max(speed, 1e-9)
         text = (f"env step {self.num_timesteps:,}/{self.total_timesteps:,} "
                 f"({100 * self.num_timesteps / self.total_timesteps:.0f}%) | {speed:.0f} steps/s"
@@ -218,7 +233,7 @@ class DivergenceGuard(BaseCallback):
                 self.reason = f"diverged: non-finite {name} at env step {self.num_timesteps}"
                 return False
         if self.num_timesteps >= self._next_weight_check:
-            self._next_weight_check += self.check_weights_every
+            self._next_weight_check = self.num_timesteps + self.check_weights_every
             if not weights_finite(self.model.policy):
                 self.reason = f"diverged: non-finite network weights at env step {self.num_timesteps}"
                 return False

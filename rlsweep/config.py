@@ -80,6 +80,7 @@ class TrainerConfig:
     eval_episodes: int = 20
     deterministic_eval: bool = True
     checkpoint_freq: int = 0
+    resume: bool = False
     stop_success_rate: Optional[float] = None
     stop_success_evals: int = 1
     progress_s: float = 30.0

@@ -1,7 +1,9 @@
 """One training run, top to bottom: config -> envs -> SB3 model -> learn -> evaluate -> save.
 
 Everything a run leaves is in its run dir: `model.zip`, `vecnormalize.pkl` (if used),
-`metrics.json`, `learning_curve.csv`/`.png`, and Hydra's `.hydra/config.yaml`.
+`metrics.json`, `learning_curve.csv`/`.png`, and Hydra's `.hydra/config.yaml`. While it trains
+with `trainer.checkpoint_freq` > 0 it also keeps `checkpoint/`, from which `trainer.resume=true`
+continues a run that was cut off (see rlsweep/checkpoint.py).
 """
 
 from __future__ import annotations
@@ -14,12 +16,12 @@ from typing import Any, Callable
 
 import torch
 from omegaconf import DictConfig, OmegaConf
-from stable_baselines3.common.callbacks import CheckpointCallback
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.logger import Logger, make_output_format
 from stable_baselines3.common.utils import set_random_seed
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecNormalize
 
+from rlsweep import checkpoint
 from rlsweep.algos import algo_class, is_jax_class, configure_jax, policy_kwargs
 from rlsweep.callbacks import (DivergenceGuard, EvalHook, FirstUpdateTimer, PeriodicEvaluation,
                                ProgressLine, StepBudget, StopOnSuccess)
@@ -86,11 +88,14 @@ def _train(cfg: DictConfig, run_dir: Path, eval_hook: EvalHook | None, wandb_run
     torch.set_num_threads(cfg.trainer.threads)
     if is_jax_class(cfg.algo._target_):
         configure_jax(cfg.trainer.threads)
-    set_random_seed(cfg.seed)
+    resume = checkpoint.resume_point(cfg, run_dir)
+    set_random_seed(cfg.seed + (resume.resumes + 1 if resume else 0))  # fresh streams on resume
     train_env, eval_env = build_envs(cfg)
+    if resume and isinstance(train_env, VecNormalize):
+        train_env = checkpoint.load_vecnormalize(run_dir, train_env.venv)
     try:
         return _learn_and_save(cfg, run_dir, eval_hook, wandb_run, train_env, eval_env, started,
-                               progress)
+                               progress, resume)
     finally:  # also when training raises: no sims or subprocess envs left in a long-lived worker
         train_env.close()
         eval_env.close()
@@ -98,17 +103,25 @@ def _train(cfg: DictConfig, run_dir: Path, eval_hook: EvalHook | None, wandb_run
 
 def _learn_and_save(cfg: DictConfig, run_dir: Path, eval_hook: EvalHook | None, wandb_run,
                     train_env: VecEnv, eval_env: VecEnv, started: float,
-                    progress: Callable[[str], None] | None) -> dict[str, Any]:
-    model = algo_class(cfg.algo)(
-        "MlpPolicy", train_env, seed=cfg.seed, device=cfg.trainer.device, verbose=0,
-        policy_kwargs=policy_kwargs(cfg.policy, cfg.algo._target_), **algo_kwargs(cfg.algo))
-    outputs = [make_output_format("csv", str(run_dir))]
+                    progress: Callable[[str], None] | None,
+                    resume: checkpoint.Progress | None) -> dict[str, Any]:
+    if resume:
+        model = checkpoint.load_model(run_dir, algo_class(cfg.algo), train_env,
+                                      device=cfg.trainer.device)
+    else:
+        model = algo_class(cfg.algo)(
+            "MlpPolicy", train_env, seed=cfg.seed, device=cfg.trainer.device, verbose=0,
+            policy_kwargs=policy_kwargs(cfg.policy, cfg.algo._target_), **algo_kwargs(cfg.algo))
+    before = resume or checkpoint.Progress(env_steps=0)
+    # SB3's progress.csv; a resume writes progress_resume<n>.csv beside it (nothing overwritten)
+    suffix = f"_resume{before.resumes + 1}" if resume else ""
+    outputs = [make_output_format("csv", str(run_dir), log_suffix=suffix)]
     if wandb_run is not None:
         outputs.append(WandbWriter(wandb_run))
     model.set_logger(Logger(str(run_dir), outputs))
 
     evaluation = PeriodicEvaluation(eval_env, cfg.trainer.eval_freq, cfg.trainer.eval_episodes,
-                                    cfg.trainer.deterministic_eval, eval_hook)
+                                    cfg.trainer.deterministic_eval, eval_hook, resume)
     guard = DivergenceGuard()
     first_update = FirstUpdateTimer()
     callbacks = [evaluation, guard, first_update, StepBudget(cfg.trainer.total_timesteps)]
@@ -120,19 +133,31 @@ def _learn_and_save(cfg: DictConfig, run_dir: Path, eval_hook: EvalHook | None, 
     if progress is not None and cfg.trainer.progress_s > 0:
         callbacks.append(ProgressLine(evaluation, cfg.trainer.total_timesteps,
                                       cfg.trainer.progress_s, progress))
+    saving = None
+
+    def learn_seconds() -> float:  # training only: evaluations and checkpoint saving left out
+        return (before.learn_seconds + time.perf_counter() - learn_started
+                - (evaluation.eval_seconds - before.eval_seconds)
+                - (saving.save_seconds if saving else 0.0))
+
     if cfg.trainer.checkpoint_freq > 0:
-        callbacks.append(CheckpointCallback(max(cfg.trainer.checkpoint_freq // cfg.env.n_envs, 1),
-                                            str(run_dir / "checkpoints"), name_prefix="model"))
+        saving = checkpoint.Checkpoint(run_dir, cfg.trainer.checkpoint_freq, lambda: checkpoint.Progress(
+            env_steps=model.num_timesteps, curve=evaluation.curve, learn_seconds=learn_seconds(),
+            eval_seconds=evaluation.eval_seconds, wall_seconds=evaluation.elapsed(),
+            resumes=before.resumes + (1 if resume else 0)),
+            {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k != "hydra"})
+        callbacks.append(saving)
 
     learn_started = time.perf_counter()
     status = "ok"
     try:
-        model.learn(cfg.trainer.total_timesteps, callback=callbacks)
+        model.learn(cfg.trainer.total_timesteps - before.env_steps, callback=callbacks,
+                    reset_num_timesteps=resume is None)
     except ValueError as err:  # torch distributions raise this when the policy outputs NaN
         if "nan" not in str(err).lower():
             raise
         status = f"diverged: {first_line(err)}"
-    learn_seconds = time.perf_counter() - learn_started - evaluation.eval_seconds
+    trained_seconds = learn_seconds()
     if guard.reason:
         status = guard.reason
     elif evaluation.stopped_at is not None:
@@ -149,15 +174,17 @@ def _learn_and_save(cfg: DictConfig, run_dir: Path, eval_hook: EvalHook | None, 
         "status": status,
         **final,
         "env_steps": int(model.num_timesteps),
-        "wall_time_s": time.perf_counter() - started,
-        "env_steps_per_s": model.num_timesteps / max(learn_seconds, 1e-9),
+        "wall_time_s": before.wall_seconds + time.perf_counter() - started,
+        "env_steps_per_s": model.num_timesteps / max(trained_seconds, 1e-9),
         "first_update_s": first_update.seconds,  # SBX: includes compiling the update
         "stopped_solved_at": solved.stopped_at if solved is not None else None,
+        "resumes": before.resumes + (1 if resume else 0),
         "algo": cfg.algo.name,
         "seed": cfg.seed,
     }
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     write_learning_curve(evaluation.curve, run_dir, title=f"{cfg.algo.name} on Lift ({cfg.reward.name})")
+    checkpoint.remove(run_dir)  # the final model and metrics supersede it
     return metrics
 
 
@@ -167,3 +194,4 @@ def _last_evaluation(evaluation: PeriodicEvaluation) -> dict[str, float]:
         last = evaluation.curve[-1]
         return {k: last[k] for k in ("success_rate", "mean_return", "std_return")}
     return {"success_rate": None, "mean_return": None, "std_return": None}
+
