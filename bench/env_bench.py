@@ -84,8 +84,8 @@ def env_steps_per_s(backend: str, n_envs: int) -> float:
     return rate
 
 
-def training_env_steps_per_s(backend: str, overrides: tuple[str, ...]) -> float:
-    """`env_steps_per_s` of one real training run through the user's command."""
+def training_metrics(backend: str, overrides: tuple[str, ...]) -> dict:
+    """metrics.json of one real training run through the user's command."""
     with tempfile.TemporaryDirectory(prefix="rlsweep-bench-") as tmp:
         command = [sys.executable, "-m", "rlsweep", *overrides, "reward=dense",
                    f"env.backend={backend}", "env.n_envs=1", "trainer.eval_freq=100000",
@@ -93,7 +93,12 @@ def training_env_steps_per_s(backend: str, overrides: tuple[str, ...]) -> float:
                    f"hydra.run.dir={tmp}/run"]
         subprocess.run(command, cwd=ROOT, check=True, capture_output=True, text=True,
                        env={**os.environ, "WANDB_MODE": "disabled"})
-        return json.loads((Path(tmp) / "run" / "metrics.json").read_text())["env_steps_per_s"]
+        return json.loads((Path(tmp) / "run" / "metrics.json").read_text())
+
+
+def training_env_steps_per_s(backend: str, overrides: tuple[str, ...]) -> float:
+    """`env_steps_per_s` of one real training run through the user's command."""
+    return training_metrics(backend, overrides)["env_steps_per_s"]
 
 
 def _side_by_side(measure) -> dict:

@@ -135,10 +135,12 @@ def _learn_and_save(cfg: DictConfig, run_dir: Path, eval_hook: EvalHook | None, 
                                       cfg.trainer.progress_s, progress))
     saving = None
 
-    def learn_seconds() -> float:  # training only: evaluations and checkpoint saving left out
+    def learn_seconds() -> float:
+        # Steady training only: evaluations, checkpoint saving and the first update (where SBX
+        # compiles its update, a one-time cost reported as first_update_s) are left out.
         return (before.learn_seconds + time.perf_counter() - learn_started
                 - (evaluation.eval_seconds - before.eval_seconds)
-                - (saving.save_seconds if saving else 0.0))
+                - (saving.save_seconds if saving else 0.0) - (first_update.seconds or 0.0))
 
     if cfg.trainer.checkpoint_freq > 0:
         saving = checkpoint.Checkpoint(run_dir, cfg.trainer.checkpoint_freq, lambda: checkpoint.Progress(
@@ -176,7 +178,7 @@ def _learn_and_save(cfg: DictConfig, run_dir: Path, eval_hook: EvalHook | None, 
         "env_steps": int(model.num_timesteps),
         "wall_time_s": before.wall_seconds + time.perf_counter() - started,
         "env_steps_per_s": model.num_timesteps / max(trained_seconds, 1e-9),
-        "first_update_s": first_update.seconds,  # SBX: includes compiling the update
+        "first_update_s": first_update.seconds,  # SBX: compiling the update; not in the rate
         "stopped_solved_at": solved.stopped_at if solved is not None else None,
         "resumes": before.resumes + (1 if resume else 0),
         "algo": cfg.algo.name,
