@@ -5,7 +5,7 @@ STAMP := .venv/.installed
 
 export MUJOCO_GL ?= egl
 
-.PHONY: install sweep test test-fast bench report clean
+.PHONY: install sweep sweep-quick test test-fast bench report clean
 
 install: $(STAMP)
 
@@ -20,6 +20,10 @@ $(STAMP): pyproject.toml
 
 sweep: install
 	$(PY) -m rlsweep -m algo=ppo,sac reward=dense,sparse +experiment=sweep_smoke
+
+# The whole pipeline on Pendulum-v1 in about a minute: a check before hours on Lift.
+sweep-quick: install
+	$(PY) -m rlsweep -m algo=sac,sbx_sac +experiment=sweep_quick
 
 test: install
 	$(PY) -m pytest -q

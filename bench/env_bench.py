@@ -45,9 +45,9 @@ def physics_limit() -> dict:
     """
     import mujoco
 
-    from rlsweep.train import make_vec_lift
+    from rlsweep.train import make_vec_env
 
-    venv = make_vec_lift(compose_config(["env.backend=robosuite", POSE]), 1, seed=0)
+    venv = make_vec_env(compose_config(["env.backend=robosuite", POSE]), 1, seed=0)
     venv.reset()
     sim_env = venv.envs[0].unwrapped.sim_env
     substeps = int(sim_env.control_timestep / sim_env.model_timestep)
@@ -67,10 +67,10 @@ def physics_limit() -> dict:
 
 def env_steps_per_s(backend: str, n_envs: int) -> float:
     """Random-action env steps/s summed over `n_envs` (subproc when more than one)."""
-    from rlsweep.train import make_vec_lift
+    from rlsweep.train import make_vec_env
 
     vec_env = "subproc" if n_envs > 1 else "dummy"
-    venv = make_vec_lift(compose_config([f"env.backend={backend}", POSE]), n_envs, seed=0, vec_env=vec_env)
+    venv = make_vec_env(compose_config([f"env.backend={backend}", POSE]), n_envs, seed=0, vec_env=vec_env)
     steps = ENV_STEPS if n_envs == 1 else VEC_STEPS_PER_ENV
     actions = np.random.default_rng(0).uniform(-1, 1, size=(steps + 20, n_envs, 7))
     venv.reset()

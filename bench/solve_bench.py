@@ -75,16 +75,41 @@ CANDIDATES = (
 )
 
 
+# Keys added to the config after some runs were trained, each with the value that reproduces
+# what those runs trained (issue 13 made env and reward options name their builders). A stored
+# config without the key counts only if today's config has exactly this value.
+ADDED_SINCE = {"env._target_": "rlsweep.envs.lift.make_lift_env", "env.task": "Lift",
+               "env.reports_success": True, "reward._target_": "gymnasium.Wrapper"}
+
+
+def _pop(plain: dict, key: str, default=None):
+    *parents, leaf = key.split(".")
+    node = plain
+    for part in parents:
+        node = node.get(part, {})
+    return node.pop(leaf, default)
+
+
 def _comparable(cfg) -> dict:
     plain = OmegaConf.to_container(cfg, resolve=True)
     plain.pop("hydra", None)
     for key in IGNORED_KEYS:
+        _pop(plain, key)
+    return plain
+
+
+def same_training(stored, expected) -> bool:
+    """Whether a stored run config trains what `expected` composes today (see ADDED_SINCE)."""
+    stored, expected = _comparable(stored), _comparable(expected)
+    missing = object()
+    for key, value in ADDED_SINCE.items():
         *parents, leaf = key.split(".")
-        node = plain
+        node = stored
         for part in parents:
             node = node.get(part, {})
-        node.pop(leaf, None)
-    return plain
+        if leaf not in node and _pop(expected, key, missing) != value:  # a run from before
+            return False
+    return stored == expected
 
 
 def finished(candidate: Candidate, seed: int) -> bool:
@@ -94,7 +119,7 @@ def finished(candidate: Candidate, seed: int) -> bool:
         return False
     expected = compose_config([*candidate.overrides, *PROTOCOL,
                                f"trainer.total_timesteps={candidate.budget}", f"seed={seed}"])
-    return _comparable(OmegaConf.load(run_dir / ".hydra" / "config.yaml")) == _comparable(expected)
+    return same_training(OmegaConf.load(run_dir / ".hydra" / "config.yaml"), expected)
 
 
 def train_seed(candidate: Candidate, seed: int) -> None:

@@ -50,6 +50,21 @@ def algo_class(algo_cfg: Mapping[str, Any]) -> type:
     return get_class(target)
 
 
+# algo.action_noise.type -> SB3's noise class (TD3/DDPG explore with it; sigma per action dim).
+ACTION_NOISE = {"normal": "NormalActionNoise", "ornstein_uhlenbeck": "OrnsteinUhlenbeckActionNoise"}
+
+
+def action_noise(noise_cfg: Mapping[str, Any] | None, action_dim: int):
+    """SB3 action noise from `{type: normal | ornstein_uhlenbeck, sigma: 0.1}` (None: none)."""
+    if not noise_cfg:
+        return None
+    import numpy as np
+    from stable_baselines3.common import noise
+
+    cls = getattr(noise, ACTION_NOISE[noise_cfg["type"]])
+    return cls(mean=np.zeros(action_dim), sigma=float(noise_cfg["sigma"]) * np.ones(action_dim))
+
+
 def policy_kwargs(policy_cfg: Mapping[str, Any], algo_target: str) -> dict[str, Any]:
     """`policy_kwargs` from the policy group: same hidden layers for actor and critic(s),
     the activation from torch or flax as the algorithm's framework needs."""

@@ -22,8 +22,34 @@ from rlsweep.sweep.space import SWEEP_GROUPS
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 
-def group_options(group: str) -> list[str]:
-    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+def config_dirs(argv: Sequence[str]) -> list[str]:
+    """Directories given with `--config-dir DIR` / `-cd DIR` (Hydra adds them to its search path)."""
+    dirs = []
+    for i, arg in enumerate(argv):
+        if arg in ("--config-dir", "-cd") and i + 1 < len(argv):
+            dirs.append(argv[i + 1])
+        elif arg.startswith("--config-dir="):
+            dirs.append(arg.split("=", 1)[1])
+    return [str(Path(d).resolve()) for d in dirs]
+
+
+def _searchpath(dirs: Sequence[str], overrides: Sequence[str]) -> list[str]:
+    """The override that adds `dirs` to Hydra's search path (unless the user set it)."""
+    if not dirs or any(o.lstrip("+").startswith("hydra.searchpath=") for o in overrides):
+        return []
+    return ["hydra.searchpath=[" + ",".join(f"file://{d}" for d in dirs) + "]"]
+
+
+def group_options(group: str, overrides: Sequence[str] = (), dirs: Sequence[str] = ()) -> list[str]:
+    """Options of a config group: conf/ plus any user config dir on the search path."""
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        loader = GlobalHydra.instance().config_loader()
+        search = [o for o in overrides if o.lstrip("+").startswith("hydra.searchpath=")]
+        return sorted(loader.get_group_options(group, config_name="config",
+                                               overrides=search + _searchpath(dirs, overrides)))
 
 
 def _user_overrides(argv: list[str]) -> list[str]:
@@ -31,13 +57,13 @@ def _user_overrides(argv: list[str]) -> list[str]:
     return [a for a in argv if not a.startswith("-") and "=" in a]
 
 
-def check_group_choices(overrides: list[str]) -> None:
+def check_group_choices(overrides: list[str], dirs: Sequence[str] = ()) -> None:
     """Every `group=option` (including sweep lists like `algo=ppo,sac`) must name a config file."""
     for override in OverridesParser.create().parse_overrides(overrides):
         group = override.key_or_group
         if override.package is not None or group not in SWEEP_GROUPS or override.is_delete():
             continue
-        allowed = group_options(group)
+        allowed = group_options(group, overrides, dirs)
         for choice in override.sweep_string_iterator() if override.is_sweep_override() \
                 else [override.get_value_element_as_str()]:
             if choice not in allowed:
@@ -45,16 +71,18 @@ def check_group_choices(overrides: list[str]) -> None:
                                   + ", ".join(allowed))
 
 
-def compose_config(overrides: Sequence[str], return_hydra_config: bool = False) -> DictConfig:
-    """The run config exactly as `python -m rlsweep <overrides>` composes it (the schema is
-    registered by importing rlsweep.config, which this module does)."""
+def compose_config(overrides: Sequence[str], return_hydra_config: bool = False,
+                   dirs: Sequence[str] = ()) -> DictConfig:
+    """The run config exactly as `python -m rlsweep [--config-dir D...] <overrides>` composes it
+    (the schema is registered by importing rlsweep.config, which this module does)."""
     from hydra import compose, initialize_config_dir
 
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        return compose("config", overrides=list(overrides), return_hydra_config=return_hydra_config)
+        return compose("config", overrides=[*overrides, *_searchpath(dirs, overrides)],
+                       return_hydra_config=return_hydra_config)
 
 
-def check_composed(overrides: list[str], multirun: bool) -> None:
+def check_composed(overrides: list[str], multirun: bool, dirs: Sequence[str] = ()) -> None:
     """Compose the config as Hydra will (Hydra's own node included) and validate it.
 
     In a sweep only the fixed overrides are composed here; the sweeper validates every cell.
@@ -62,7 +90,7 @@ def check_composed(overrides: list[str], multirun: bool) -> None:
     parsed = OverridesParser.create().parse_overrides(overrides)
     fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
     try:
-        cfg = compose_config(fixed, return_hydra_config=True)
+        cfg = compose_config(fixed, return_hydra_config=True, dirs=dirs)
     except (HydraException, OmegaConfBaseException) as err:
         raise ConfigError(_one_line(err)) from None
     if not multirun:
@@ -92,9 +120,10 @@ def preflight(argv: list[str]) -> None:
     """Exit with one `error: ...` line (status 2) if the command line is bad."""
     overrides = _user_overrides(argv)
     multirun = any(a in ("-m", "--multirun") for a in argv)
+    dirs = config_dirs(argv)
     try:
-        check_group_choices(overrides)
-        check_composed(overrides, multirun)
+        check_group_choices(overrides, dirs)
+        check_composed(overrides, multirun, dirs)
     except OverrideParseException as err:
         print(f"error: {_unparsable(overrides, err)}", file=sys.stderr)
         sys.exit(2)

@@ -16,10 +16,7 @@ from typing import Any, Dict, List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
-ALGOS = ("a2c", "ppo", "sac", "td3", "sbx_sac", "sbx_tqc")
-REWARDS = ("dense", "sparse", "staged")
 VEC_ENVS = ("dummy", "subproc")
-ENV_BACKENDS = ("fast", "robosuite")
 ACTIVATIONS = ("tanh", "relu", "elu", "leaky_relu")
 LOGGER_MODES = ("auto", "offline", "online", "disabled")
 DEVICES = ("cpu", "cuda", "auto")
@@ -55,17 +52,6 @@ class ConfigError(ValueError):
 
 
 @dataclass
-class EnvConfig:
-    name: str = "Lift"
-    n_envs: int = 1
-    vec_env: str = "dummy"
-    backend: str = "fast"
-    horizon: int = 200
-    obs_keys: List[str] = field(default_factory=lambda: ["object-state", "robot0_proprio-state"])
-    robosuite: Dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
 class PolicyConfig:
     name: str = "medium"
     net_arch: List[int] = field(default_factory=lambda: [256, 256])
@@ -98,9 +84,10 @@ class LoggerConfig:
 
 @dataclass
 class RunConfig:
-    # algo and reward are open dicts: their keys differ per option and are checked by `validate`.
+    # algo, env and reward are open dicts: their keys differ per option (each names what it
+    # builds with `_target_`) and `validate` checks them against that target's signature.
     algo: Dict[str, Any] = field(default_factory=dict)
-    env: EnvConfig = field(default_factory=EnvConfig)
+    env: Dict[str, Any] = field(default_factory=dict)
     reward: Dict[str, Any] = field(default_factory=dict)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
@@ -115,6 +102,12 @@ def algo_kwargs(algo: DictConfig | dict) -> dict:
     """The SB3 constructor keyword arguments of an algo config (everything but our meta keys)."""
     plain = OmegaConf.to_container(algo, resolve=True) if isinstance(algo, DictConfig) else algo
     return {k: v for k, v in plain.items() if k not in ALGO_META_KEYS}
+
+
+def option_name(option: DictConfig | dict) -> str:
+    """What an option is called in titles and records: its `name`, else its target's last part
+    (a user's yaml need not say `name`)."""
+    return str(option.get("name") or str(option.get("_target_", "?")).rsplit(".", 1)[-1])
 
 
 def first_line(message: object) -> str:
@@ -144,59 +137,96 @@ def _check_number(path: str, value: Any, kind: type, low: float, inclusive: bool
         _fail(path, value, expected)
 
 
-def _validate_algo(algo: DictConfig) -> None:
-    _check_choice("algo.name", algo.get("name"), ALGOS)
-    from rlsweep.algos import algo_class  # SB3 import is deferred: it costs ~1 s
+def _import_target(group: str, option: DictConfig) -> Any:
+    """The class or function an option names with `_target_` (ConfigError if it cannot)."""
+    from hydra.utils import get_object
 
+    target = option.get("_target_")
+    if not target:
+        raise ConfigError(f"{group}={option.get('name')!r} is invalid: its yaml names nothing to "
+                          "build (_target_: <module>.<class or function>)")
     try:
-        cls = algo_class(algo)
-    except (ValueError, ImportError) as err:
-        raise ConfigError(first_line(err)) from None
-    allowed = sorted(set(inspect.signature(cls.__init__).parameters)
-                     - {"self", *ALGO_RESERVED})
-    for key, value in algo_kwargs(algo).items():
-        if key not in allowed:
-            _fail(f"algo.{key}", value, f"not a {algo._target_} argument; allowed: "
+        return get_object(target)
+    except Exception as err:  # ImportError, AttributeError, or Hydra's wrapping of them
+        raise ConfigError(f"{group}._target_={target!r} is invalid: cannot be imported "
+                          f"({first_line(err.__cause__ or err)})") from None
+
+
+def _keyword_names(target: Any, reserved: tuple[str, ...]) -> list[str] | None:
+    """Keyword arguments `target` accepts, minus those rlsweep passes itself; None: any."""
+    params = inspect.signature(target.__init__ if inspect.isclass(target) else target).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return None
+    return sorted(set(params) - {"self", *reserved})
+
+
+def _check_keywords(group: str, target_name: str, kwargs: dict, allowed: list[str] | None) -> None:
+    for key, value in kwargs.items():
+        if allowed is not None and key not in allowed:
+            _fail(f"{group}.{key}", value, f"not a {target_name} argument; allowed: "
                   + ", ".join(allowed))
+
+
+def _run_target_check(target: Any, option: DictConfig) -> None:
+    """An option's target may define `check_config(config)`: target-specific one-line errors
+    (unknown robosuite task or gymnasium id, ...) before anything is built."""
+    check = getattr(target, "check_config", None)
+    if check is not None:
+        check(OmegaConf.to_container(option, resolve=True))
+
+
+def _validate_algo(algo: DictConfig) -> None:
+    cls = _import_target("algo", algo)
+    allowed = _keyword_names(cls, ALGO_RESERVED)
+    _check_keywords("algo", algo._target_, algo_kwargs(algo), allowed)
+    for key, value in algo_kwargs(algo).items():
         if key in ALGO_NUMERIC:
             _check_number(f"algo.{key}", value, *ALGO_NUMERIC[key])
     if not isinstance(algo.get("normalize", False), bool):
         _fail("algo.normalize", algo.normalize, "must be true or false")
+    noise = algo.get("action_noise")
+    if noise is not None:
+        from rlsweep.algos import ACTION_NOISE
+
+        _check_choice("algo.action_noise.type", noise.get("type"), tuple(ACTION_NOISE))
+        _check_number("algo.action_noise.sigma", noise.get("sigma"), float, 0.0, True)
 
 
 def _validate_env(env: DictConfig) -> None:
-    from rlsweep.envs.lift import LIFT_OBS_KEYS, robosuite_kwarg_names
+    from rlsweep.envs.build import env_kwargs
 
-    _check_choice("env.name", env.name, ("Lift",))
-    _check_number("env.n_envs", env.n_envs, int, 1, True)
-    _check_number("env.horizon", env.horizon, int, 1, True)
-    _check_choice("env.vec_env", env.vec_env, VEC_ENVS)
-    _check_choice("env.backend", env.backend, ENV_BACKENDS)
-    if not env.obs_keys:
-        _fail("env.obs_keys", list(env.obs_keys), "needs at least one of " + ", ".join(LIFT_OBS_KEYS))
-    for key in env.obs_keys:
-        _check_choice("env.obs_keys", key, LIFT_OBS_KEYS)
-    allowed = robosuite_kwarg_names()
-    for key in env.robosuite:
-        if key not in allowed:
-            _fail(f"env.robosuite.{key}", env.robosuite[key],
-                  "not a robosuite Lift argument; allowed: " + ", ".join(allowed))
+    target = _import_target("env", env)
+    _check_number("env.n_envs", env.get("n_envs"), int, 1, True)
+    _check_choice("env.vec_env", env.get("vec_env"), VEC_ENVS)
+    if not isinstance(env.get("reports_success"), bool):
+        _fail("env.reports_success", env.get("reports_success"), "must be true or false")
+    if env.get("horizon") is not None:
+        _check_number("env.horizon", env.horizon, int, 1, True)
+    _check_keywords("env", env._target_, env_kwargs(env),
+                    _keyword_names(target, ("seed", "render_mode", "env_class")))
+    _run_target_check(target, env)
 
 
-def _validate_reward(reward: DictConfig) -> None:
-    _check_choice("reward.name", reward.get("name"), REWARDS)
-    for key in ("reach_weight", "grasp_weight", "lift_weight"):
-        if key in reward:
-            _check_number(f"reward.{key}", reward[key], float, 0.0, True)
-    if "lift_target_m" in reward:
-        _check_number("reward.lift_target_m", reward.lift_target_m, float, 0.0, False)
+def _validate_reward(reward: DictConfig, env: DictConfig) -> None:
+    import gymnasium as gym
+
+    from rlsweep.envs.build import reward_kwargs
+
+    target = _import_target("reward", reward)
+    if not (inspect.isclass(target) and issubclass(target, gym.Wrapper)):
+        _fail("reward._target_", reward._target_, "must name a gymnasium.Wrapper class")
+    _check_keywords("reward", reward._target_, reward_kwargs(reward), _keyword_names(target, ("env",)))
+    if getattr(target, "needs_success", False) and not env.get("reports_success"):
+        _fail("reward", option_name(reward), f"{reward._target_} pays on task success, and "
+              f"env={option_name(env)} reports none (env.reports_success=false)")
+    _run_target_check(target, reward)
 
 
 def validate(cfg: DictConfig) -> None:
     """Check a composed run config; raise `ConfigError` on the first bad field."""
     _validate_algo(cfg.algo)
     _validate_env(cfg.env)
-    _validate_reward(cfg.reward)
+    _validate_reward(cfg.reward, cfg.env)
     _check_choice("policy.activation", cfg.policy.activation, ACTIVATIONS)
     for size in cfg.policy.net_arch:
         _check_number("policy.net_arch", size, int, 1, True)

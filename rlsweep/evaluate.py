@@ -62,11 +62,11 @@ def load_policy(run_dir: Path, seed: int | None = None, render: bool = False):
     from stable_baselines3.common.vec_env import VecNormalize
 
     from rlsweep.algos import algo_class, configure_jax, is_jax_class
-    from rlsweep.train import EVAL_SEED_OFFSET, make_vec_lift
+    from rlsweep.train import EVAL_SEED_OFFSET, make_vec_env
 
     cfg = OmegaConf.load(run_config(run_dir))
     seed = cfg.seed + EVAL_SEED_OFFSET if seed is None else seed
-    env = make_vec_lift(cfg, 1, seed, render_mode="rgb_array" if render else None)
+    env = make_vec_env(cfg, 1, seed, render_mode="rgb_array" if render else None)
     if (run_dir / "vecnormalize.pkl").exists():
         env = VecNormalize.load(str(run_dir / "vecnormalize.pkl"), env)
         env.training, env.norm_reward = False, False

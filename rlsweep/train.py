@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 from stable_baselines3.common.monitor import Monitor
@@ -22,26 +23,26 @@ from stable_baselines3.common.utils import set_random_seed
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecNormalize
 
 from rlsweep import checkpoint
-from rlsweep.algos import algo_class, is_jax_class, configure_jax, policy_kwargs
+from rlsweep.algos import action_noise, algo_class, is_jax_class, configure_jax, policy_kwargs
 from rlsweep.callbacks import (DivergenceGuard, EvalHook, FirstUpdateTimer, PeriodicEvaluation,
                                ProgressLine, StepBudget, StopOnSuccess)
-from rlsweep.config import algo_kwargs, first_line
+from rlsweep.config import ConfigError, algo_kwargs, first_line, option_name
 from rlsweep.curves import write_learning_curve
-from rlsweep.envs.lift import make_lift_env
+from rlsweep.envs.build import make_env
 from rlsweep.tracking import WandbWriter, finish_wandb_run, start_wandb_run
 
 EVAL_SEED_OFFSET = 10_000  # evaluation episodes never share seeds with training episodes
 
 
-def make_vec_lift(cfg: DictConfig, n_envs: int, seed: int, vec_env: str = "dummy",
-                  render_mode: str | None = None) -> VecEnv:
-    """`n_envs` copies of Lift seeded `seed + rank`, each in SB3's `Monitor` (episode stats)."""
+def make_vec_env(cfg: DictConfig, n_envs: int, seed: int, vec_env: str = "dummy",
+                 render_mode: str | None = None) -> VecEnv:
+    """`n_envs` copies of the configured env seeded `seed + rank`, each in SB3's `Monitor`."""
     env_cfg = OmegaConf.to_container(cfg.env, resolve=True)
     reward_cfg = OmegaConf.to_container(cfg.reward, resolve=True)
 
     def make_one(rank: int):
-        env = make_lift_env(env_cfg, reward_cfg, seed=seed + rank, render_mode=render_mode)
-        return Monitor(env, info_keywords=("is_success",))
+        env = make_env(env_cfg, reward_cfg, seed=seed + rank, render_mode=render_mode)
+        return Monitor(env, info_keywords=("is_success",) if env_cfg["reports_success"] else ())
 
     vec_cls = SubprocVecEnv if vec_env == "subproc" else DummyVecEnv
     venv = vec_cls([functools.partial(make_one, rank) for rank in range(n_envs)])
@@ -51,8 +52,8 @@ def make_vec_lift(cfg: DictConfig, n_envs: int, seed: int, vec_env: str = "dummy
 
 def build_envs(cfg: DictConfig) -> tuple[VecEnv, VecEnv]:
     """Training env (n_envs copies) and a one-env evaluation env on separate seeds."""
-    train_env = make_vec_lift(cfg, cfg.env.n_envs, cfg.seed, cfg.env.vec_env)
-    eval_env = make_vec_lift(cfg, 1, cfg.seed + EVAL_SEED_OFFSET)
+    train_env = make_vec_env(cfg, cfg.env.n_envs, cfg.seed, cfg.env.vec_env)
+    eval_env = make_vec_env(cfg, 1, cfg.seed + EVAL_SEED_OFFSET)
     if cfg.algo.normalize:
         train_env = VecNormalize(train_env, norm_obs=True, norm_reward=False)
         eval_env = VecNormalize(eval_env, norm_obs=True, norm_reward=False, training=False)
@@ -109,9 +110,7 @@ def _learn_and_save(cfg: DictConfig, run_dir: Path, eval_hook: EvalHook | None, 
         model = checkpoint.load_model(run_dir, algo_class(cfg.algo), train_env,
                                       device=cfg.trainer.device)
     else:
-        model = algo_class(cfg.algo)(
-            "MlpPolicy", train_env, seed=cfg.seed, device=cfg.trainer.device, verbose=0,
-            policy_kwargs=policy_kwargs(cfg.policy, cfg.algo._target_), **algo_kwargs(cfg.algo))
+        model = _new_model(cfg, train_env)
     before = resume or checkpoint.Progress(env_steps=0)
     # SB3's progress.csv; a resume writes progress_resume<n>.csv beside it (nothing overwritten)
     suffix = f"_resume{before.resumes + 1}" if resume else ""
@@ -181,13 +180,36 @@ def _learn_and_save(cfg: DictConfig, run_dir: Path, eval_hook: EvalHook | None, 
         "first_update_s": first_update.seconds,  # SBX: compiling the update; not in the rate
         "stopped_solved_at": solved.stopped_at if solved is not None else None,
         "resumes": before.resumes + (1 if resume else 0),
-        "algo": cfg.algo.name,
+        "algo": option_name(cfg.algo),
         "seed": cfg.seed,
     }
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    write_learning_curve(evaluation.curve, run_dir, title=f"{cfg.algo.name} on Lift ({cfg.reward.name})")
+    write_learning_curve(evaluation.curve, run_dir,
+                         title=f"{option_name(cfg.algo)} on {env_title(cfg.env)} ({option_name(cfg.reward)})")
     checkpoint.remove(run_dir)  # the final model and metrics supersede it
     return metrics
+
+
+def env_title(env_cfg) -> str:
+    """What a person calls the env: the task or gymnasium id, else the option's name."""
+    return str(env_cfg.get("task") or env_cfg.get("id") or option_name(env_cfg))
+
+
+def _new_model(cfg: DictConfig, train_env: VecEnv):
+    """The algo option's class on `train_env`; ConfigError if it cannot act in its action space."""
+    kwargs = algo_kwargs(cfg.algo)
+    space = train_env.action_space
+    if "action_noise" in kwargs:  # {type, sigma} -> SB3's noise object, sized to the action
+        kwargs["action_noise"] = action_noise(kwargs["action_noise"], int(np.prod(space.shape)))
+    try:
+        return algo_class(cfg.algo)(
+            "MlpPolicy", train_env, seed=cfg.seed, device=cfg.trainer.device, verbose=0,
+            policy_kwargs=policy_kwargs(cfg.policy, cfg.algo._target_), **kwargs)
+    except AssertionError as err:  # SB3/SBX assert the action space they support
+        if "action space" not in str(err):
+            raise
+        raise ConfigError(f"algo={option_name(cfg.algo)!r} is invalid for env {env_title(cfg.env)}: it cannot "
+                          f"act in the env's action space {space} ({first_line(err)})") from None
 
 
 def _last_evaluation(evaluation: PeriodicEvaluation) -> dict[str, float]:

@@ -36,13 +36,13 @@ def lift_env_factory():
     """Build real Lift envs from config overrides (each call a new env)."""
     from omegaconf import OmegaConf
 
-    from rlsweep.envs.lift import make_lift_env
+    from rlsweep.envs.build import make_env
 
     made = []
 
     def make(*overrides: str, seed: int = 0, render_mode=None):
         cfg = compose_cfg(*overrides)
-        env = make_lift_env(OmegaConf.to_container(cfg.env), OmegaConf.to_container(cfg.reward),
+        env = make_env(OmegaConf.to_container(cfg.env), OmegaConf.to_container(cfg.reward),
                             seed=seed, render_mode=render_mode)
         made.append(env)
         return env

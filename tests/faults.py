@@ -31,10 +31,10 @@ class ExplodingStep(gym.Wrapper):
 def train_with_exploding_sparse_env(cfg, run_dir: Path, eval_hook=None, wandb_init=None):
     """The real training, but the Lift env of every `sparse` trial raises inside step."""
     if cfg.reward.name == "sparse":
-        make = rlsweep.train.make_lift_env
-        rlsweep.train.make_lift_env = lambda *a, **k: ExplodingStep(make(*a, **k))
+        make = rlsweep.train.make_env
+        rlsweep.train.make_env = lambda *a, **k: ExplodingStep(make(*a, **k))
         try:
             return rlsweep.train.train(cfg, run_dir, eval_hook, wandb_init)
         finally:
-            rlsweep.train.make_lift_env = make
+            rlsweep.train.make_env = make
     return rlsweep.train.train(cfg, run_dir, eval_hook, wandb_init)

@@ -49,3 +49,22 @@ def test_readme_claim_matches_the_benchmark():
     assert f"{steps[0] // 1000}k" in claim and f"{steps[-1] // 1000}k" in claim, claim
     if DEFAULT["pending_seeds"]:
         assert "pending" in claim or "in progress" in claim, claim
+
+
+def test_runs_trained_before_a_key_was_added_count_only_if_today_reproduces_them():
+    """A stored run config lacking a key added later (env._target_, reward._target_, ...) still
+    matches today's config if today's value is what the run trained, and only then."""
+    from omegaconf import OmegaConf
+
+    from bench.solve_bench import ADDED_SINCE, same_training
+    from rlsweep.cli import compose_config
+
+    today = compose_config([])
+    old = OmegaConf.to_container(today, resolve=True)
+    for key in ADDED_SINCE:
+        group, leaf = key.split(".")
+        del old[group][leaf]
+    assert same_training(OmegaConf.create(old), today)
+    assert not same_training(OmegaConf.create(old), compose_config(["env.task=Door"]))
+    assert not same_training(OmegaConf.create(old), compose_config(["reward=sparse"]))
+    assert same_training(today, today)

@@ -46,7 +46,7 @@ def test_horizon_is_truncation_not_termination(lift_env_factory):
 
 def test_same_seed_same_start_and_rollout(lift_env_factory):
     # robosuite draws the cube's size once, when the model is built (construction seed), and its
-    # placement at every reset: reproducing a run needs both, as make_vec_lift does (seed + rank).
+    # placement at every reset: reproducing a run needs both, as make_vec_env does (seed + rank).
     a, b = lift_env_factory("env.horizon=20", seed=3), lift_env_factory("env.horizon=20", seed=3)
     obs_a, _ = a.reset(seed=7)
     obs_b, _ = b.reset(seed=7)

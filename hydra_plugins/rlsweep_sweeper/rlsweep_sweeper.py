@@ -35,6 +35,9 @@ class RLSweeperConf:
     # What a trial runs: a function with rlsweep.train.train's signature. The synthetic one
     # (rlsweep.sweep.synthetic.synthetic_objective) measures the sweeper itself in tests/bench.
     objective: str = "rlsweep.train.train"
+    # Called with the sweep dir once every cell's budget is finished; returns the report's path.
+    # A setting, not an import, so the sweep never depends on the report (null: no report).
+    on_finish: Optional[str] = "rlsweep.report.build.finish_sweep"
 
 
 ConfigStore.instance().store(group="hydra/sweeper", name="rlsweep", node=RLSweeperConf,

@@ -1,5 +1,2 @@
-"""Environments: robosuite Lift as a gymnasium env, reward variants and a scripted controller."""
-
-from rlsweep.envs.lift import LiftEnv, make_lift_env
-
-__all__ = ["LiftEnv", "make_lift_env"]
+"""Environments: robosuite tasks and gymnasium ids as gymnasium envs, reward wrappers, a
+scripted Lift controller. `build.make_env` builds whatever the env and reward options name."""

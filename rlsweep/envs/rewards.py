@@ -1,8 +1,12 @@
-"""Reward variants for Lift, as gymnasium wrappers.
+"""Reward variants as gymnasium wrappers: a reward option is one of these (or any user's
+`gymnasium.Wrapper` class) named by `_target_` in `conf/reward/<name>.yaml`, built with the env
+as `env=` and the option's other keys as keyword arguments.
 
-`dense` is robosuite's shaped reward (what `LiftEnv` returns), `sparse` pays only on success,
-and `StagedLiftReward` is our own shaping: the example of how a user adds a reward without
-touching robosuite. Every variant keeps robosuite's shaped reward in `info["dense_reward"]`.
+`dense` is the env's own reward (`_target_: gymnasium.Wrapper`, which changes nothing; for
+robosuite tasks that is robosuite's shaped reward), `sparse` pays only on success, and
+`StagedLiftReward` is our own shaping for Lift: the example of how a user adds a reward without
+touching robosuite. robosuite envs keep their shaped reward in `info["dense_reward"]` whatever
+wraps them.
 """
 
 from __future__ import annotations
@@ -12,14 +16,25 @@ from typing import Any, Mapping
 import gymnasium as gym
 import numpy as np
 
+from rlsweep.config import ConfigError
+
 
 class SparseReward(gym.Wrapper):
-    """1.0 (times robosuite's reward_scale) on steps where the task succeeds, else 0."""
+    """`success_reward` on steps where the task succeeds (`info["is_success"]`), else 0.
+
+    :param env: an env that reports `is_success` in `info` (robosuite tasks do)
+    :param success_reward: reward of a successful step
+    """
+
+    needs_success = True  # validation refuses it on an env with env.reports_success=false
+
+    def __init__(self, env: gym.Env, success_reward: float = 1.0):
+        super().__init__(env)
+        self.success_reward = success_reward
 
     def step(self, action):
         obs, _, terminated, truncated, info = super().step(action)
-        scale = self.unwrapped.sim_env.reward_scale or 1.0
-        return obs, scale * float(info["is_success"]), terminated, truncated, info
+        return obs, self.success_reward * float(info["is_success"]), terminated, truncated, info
 
 
 class StagedLiftReward(gym.Wrapper):
@@ -39,6 +54,17 @@ class StagedLiftReward(gym.Wrapper):
         self.lift_target_m = lift_target_m
         self._rest_height = 0.0
 
+    @staticmethod
+    def check_config(config: Mapping[str, Any]) -> None:
+        """Weights must be >= 0 and the lift target > 0 (one-line ConfigError otherwise)."""
+        for key in ("reach_weight", "grasp_weight", "lift_weight", "lift_target_m"):
+            value = config.get(key)
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (
+                value > 0 if key == "lift_target_m" else value >= 0)
+            if key in config and not ok:
+                raise ConfigError(f"reward.{key}={value!r} is invalid: must be a number "
+                                  + ("> 0" if key == "lift_target_m" else ">= 0"))
+
     def reset(self, **kwargs):
         obs, info = super().reset(**kwargs)
         self._rest_height = float(self.unwrapped.task_state()["cube_pos"][2])
@@ -57,15 +83,3 @@ class StagedLiftReward(gym.Wrapper):
         obs, _, terminated, truncated, info = super().step(action)
         return obs, self.staged_reward(self.unwrapped.task_state()), terminated, truncated, info
 
-
-def wrap_reward(env: gym.Env, reward_cfg: Mapping[str, Any]) -> gym.Env:
-    """Wrap `env` with the reward variant `reward_cfg["name"]` (dense, sparse or staged)."""
-    name = reward_cfg["name"]
-    if name == "dense":
-        return env
-    if name == "sparse":
-        return SparseReward(env)
-    if name == "staged":
-        params = {k: v for k, v in reward_cfg.items() if k != "name"}
-        return StagedLiftReward(env, **params)
-    raise ValueError(f"reward.name={name!r} is invalid: allowed values are dense, sparse, staged")

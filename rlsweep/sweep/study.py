@@ -179,6 +179,13 @@ def check_settings(settings: Mapping[str, Any]) -> None:
     except Exception:
         raise ConfigError(f"hydra.sweeper.objective={settings['objective']!r} is invalid: "
                           "needs an importable function like rlsweep.train.train") from None
+    if settings.get("on_finish"):
+        try:
+            get_method(settings["on_finish"])
+        except Exception:
+            raise ConfigError(f"hydra.sweeper.on_finish={settings['on_finish']!r} is invalid: needs "
+                              "an importable function like rlsweep.report.build.finish_sweep, "
+                              "or null") from None
     try:
         make_pruner(settings["pruner"], settings["pruner_kwargs"])
     except (TypeError, ValueError) as err:
@@ -258,13 +265,15 @@ def claim_trial(study: optuna.Study, storage: RDBStorage) -> optuna.Trial | None
     return None
 
 
-def objective_value(metrics: Mapping[str, Any], metric: str, horizon: int) -> float:
+def objective_value(metrics: Mapping[str, Any], metric: str, horizon: int | None,
+                    reports_success: bool = True) -> float:
     """The number a trial reports. `success_then_return`: success rate, ties broken by return
     (mean return per env step, squashed into [0, 1) and scaled by 1e-3, so it never outranks
-    a difference in success rate, which moves in steps of 1/eval_episodes)."""
+    a difference in success rate, which moves in steps of 1/eval_episodes). On an env that
+    reports no success (env.reports_success=false) it is the mean return itself."""
     if metric == "success_rate":
         return float(metrics["success_rate"])
-    if metric == "mean_return":
+    if metric == "mean_return" or not reports_success:
         return float(metrics["mean_return"])
     per_step = max(0.0, float(metrics["mean_return"]) / horizon)
     return float(metrics["success_rate"]) + 1e-3 * per_step / (1.0 + per_step)

@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState
 
-from rlsweep.config import ConfigError, first_line, validate
+from rlsweep.config import ConfigError, first_line, option_name, validate
 from rlsweep.periodic import Periodic
 from rlsweep.sweep.plan import sweep_name, write_plan
 from rlsweep.sweep.space import (SWEEP_GROUPS, Cell, declared_space, grid_cells,
@@ -75,6 +75,14 @@ def _check_space(cell: Cell, cfg: DictConfig) -> None:
                 raise ConfigError(f"search space of {cell.name}: {err}") from None
 
 
+def _check_metric(metric: str, cell: Cell, cfg: DictConfig) -> None:
+    """A success metric needs an env that reports success (gymnasium envs rank by return)."""
+    if metric == "success_rate" and not cfg.env.reports_success:
+        raise ConfigError(f"hydra.sweeper.metric=success_rate is invalid for cell {cell.name}: "
+                          f"env={option_name(cfg.env)} reports no task success (env.reports_success="
+                          "false); use mean_return or success_then_return (= return there)")
+
+
 def plan_cells(config: DictConfig, config_loader, arguments: list[str]
                ) -> tuple[list[Cell], dict[str, DictConfig]]:
     """Grid cells with their search spaces and validated base configs (ConfigError if bad)."""
@@ -89,6 +97,7 @@ def plan_cells(config: DictConfig, config_loader, arguments: list[str]
             raise ConfigError(f"cell {cell.name}: {first_line(err)}") from None
         cfg = job_config(composed)
         validate(cfg)
+        _check_metric(config.hydra.sweeper.metric, cell, cfg)
         cell.space = {**declared_space("algo", cfg.algo.get("search_space", {})),
                       **declared_space("policy", cfg.policy.get("search_space", {})),
                       **request.ranges}
@@ -116,12 +125,15 @@ class ProgressPrinter(Periodic):
                 print(line, flush=True)
 
 
-def _write_report(sweep_dir: Path) -> str:
-    """report.html and the W&B summary run; a failure here never loses the sweep's results."""
-    from rlsweep.report.build import finish_sweep
+def _write_report(sweep_dir: Path, on_finish: str | None) -> str:
+    """report.html and the W&B summary run (`hydra.sweeper.on_finish`, rlsweep.report's by
+    default); a failure here never loses the sweep's results."""
+    if not on_finish:
+        return ""
+    from hydra.utils import get_method
 
     try:
-        return f", report: {finish_sweep(sweep_dir).name}"
+        return f", report: {get_method(on_finish)(sweep_dir).name}"
     except Exception as err:
         log.warning("could not write the report: %s (rerun: python -m rlsweep.report %s)",
                     err, sweep_dir)
@@ -194,10 +206,10 @@ def run_sweep(settings: Mapping[str, Any], config: DictConfig, config_loader, la
         path = write_summary(sweep_dir, summary)
         print(format_table(summary), flush=True)
         note = budget_note(min(c.trainer.total_timesteps for c in base_configs.values()),
-                           next(iter(base_configs.values())).env.name)
+                           option_name(next(iter(base_configs.values())).env))
         if note:
             print(note, flush=True)
-        report = _write_report(sweep_dir)
+        report = _write_report(sweep_dir, settings.get("on_finish"))
         print(f"rlsweep: results in {sweep_dir} (summary: {path.name}{report}; "
               f"optuna-dashboard {mask_url(url)})", flush=True)
     crashed = False

@@ -102,12 +102,13 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, cell: dict, settings: Di
     Anything that goes wrong, from sampling to saving, makes the trial FAIL with its reason.
     """
     trial_dir = sweep_dir / cell["name"] / f"trial_{trial.number:03d}"
-    params, metrics, value, reason, last_step = {}, {}, None, None, 0
+    params, metrics, value, reason, last_step, cfg = {}, {}, None, None, 0, None
 
     def report(step: int, result) -> bool:
         nonlocal last_step
         last_step = step
-        trial.report(objective_value(result.summary(), settings.metric, cfg.env.horizon), step)
+        trial.report(objective_value(result.summary(), settings.metric, cfg.env.get("horizon"),
+                                     cfg.env.reports_success), step)
         # A run that has spent its whole budget is finished, not pruned.
         return step >= cfg.trainer.total_timesteps or not trial.should_prune()
 
@@ -124,7 +125,8 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, cell: dict, settings: Di
             last_step = metrics["env_steps"]
             if metrics["status"] == "ok":
                 state = TrialState.COMPLETE
-                value = objective_value(metrics, settings.metric, cfg.env.horizon)
+                value = objective_value(metrics, settings.metric, cfg.env.get("horizon"),
+                                        cfg.env.reports_success)
             elif metrics["status"].startswith("pruned"):
                 state = TrialState.PRUNED
             else:
@@ -140,7 +142,9 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, cell: dict, settings: Di
         intermediate = {}
         try:
             for key, val in (("env_steps", metrics.get("env_steps", last_step)),
-                             ("success_rate", metrics.get("success_rate")),
+                             # none on an env that reports no success: shown as "-", not 0
+                             ("success_rate", metrics.get("success_rate")
+                              if cfg is None or cfg.env.get("reports_success", True) else None),
                              ("mean_return", metrics.get("mean_return")),
                              ("wall_time_s", wall), ("last_step", last_step),
                              ("trial_dir", str(trial_dir)), ("worker", HydraConfig.get().job.num),

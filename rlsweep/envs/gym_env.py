@@ -1,0 +1,52 @@
+"""Any registered gymnasium env (`env=gym env.id=Pendulum-v1`), built by `gymnasium.make`.
+
+A cheap env checks a whole pipeline (training, sweep, report) in seconds before hours on Lift.
+Such envs report no task success: `conf/env/gym.yaml` says `reports_success: false`, so sweeps
+rank them by return.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any, Mapping, Sequence
+
+import gymnasium as gym
+from hydra.utils import instantiate
+
+from rlsweep.config import ConfigError
+
+
+def make_gym_env(id: str, kwargs: Mapping[str, Any] | None = None,
+                 wrappers: Sequence[Mapping[str, Any]] = (), horizon: int | None = None,
+                 seed: int | None = None, render_mode: str | None = None) -> gym.Env:
+    """`gymnasium.make(id, **kwargs)`, then each wrapper of `wrappers` in order.
+
+    :param id: a registered gymnasium id (Pendulum-v1, CartPole-v1, HalfCheetah-v5, ...)
+    :param kwargs: keyword arguments for the env's constructor
+    :param wrappers: `{_target_: <gymnasium.Wrapper class>, <its kwargs>}` each, applied in order
+    :param horizon: episode length (a `TimeLimit`); None keeps the env's registered limit
+    :param seed: the first reset's seed is given by the VecEnv; kept for the factory signature
+    """
+    del seed  # SB3's VecEnv seeds the first reset (seed + rank), as for every env option
+    env = gym.make(id, render_mode=render_mode, max_episode_steps=horizon, **dict(kwargs or {}))
+    for wrapper in wrappers:
+        env = instantiate(dict(wrapper), env=env)
+    return env
+
+
+def check_config(config: Mapping[str, Any]) -> None:
+    """One-line `ConfigError` for an unregistered id (with close matches), before any env."""
+    env_id = config.get("id")
+    registered = sorted(gym.envs.registry)
+    if env_id not in registered:
+        close = difflib.get_close_matches(str(env_id), registered, n=3)
+        raise ConfigError(f"env.id={env_id!r} is invalid: not a registered gymnasium id"
+                          + (f"; close matches: {', '.join(close)}" if close else "")
+                          + " (see gymnasium.envs.registry)")
+    for wrapper in config.get("wrappers") or ():
+        if "_target_" not in wrapper:
+            raise ConfigError(f"env.wrappers: {dict(wrapper)} is invalid: each wrapper needs a "
+                              "_target_ (a gymnasium.Wrapper class)")
+
+
+make_gym_env.check_config = check_config
