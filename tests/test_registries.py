@@ -172,3 +172,14 @@ def test_return_only_env_ranks_trials_by_return():
     assert objective_value(better, "success_then_return", None, reports_success=False) == -200.0
     assert (objective_value(better, "success_then_return", None, False)
             > objective_value(worse, "success_then_return", None, False))
+
+
+def test_an_observation_key_the_task_lacks_is_one_line():
+    from omegaconf import OmegaConf
+
+    from rlsweep.envs.build import make_env
+
+    cfg = compose_cfg("env=robosuite", "env.task=Door", "env.obs_keys=[cube_pos]")
+    with pytest.raises(ConfigError, match=r"env.obs_keys='cube_pos' is invalid: Door observes .*handle_pos"):
+        make_env(OmegaConf.to_container(cfg.env, resolve=True),
+                 OmegaConf.to_container(cfg.reward, resolve=True), seed=0)
