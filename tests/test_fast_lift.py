@@ -172,8 +172,8 @@ def test_opspace_matrices_match_robosuites():
 @pytest.mark.parametrize("overrides, reason", [
     (("env.robosuite.controller=IK_POSE",), "arm controller IK_POSE"),
     (("env.robosuite.control_freq=30",), "control_freq 30"),
-    # Wipe's _post_action reads the robot's force history, which the fast loop does not keep.
-    (("env=robosuite", "env.task=Wipe"), "env Wipe (its own _post_action"),
+    # Wipe's reward reads the robot's per-step history, which the fast loop does not keep.
+    (("env=robosuite", "env.task=Wipe"), "env Wipe (its reward reads the robot's per-step"),
 ], ids=["IK_POSE", "control_freq-30", "Wipe"])
 def test_uncovered_setups_fall_back_to_stock_with_a_warning(lift_env_factory, caplog, overrides,
                                                             reason):
@@ -208,3 +208,20 @@ def test_a_task_not_compared_with_stock_is_refused(lift_env_factory, caplog, mon
         env = lift_env_factory("env.backend=fast", "env.horizon=5")
     assert env.unwrapped.backend == "robosuite"
     assert "does not cover env Lift (only robosuite's" in caplog.text
+
+
+def test_a_task_that_replaces_a_step_hook_is_refused():
+    """A task doing its own work inside the substeps is refused before anything is built."""
+    from robosuite.environments.base import REGISTERED_ENVS
+    from robosuite.environments.manipulation.lift import Lift
+
+    from rlsweep.envs.fast_lift import unsupported_reason
+
+    try:
+        class LiftWithPreAction(Lift):  # robosuite registers every env class it sees defined
+            def _pre_action(self, action, policy_step=False):
+                super()._pre_action(action, policy_step)
+    finally:
+        REGISTERED_ENVS.pop("LiftWithPreAction", None)
+    reason = unsupported_reason(object.__new__(LiftWithPreAction))
+    assert reason.startswith("env LiftWithPreAction (its own _pre_action"), reason

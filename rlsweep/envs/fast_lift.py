@@ -19,8 +19,8 @@ env) would run our controller too; and stock robosuite itself steps with `step1`
 
 The loop is about the robot and its controller, not the task: a task's own per-step work is
 its reward and success check, which run in robosuite's code once per step as in stock. Only
-what the loop reproduces is accepted (`unsupported_reason`): a task in `COVERED_TASKS` that adds
-nothing to robosuite's step (not Wipe), one fixed-base arm run by OSC (fixed impedance, no
+what the loop reproduces is accepted (`unsupported_reason`): a task in `COVERED_TASKS` (not
+Wipe, whose reward reads per-step robot history the loop does not keep), one fixed-base arm run by OSC (fixed impedance, no
 interpolator) with a GRIP gripper, default observables, no on-screen viewer. Anything else
 falls back to stock robosuite with a warning (see `RobosuiteEnv`).
 """
@@ -227,7 +227,6 @@ def osc_substeps(model, data, n_substeps, qm_address, qpos, qvel, site_xpos, sit
 # success bookkeeping), which is all the stepper reproduces, and tests/test_fast_lift.py
 # compares a task of each family (Lift, Door, Stack, PickPlaceCan, NutAssemblyRound, ToolHang)
 # with stock. The PickPlace and NutAssembly variants differ only in which objects are loaded.
-# Wipe is not here: its `_post_action` reads the robot's force history (see _stock_step_hooks).
 COVERED_TASKS = (
     "Lift", "Door", "Stack", "ToolHang",
     "PickPlace", "PickPlaceSingle", "PickPlaceMilk", "PickPlaceBread", "PickPlaceCereal",
@@ -235,17 +234,24 @@ COVERED_TASKS = (
     "NutAssembly", "NutAssemblySingle", "NutAssemblySquare", "NutAssemblyRound",
 )
 _COVERED_FAMILIES = "Lift, Door, Stack, ToolHang, PickPlace*, NutAssembly*"
+# robosuite's single-arm tasks refused for what they read, not for their controller setup.
+REFUSED_TASKS = {
+    "Wipe": "its reward reads the robot's per-step force and acceleration history "
+            "(recent_ee_forcetorques, recent_ee_acc), which the fast loop does not keep",
+}
 
 
-def _stock_step_hooks() -> dict[str, type]:
-    """The methods `step()` runs around the physics, and the robosuite class whose version the
-    stepper reproduces. A task overriding one (Wipe's `_post_action` reads the robot's
-    per-step force history, which the stepper does not keep) does more per step than it runs."""
+def _replaced_step_hooks() -> dict[str, type]:
+    """Methods of robosuite's `step()` that the stepper does not call as stock does, and the
+    robosuite class whose version it reproduces instead: `step` itself, `_pre_action` (run by
+    robosuite only on an episode's first step, else compiled) and `_update_observables` (stock
+    runs it every substep, the stepper once). A task overriding one does more per step than
+    the stepper runs. (`_post_action`, `reward`, `_check_success` and `_get_observations` are
+    the task's own, called once per step as in stock.)"""
     from robosuite.environments.base import MujocoEnv
     from robosuite.environments.robot_env import RobotEnv
 
-    return {"step": MujocoEnv, "_pre_action": RobotEnv, "_post_action": MujocoEnv,
-            "_update_observables": MujocoEnv, "_get_observations": MujocoEnv}
+    return {"step": MujocoEnv, "_pre_action": RobotEnv, "_update_observables": MujocoEnv}
 
 
 def unsupported_reason(sim_env: Any) -> str | None:
@@ -261,7 +267,9 @@ def unsupported_reason(sim_env: Any) -> str | None:
     from robosuite.utils import observables
 
     task = type(sim_env)
-    for hook, stock_class in _stock_step_hooks().items():
+    if task.__name__ in REFUSED_TASKS and task.__module__.startswith("robosuite."):
+        return f"env {task.__name__} ({REFUSED_TASKS[task.__name__]})"
+    for hook, stock_class in _replaced_step_hooks().items():
         if getattr(task, hook) is not getattr(stock_class, hook):
             return (f"env {task.__name__} (its own {hook}: per-step behaviour the fast loop "
                     "does not run)")
