@@ -1,4 +1,4 @@
-"""Lift env speed, side by side: MuJoCo's physical limit, stock robosuite, the `fast` backend.
+"""Env speed, side by side: MuJoCo's physical limit, stock robosuite, the `fast` backend.
 
 Everything runs in one `make bench` on one machine, and every stock/fast pair is measured in
 alternating order over two rounds (stock then fast, fast then stock) so drift of a noisy
@@ -8,9 +8,12 @@ machine falls on both. Rows:
   measured at the start and at the end of the run;
 - env steps/s, 1 env, random actions, episodes of 200 steps with their resets included;
 - env steps/s with n_envs = cores, SB3 SubprocVecEnv (one process per env), summed;
+- env steps/s per task the fast backend covers (`env=robosuite env.task=<task>`: Lift and a
+  task of each other covered family), 1 env, random actions, resets included;
 - training env steps/s through the user's command (`python -m rlsweep`, `env_steps_per_s`
   from metrics.json: learn time minus evaluation time), PPO and SAC, 1 env.
 Targets (issue 6): fast/stock >= 3 for env steps/s, >= 2.5 for PPO training.
+Issue 13: the speedup on each covered task, not only Lift.
 """
 
 from __future__ import annotations
@@ -32,6 +35,9 @@ BACKENDS = ("robosuite", "fast")
 ENV_STEPS, VEC_STEPS_PER_ENV, PHYSICS_SUBSTEPS = 600, 300, 10_000
 # The issue 6 rows keep the 7-D pose controller they were measured with.
 POSE = "env.robosuite.controller=OSC_POSE"
+# Issue 13: Lift and a task of each other family the fast backend covers (tests/test_fast_lift.py
+# compares these with stock).
+TASKS = ("Lift", "Door", "Stack", "PickPlaceCan", "NutAssemblyRound", "ToolHang")
 TRAINING = {  # algo -> overrides; small budgets, but each crosses its algorithm's update phase
     "ppo": ("algo=ppo", POSE, "trainer.total_timesteps=1024"),  # 2 rollouts of 512 + 2 x 10 epochs
     "sac": ("algo=sac", POSE, "trainer.total_timesteps=1200", "algo.learning_starts=200"),
@@ -65,14 +71,22 @@ def physics_limit() -> dict:
             "env_steps_per_s": rate / substeps}
 
 
-def env_steps_per_s(backend: str, n_envs: int) -> float:
-    """Random-action env steps/s summed over `n_envs` (subproc when more than one)."""
+def env_steps_per_s(backend: str, n_envs: int, overrides: tuple[str, ...] = (),
+                    steps: int | None = None) -> float:
+    """Random-action env steps/s summed over `n_envs` (subproc when more than one), on the
+    default env (Lift) or the one `overrides` choose, `steps` per env after 20 warm-up steps."""
     from rlsweep.train import make_vec_env
 
     vec_env = "subproc" if n_envs > 1 else "dummy"
-    venv = make_vec_env(compose_config([f"env.backend={backend}", POSE]), n_envs, seed=0, vec_env=vec_env)
-    steps = ENV_STEPS if n_envs == 1 else VEC_STEPS_PER_ENV
-    actions = np.random.default_rng(0).uniform(-1, 1, size=(steps + 20, n_envs, 7))
+    venv = make_vec_env(compose_config([*overrides, f"env.backend={backend}", POSE]), n_envs,
+                        seed=0, vec_env=vec_env)
+    ran = venv.get_attr("backend")[0]
+    if ran != backend:  # a setup fast does not cover falls back: its "fast" would be stock
+        venv.close()
+        raise RuntimeError(f"env.backend={backend} ran {ran} for {' '.join(overrides) or 'Lift'}")
+    steps = steps or (ENV_STEPS if n_envs == 1 else VEC_STEPS_PER_ENV)
+    actions = np.random.default_rng(0).uniform(-1, 1, size=(steps + 20, n_envs,
+                                                             *venv.action_space.shape))
     venv.reset()
     for action in actions[:20]:  # first steps pay one-off costs (caches, page faults)
         venv.step(action)
@@ -82,6 +96,17 @@ def env_steps_per_s(backend: str, n_envs: int) -> float:
     rate = steps * n_envs / (time.perf_counter() - start)
     venv.close()
     return rate
+
+
+def task_env_steps_per_s(task: str, backend: str, steps: int = ENV_STEPS) -> float:
+    """Random-action env steps/s of robosuite `task` (`env=robosuite`, OSC_POSE), 1 env."""
+    return env_steps_per_s(backend, 1, ("env=robosuite", f"env.task={task}"), steps)
+
+
+def tasks_side_by_side(tasks: tuple[str, ...] = TASKS, steps: int = ENV_STEPS) -> dict:
+    """Per task, stock and fast env steps/s side by side (`_side_by_side`) and fast/stock."""
+    return {task: _side_by_side(lambda backend, t=task: task_env_steps_per_s(t, backend, steps))
+            for task in tasks}
 
 
 def training_metrics(backend: str, overrides: tuple[str, ...]) -> dict:
@@ -118,6 +143,7 @@ def run() -> dict:
         "cores": cores,
         "env_1": _side_by_side(lambda backend: env_steps_per_s(backend, 1)),
         "env_cores": _side_by_side(lambda backend: env_steps_per_s(backend, cores)),
+        "tasks": tasks_side_by_side(),
         "training": {algo: _side_by_side(
             lambda backend, a=algo: training_env_steps_per_s(backend, TRAINING[a]))
             for algo in TRAINING},
@@ -155,4 +181,13 @@ def markdown(results: dict) -> str:
               f"with {', '.join(f'{a.upper()}: ' + ' '.join(o[1:]) for a, o in TRAINING.items())}; "
               "`env_steps_per_s` from metrics.json counts policy inference and gradient updates, "
               "which the backend does not speed up."]
+    if "tasks" in results:  # sections measured before issue 13 have no per-task rows
+        lines += ["", "### Env steps/s per task (issue 13)", "",
+                  "`env=robosuite env.task=<task>`, Panda, OSC_POSE, 1 env, random actions, "
+                  "episodes of 200 steps with their resets included; each stock/fast pair "
+                  "measured twice in alternating order, means shown.", "",
+                  "| task | stock robosuite | fast | fast / stock |", "|---|---|---|---|"]
+        for task, row in results["tasks"].items():
+            lines.append(f"| {task} | {row['mean']['robosuite']:.0f} | {row['mean']['fast']:.0f} "
+                         f"| **{row['ratio']:.2f}x** |")
     return "\n".join(lines)

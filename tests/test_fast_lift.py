@@ -1,8 +1,8 @@
 """The `fast` backend is stock robosuite, faster: same observations, rewards and success.
 
 Each paired test steps a stock env (`env.backend=robosuite`) and a fast one built from the
-same seed with the same actions, side by side. The tolerances are the ones
-docs/architecture.md ("The fast Lift backend") states.
+same seed with the same actions, side by side, on Lift and on a task of each other covered
+family. The tolerances are the ones docs/architecture.md ("The fast backend") states.
 """
 
 from __future__ import annotations
@@ -31,19 +31,12 @@ def sim_state(env) -> np.ndarray:
     return np.concatenate([data.qpos, data.qvel])
 
 
-@pytest.mark.parametrize("setup", [
-    ("env.robosuite.controller=OSC_POSE",),
-    ("env.robosuite.controller=OSC_POSITION",),
-    # UR5e's own Robotiq85 gripper is chaotic: stock against stock with qvel nudged by 1e-12
-    # differs by 1.6 rad/s within 4 steps. With the Panda gripper the arm can be compared.
-    ("env.robosuite.robots=UR5e", "+env.robosuite.gripper_types=PandaGripper"),
-], ids=["Panda-OSC_POSE", "Panda-OSC_POSITION", "UR5e-OSC_POSE"])
-def test_random_actions_give_the_same_observations_rewards_and_state(lift_env_factory, setup):
-    stock, fast = paired_envs(lift_env_factory, "env.horizon=150", "reward=dense", *setup)
+def assert_same_random_rollout(stock, fast, steps: int) -> None:
+    """`steps` random actions give the same observations, rewards, success and MuJoCo state."""
     obs_stock, _ = stock.reset(seed=3)
     obs_fast, _ = fast.reset(seed=3)
     np.testing.assert_array_equal(obs_stock, obs_fast)
-    actions = np.random.default_rng(0).uniform(-1, 1, size=(150, *stock.action_space.shape))
+    actions = np.random.default_rng(0).uniform(-1, 1, size=(steps, *stock.action_space.shape))
     worst_obs = worst_state = 0.0
     for action in actions:
         obs_stock, reward_stock, _, _, info_stock = stock.step(action)
@@ -54,6 +47,30 @@ def test_random_actions_give_the_same_observations_rewards_and_state(lift_env_fa
         assert info_fast["is_success"] == info_stock["is_success"]
     assert worst_obs <= OBS_TOLERANCE, worst_obs
     assert worst_state <= STATE_TOLERANCE, worst_state
+
+
+@pytest.mark.parametrize("setup", [
+    ("env.robosuite.controller=OSC_POSE",),
+    ("env.robosuite.controller=OSC_POSITION",),
+    # UR5e's own Robotiq85 gripper is chaotic: stock against stock with qvel nudged by 1e-12
+    # differs by 1.6 rad/s within 4 steps. With the Panda gripper the arm can be compared.
+    ("env.robosuite.robots=UR5e", "+env.robosuite.gripper_types=PandaGripper"),
+], ids=["Panda-OSC_POSE", "Panda-OSC_POSITION", "UR5e-OSC_POSE"])
+def test_random_actions_give_the_same_observations_rewards_and_state(lift_env_factory, setup):
+    stock, fast = paired_envs(lift_env_factory, "env.horizon=150", "reward=dense", *setup)
+    assert_same_random_rollout(stock, fast, 150)
+
+
+# A task of each covered family besides Lift (the PickPlace and NutAssembly variants load other
+# objects into the same task code). 40 steps: the arm moves freely and the objects rest on their
+# table, bins or pegs. On Door, random arm motion reaches the door by step ~115, where stock
+# itself with qvel nudged by 1e-12 departs as far as fast does (both 2e-4 by step 150).
+@pytest.mark.parametrize("task", ["Door", "Stack", "PickPlaceCan", "NutAssemblyRound", "ToolHang"])
+def test_other_tasks_give_the_same_observations_rewards_and_state(lift_env_factory, task):
+    stock, fast = paired_envs(lift_env_factory, "env=robosuite", f"env.task={task}",
+                              "env.robosuite.controller=OSC_POSE", "env.horizon=40",
+                              "reward=dense")
+    assert_same_random_rollout(stock, fast, 40)
 
 
 @pytest.mark.parametrize("reward", ["dense", "sparse"])
@@ -152,13 +169,16 @@ def test_opspace_matrices_match_robosuites():
             np.testing.assert_allclose(mine, reference, rtol=1e-7, atol=1e-9)
 
 
-@pytest.mark.parametrize("override, reason", [
-    ("env.robosuite.controller=IK_POSE", "arm controller IK_POSE"),
-    ("env.robosuite.control_freq=30", "control_freq 30"),
-])
-def test_uncovered_setups_fall_back_to_stock_with_a_warning(lift_env_factory, caplog, override, reason):
-    with caplog.at_level(logging.WARNING, logger="rlsweep.envs.lift"):
-        env = lift_env_factory("env.backend=fast", override, "env.horizon=5")
+@pytest.mark.parametrize("overrides, reason", [
+    (("env.robosuite.controller=IK_POSE",), "arm controller IK_POSE"),
+    (("env.robosuite.control_freq=30",), "control_freq 30"),
+    # Wipe's reward reads the robot's per-step history, which the fast loop does not keep.
+    (("env=robosuite", "env.task=Wipe"), "env Wipe (its reward reads the robot's per-step"),
+], ids=["IK_POSE", "control_freq-30", "Wipe"])
+def test_uncovered_setups_fall_back_to_stock_with_a_warning(lift_env_factory, caplog, overrides,
+                                                            reason):
+    with caplog.at_level(logging.WARNING, logger="rlsweep.envs.robosuite_env"):
+        env = lift_env_factory("env.backend=fast", *overrides, "env.horizon=5")
     assert env.unwrapped.backend == "robosuite"
     assert f"env.backend=fast does not cover {reason}" in caplog.text
     env.reset(seed=0)
@@ -172,7 +192,36 @@ def test_a_fast_backend_that_cannot_start_falls_back(lift_env_factory, caplog, m
         raise OSError("libmujoco not found")
 
     monkeypatch.setattr(fast_lift.FastLiftStepper, "__init__", broken)
-    with caplog.at_level(logging.WARNING, logger="rlsweep.envs.lift"):
+    with caplog.at_level(logging.WARNING, logger="rlsweep.envs.robosuite_env"):
         env = lift_env_factory("env.backend=fast", "env.horizon=5")
     assert env.unwrapped.backend == "robosuite"
     assert "OSError: libmujoco not found" in caplog.text
+
+
+def test_a_task_not_compared_with_stock_is_refused(lift_env_factory, caplog, monkeypatch):
+    """Only listed tasks are stepped fast, even if nothing else about them is refused."""
+    from rlsweep.envs import fast_lift
+
+    monkeypatch.setattr(fast_lift, "COVERED_TASKS",
+                        tuple(t for t in fast_lift.COVERED_TASKS if t != "Lift"))
+    with caplog.at_level(logging.WARNING, logger="rlsweep.envs.robosuite_env"):
+        env = lift_env_factory("env.backend=fast", "env.horizon=5")
+    assert env.unwrapped.backend == "robosuite"
+    assert "does not cover env Lift (only robosuite's" in caplog.text
+
+
+def test_a_task_that_replaces_a_step_hook_is_refused():
+    """A task doing its own work inside the substeps is refused before anything is built."""
+    from robosuite.environments.base import REGISTERED_ENVS
+    from robosuite.environments.manipulation.lift import Lift
+
+    from rlsweep.envs.fast_lift import unsupported_reason
+
+    try:
+        class LiftWithPreAction(Lift):  # robosuite registers every env class it sees defined
+            def _pre_action(self, action, policy_step=False):
+                super()._pre_action(action, policy_step)
+    finally:
+        REGISTERED_ENVS.pop("LiftWithPreAction", None)
+    reason = unsupported_reason(object.__new__(LiftWithPreAction))
+    assert reason.startswith("env LiftWithPreAction (its own _pre_action"), reason

@@ -1,24 +1,28 @@
-"""The `fast` Lift backend: robosuite's own env, stepped without its per-substep Python.
+"""The `fast` backend: robosuite's own env, stepped without its per-substep Python.
 
 Stock robosuite runs 25 physics substeps per env step (500 Hz under a 20 Hz policy) and, at
 each one, Python: the composite controller, the OSC law with fresh Jacobians and mass matrix,
 the gripper, and every observable's timer. That Python is over 70% of a step. `FastLiftStepper`
-keeps everything robosuite decides once per env step in robosuite's own code (the action split,
-the gripper's action, the OSC goal from the action, the reward, the success check and the
-observations) and runs the 25 substeps in one compiled loop, `osc_substeps`, which calls
-MuJoCo's C API on the same model and data: `mj_step1`, the same OSC_POSE law with the same
-gains (robosuite's `opspace_matrices` with Cholesky inverses where they equal its own),
-`mj_step2`. The dynamics, control law and control rate are unchanged; only where the
-arithmetic runs is. docs/architecture.md says where floating-point order differs.
+(named after Lift, its first task; it steps every task in `COVERED_TASKS`) keeps everything
+robosuite decides once per env step in robosuite's own code (the action split, the gripper's
+action, the OSC goal from the action, the reward, the success check and the observations) and
+runs the 25 substeps in one compiled loop, `osc_substeps`, which calls MuJoCo's C API on the
+same model and data: `mj_step1`, the same OSC_POSE law with the same gains (robosuite's
+`opspace_matrices` with Cholesky inverses where they equal its own), `mj_step2`. The dynamics,
+control law and control rate are unchanged; only where the arithmetic runs is.
+docs/architecture.md says where floating-point order differs.
 
 Why a compiled loop around `mj_step1`/`mj_step2` rather than a `mjcb_control` callback: the
 callback is global to the process, so a stock env stepped in the same process (a test, an eval
 env) would run our controller too; and stock robosuite itself steps with `step1`/`step2`
 (`lite_physics`), so this loop is the same call sequence.
 
-Only what the loop reproduces is accepted (`unsupported_reason`): one fixed-base arm run by
-OSC (fixed impedance, no interpolator) with a GRIP gripper, default observables, no on-screen
-viewer. Anything else falls back to stock robosuite with a warning (see `LiftEnv`).
+The loop is about the robot and its controller, not the task: a task's own per-step work is
+its reward and success check, which run in robosuite's code once per step as in stock. Only
+what the loop reproduces is accepted (`unsupported_reason`): a task in `COVERED_TASKS` (not
+Wipe, whose reward reads per-step robot history the loop does not keep), one fixed-base arm run by OSC (fixed impedance, no
+interpolator) with a GRIP gripper, default observables, no on-screen viewer. Anything else
+falls back to stock robosuite with a warning (see `RobosuiteEnv`).
 """
 
 from __future__ import annotations
@@ -218,6 +222,38 @@ def osc_substeps(model, data, n_substeps, qm_address, qpos, qvel, site_xpos, sit
         torques_out[:] = torques
 
 
+# robosuite's single-arm tasks the fast backend steps: their per-step behaviour is robosuite's
+# generic step (robot control, physics, observables, then `_post_action`: reward and its
+# success bookkeeping), which is all the stepper reproduces, and tests/test_fast_lift.py
+# compares a task of each family (Lift, Door, Stack, PickPlaceCan, NutAssemblyRound, ToolHang)
+# with stock. The PickPlace and NutAssembly variants differ only in which objects are loaded.
+COVERED_TASKS = (
+    "Lift", "Door", "Stack", "ToolHang",
+    "PickPlace", "PickPlaceSingle", "PickPlaceMilk", "PickPlaceBread", "PickPlaceCereal",
+    "PickPlaceCan",
+    "NutAssembly", "NutAssemblySingle", "NutAssemblySquare", "NutAssemblyRound",
+)
+_COVERED_FAMILIES = "Lift, Door, Stack, ToolHang, PickPlace*, NutAssembly*"
+# robosuite's single-arm tasks refused for what they read, not for their controller setup.
+REFUSED_TASKS = {
+    "Wipe": "its reward reads the robot's per-step force and acceleration history "
+            "(recent_ee_forcetorques, recent_ee_acc), which the fast loop does not keep",
+}
+
+
+def _replaced_step_hooks() -> dict[str, type]:
+    """Methods of robosuite's `step()` that the stepper does not call as stock does, and the
+    robosuite class whose version it reproduces instead: `step` itself, `_pre_action` (run by
+    robosuite only on an episode's first step, else compiled) and `_update_observables` (stock
+    runs it every substep, the stepper once). A task overriding one does more per step than
+    the stepper runs. (`_post_action`, `reward`, `_check_success` and `_get_observations` are
+    the task's own, called once per step as in stock.)"""
+    from robosuite.environments.base import MujocoEnv
+    from robosuite.environments.robot_env import RobotEnv
+
+    return {"step": MujocoEnv, "_pre_action": RobotEnv, "_update_observables": MujocoEnv}
+
+
 def unsupported_reason(sim_env: Any) -> str | None:
     """Why `sim_env` cannot be stepped by `FastLiftStepper` (None: it can).
 
@@ -230,8 +266,16 @@ def unsupported_reason(sim_env: Any) -> str | None:
     from robosuite.robots.fixed_base_robot import FixedBaseRobot
     from robosuite.utils import observables
 
-    if type(sim_env).__name__ != "Lift":
-        return f"env {type(sim_env).__name__} (only Lift)"
+    task = type(sim_env)
+    if task.__name__ in REFUSED_TASKS and task.__module__.startswith("robosuite."):
+        return f"env {task.__name__} ({REFUSED_TASKS[task.__name__]})"
+    for hook, stock_class in _replaced_step_hooks().items():
+        if getattr(task, hook) is not getattr(stock_class, hook):
+            return (f"env {task.__name__} (its own {hook}: per-step behaviour the fast loop "
+                    "does not run)")
+    if task.__name__ not in COVERED_TASKS or not task.__module__.startswith("robosuite."):
+        return (f"env {task.__name__} (only robosuite's {_COVERED_FAMILIES}, "
+                "the tasks compared with stock)")
     if len(sim_env.robots) != 1 or not isinstance(sim_env.robots[0], FixedBaseRobot):
         return "only one fixed-base robot"
     robot = sim_env.robots[0]
@@ -269,7 +313,8 @@ def unsupported_reason(sim_env: Any) -> str | None:
 
 
 class FastLiftStepper:
-    """Steps a robosuite Lift env like its own `step()`, with its substeps compiled.
+    """Steps a robosuite env (Lift or another task in `COVERED_TASKS`) like its own `step()`,
+    with its substeps compiled.
 
     Once per env step robosuite's own code turns the action into the OSC goal and the gripper
     command (`CompositeController.set_goal`, the gripper's `run_controller`), from the state
@@ -335,8 +380,8 @@ class FastLiftStepper:
         controller = robot.composite_controller
         if arm.new_update:
             # Robot.control(policy_step=True) minus the OSC run (the loop does it) and the
-            # robot's history buffers (recent_qpos, recent_ee_*: nothing in Lift's observations
-            # or reward reads them).
+            # robot's history buffers (recent_qpos, recent_ee_*: no covered task's observations,
+            # reward or success reads them; Wipe's do, and it is refused).
             controller.update_state()
             controller.set_goal(np.asarray(action, dtype=np.float64))
             for name, part in controller.part_controllers.items():
