@@ -41,8 +41,11 @@ def markdown(results: dict) -> str:
              f"`python -m rlsweep algo=<algo> env.backend=<backend> {' '.join(STEPS)}`, each algo "
              "option's defaults, default controller (OSC_POSITION), 1 env, 1 thread; two rounds "
              "in alternating order, means shown. Target: the SAC family on the fast backend >= 3x "
-             "SB3 SAC on stock robosuite. The first update (SBX compiles it, once per process) is "
-             "timed apart and not in the rate.", "",
+             "SB3 SAC on stock robosuite. "
+             + ("The first update (SBX compiles it, once per process) is timed apart and not in "
+                "the rate." if "first_update_s" in results else
+                "Measured before the first update was timed apart: the JAX compile (1-6 s per "
+                "process) is in these rates."), "",
              "| run | training env steps/s (rounds) | / SB3 SAC on stock | first update (s) |",
              "|---|---|---|---|"]
     for label, value in results["mean"].items():
