@@ -80,9 +80,9 @@ def test_ppo_with_vecnormalize_is_reproducible_and_uses_one_thread(tmp_path):
     first = train(compose_cfg(*overrides), tmp_path / "a")
     assert torch.get_num_threads() == 1
     second = train(compose_cfg(*overrides), tmp_path / "b")
-    assert first["status"] == second["status"] == "ok"
+    assert first.ok and second.ok
     for key in ("success_rate", "mean_return", "std_return", "env_steps"):
-        assert first[key] == second[key], key
+        assert getattr(first, key) == getattr(second, key), key
     assert (tmp_path / "a" / "vecnormalize.pkl").exists()
     curve_a = (tmp_path / "a" / "learning_curve.csv").read_text().splitlines()
     curve_b = (tmp_path / "b" / "learning_curve.csv").read_text().splitlines()
