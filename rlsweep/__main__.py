@@ -22,14 +22,14 @@ def main(cfg: DictConfig) -> float:
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
-        metrics = train(cfg, run_dir, progress=log.info)
+        result = train(cfg, run_dir, progress=log.info)
     except ConfigError as err:  # found once the run dir is known (trainer.resume): one line
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     log.info("%s: success_rate=%s mean_return=%s env_steps=%d (%.0f env steps/s) -> %s",
-             metrics["status"], metrics["success_rate"], metrics["mean_return"],
-             metrics["env_steps"], metrics["env_steps_per_s"], run_dir)
-    return metrics["success_rate"]
+             result.describe(), result.success_rate, result.mean_return, result.env_steps,
+             result.env_steps_per_s, run_dir)
+    return result.success_rate
 
 
 if __name__ == "__main__":

@@ -230,11 +230,11 @@ class DivergenceGuard(BaseCallback):
         for name in ("rewards", "new_obs"):
             values = self.locals.get(name)
             if values is not None and not np.all(np.isfinite(values)):
-                self.reason = f"diverged: non-finite {name} at env step {self.num_timesteps}"
+                self.reason = f"non-finite {name} at env step {self.num_timesteps}"
                 return False
         if self.num_timesteps >= self._next_weight_check:
             self._next_weight_check = self.num_timesteps + self.check_weights_every
             if not weights_finite(self.model.policy):
-                self.reason = f"diverged: non-finite network weights at env step {self.num_timesteps}"
+                self.reason = f"non-finite network weights at env step {self.num_timesteps}"
                 return False
         return True

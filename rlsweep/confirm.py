@@ -19,6 +19,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from rlsweep import run_result
 from rlsweep.cli import CONF_DIR
 from rlsweep.files import write_json_atomic
 from rlsweep.report.build import REPORT_FILE
@@ -60,13 +61,13 @@ def run_seeds(out_dir: Path, seeds: list[int]) -> None:
 def collect(out_dir: Path, seeds: list[int]) -> dict[str, list]:
     runs = {"seeds": [], "success_rate": [], "mean_return": []}
     for seed in seeds:
-        path = out_dir / f"seed_{seed}" / "metrics.json"
-        if path.exists():
-            metrics = json.loads(path.read_text())
-            if metrics["status"] == "ok":
+        run_dir = out_dir / f"seed_{seed}"
+        if (run_dir / run_result.FILE).exists():
+            result = run_result.load(run_dir)
+            if result.ok:
                 runs["seeds"].append(seed)
-                runs["success_rate"].append(metrics["success_rate"])
-                runs["mean_return"].append(metrics["mean_return"])
+                runs["success_rate"].append(result.success_rate)
+                runs["mean_return"].append(result.mean_return)
     return runs
 
 

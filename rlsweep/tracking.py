@@ -14,6 +14,8 @@ from typing import Any, Mapping
 
 from stable_baselines3.common.logger import KVWriter
 
+from rlsweep.run_result import RunResult, RunStatus
+
 
 def has_wandb_key() -> bool:
     if os.environ.get("WANDB_API_KEY"):
@@ -51,24 +53,23 @@ def start_wandb_run(logger_cfg: Mapping[str, Any], run_dir: Path, config: dict,
                       **init_kwargs)
 
 
-def run_state(status: str | None) -> str:
-    """Optuna-style final state of a run from its metrics status (None: it raised)."""
-    if status == "ok":
-        return "complete"
-    return "pruned" if status and status.startswith("pruned") else "failed"
+def run_state(result: RunResult | None) -> str:
+    """Optuna-style final state of a run (None: it raised)."""
+    if result is None:
+        return "failed"
+    return {RunStatus.OK: "complete", RunStatus.PRUNED: "pruned"}.get(result.status, "failed")
 
 
-def finish_wandb_run(run, metrics: dict | None) -> None:
-    """Put the final metrics in the run summary, tag its final state, and close it.
+def finish_wandb_run(run, result: RunResult | None) -> None:
+    """Put the run's result in the run summary, tag its final state, and close it.
 
-    `metrics` is None when training raised: the run is tagged failed and closed with exit code 1.
+    `result` is None when training raised: the run is tagged failed and closed with exit code 1.
     """
     if run is None:
         return
-    state = run_state(metrics["status"] if metrics else None)
-    run.summary.update(metrics or {"status": "failed: exception"})
-    run.tags = tuple(run.tags) + (state,)
-    run.finish(exit_code=0 if metrics else 1)
+    run.summary.update(result.to_json() if result else {"status": "failed", "detail": "exception"})
+    run.tags = tuple(run.tags) + (run_state(result),)
+    run.finish(exit_code=0 if result else 1)
 
 
 class WandbWriter(KVWriter):

@@ -9,7 +9,6 @@ continues a run that was cut off (see rlsweep/checkpoint.py).
 from __future__ import annotations
 
 import functools
-import json
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -22,13 +21,14 @@ from stable_baselines3.common.logger import Logger, make_output_format
 from stable_baselines3.common.utils import set_random_seed
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecNormalize
 
-from rlsweep import checkpoint
+from rlsweep import checkpoint, run_result
 from rlsweep.algos import action_noise, algo_class, is_jax_class, configure_jax, policy_kwargs
 from rlsweep.callbacks import (DivergenceGuard, EvalHook, FirstUpdateTimer, PeriodicEvaluation,
                                ProgressLine, StepBudget, StopOnSuccess)
 from rlsweep.config import ConfigError, algo_kwargs, first_line, option_name
 from rlsweep.curves import write_learning_curve
 from rlsweep.envs.build import make_env
+from rlsweep.run_result import RunResult, RunStatus
 from rlsweep.tracking import WandbWriter, finish_wandb_run, start_wandb_run
 
 EVAL_SEED_OFFSET = 10_000  # evaluation episodes never share seeds with training episodes
@@ -62,29 +62,29 @@ def build_envs(cfg: DictConfig) -> tuple[VecEnv, VecEnv]:
 
 def train(cfg: DictConfig, run_dir: Path, eval_hook: EvalHook | None = None,
           wandb_init: dict[str, Any] | None = None,
-          progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+          progress: Callable[[str], None] | None = None) -> RunResult:
     """Train one SB3 model on Lift as `cfg` says and leave its artifacts in `run_dir`.
 
     `eval_hook` is called after each periodic evaluation; returning False stops the run early
     (the sweeper prunes this way); `wandb_init` adds `wandb.init` arguments (group, job_type,
     tags, extra config); `progress`, if given, receives a progress line every
-    `trainer.progress_s` seconds (single runs; sweeps leave it None). Returns the metrics also
-    written to `metrics.json`.
+    `trainer.progress_s` seconds (single runs; sweeps leave it None). Returns the run's
+    `RunResult`, also written to `metrics.json`.
     """
     run_dir.mkdir(parents=True, exist_ok=True)
     config = OmegaConf.to_container(cfg, resolve=True)
     wandb_run = start_wandb_run(cfg.logger, run_dir, config, **(wandb_init or {}))
     try:
-        metrics = _train(cfg, run_dir, eval_hook, wandb_run, progress)
+        result = _train(cfg, run_dir, eval_hook, wandb_run, progress)
     except BaseException:
         finish_wandb_run(wandb_run, None)  # the run is closed and tagged failed, then re-raise
         raise
-    finish_wandb_run(wandb_run, metrics)
-    return metrics
+    finish_wandb_run(wandb_run, result)
+    return result
 
 
 def _train(cfg: DictConfig, run_dir: Path, eval_hook: EvalHook | None, wandb_run,
-           progress: Callable[[str], None] | None) -> dict[str, Any]:
+           progress: Callable[[str], None] | None) -> RunResult:
     started = time.perf_counter()
     torch.set_num_threads(cfg.trainer.threads)
     if is_jax_class(cfg.algo._target_):
@@ -105,7 +105,7 @@ def _train(cfg: DictConfig, run_dir: Path, eval_hook: EvalHook | None, wandb_run
 def _learn_and_save(cfg: DictConfig, run_dir: Path, eval_hook: EvalHook | None, wandb_run,
                     train_env: VecEnv, eval_env: VecEnv, started: float,
                     progress: Callable[[str], None] | None,
-                    resume: checkpoint.Progress | None) -> dict[str, Any]:
+                    resume: checkpoint.Progress | None) -> RunResult:
     if resume:
         model = checkpoint.load_model(run_dir, algo_class(cfg.algo), train_env,
                                       device=cfg.trainer.device)
@@ -150,44 +150,41 @@ def _learn_and_save(cfg: DictConfig, run_dir: Path, eval_hook: EvalHook | None, 
         callbacks.append(saving)
 
     learn_started = time.perf_counter()
-    status = "ok"
+    status, detail = RunStatus.OK, ""
     try:
         model.learn(cfg.trainer.total_timesteps - before.env_steps, callback=callbacks,
                     reset_num_timesteps=resume is None)
     except ValueError as err:  # torch distributions raise this when the policy outputs NaN
         if "nan" not in str(err).lower():
             raise
-        status = f"diverged: {first_line(err)}"
+        status, detail = RunStatus.DIVERGED, first_line(err)
     trained_seconds = learn_seconds()
     if guard.reason:
-        status = guard.reason
+        status, detail = RunStatus.DIVERGED, guard.reason
     elif evaluation.stopped_at is not None:
-        status = f"pruned at env step {evaluation.stopped_at}"
+        status, detail = RunStatus.PRUNED, f"at env step {evaluation.stopped_at}"
 
     ended_at_eval = evaluation.curve and evaluation.curve[-1]["env_steps"] == model.num_timesteps
-    if status == "ok" and not ended_at_eval:
+    if status is RunStatus.OK and not ended_at_eval:
         evaluation.record(evaluation.evaluate())
     final = _last_evaluation(evaluation)
     model.save(run_dir / "model.zip")
     if isinstance(train_env, VecNormalize):
         train_env.save(str(run_dir / "vecnormalize.pkl"))
-    metrics = {
-        "status": status,
-        **final,
-        "env_steps": int(model.num_timesteps),
-        "wall_time_s": before.wall_seconds + time.perf_counter() - started,
-        "env_steps_per_s": model.num_timesteps / max(trained_seconds, 1e-9),
-        "first_update_s": first_update.seconds,  # SBX: compiling the update; not in the rate
-        "stopped_solved_at": solved.stopped_at if solved is not None else None,
-        "resumes": before.resumes + (1 if resume else 0),
-        "algo": option_name(cfg.algo),
-        "seed": cfg.seed,
-    }
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    result = RunResult(
+        status=status, detail=detail, **final,
+        env_steps=int(model.num_timesteps),
+        wall_time_s=before.wall_seconds + time.perf_counter() - started,
+        env_steps_per_s=model.num_timesteps / max(trained_seconds, 1e-9),
+        first_update_s=first_update.seconds,  # SBX: compiling the update; not in the rate
+        stopped_solved_at=solved.stopped_at if solved is not None else None,
+        resumes=before.resumes + (1 if resume else 0),
+        algo=option_name(cfg.algo), seed=cfg.seed)
+    run_result.save(run_dir, result)
     write_learning_curve(evaluation.curve, run_dir,
                          title=f"{option_name(cfg.algo)} on {env_title(cfg.env)} ({option_name(cfg.reward)})")
     checkpoint.remove(run_dir)  # the final model and metrics supersede it
-    return metrics
+    return result
 
 
 def env_title(env_cfg) -> str:

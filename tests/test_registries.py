@@ -73,11 +73,11 @@ def test_algorithm_trains_saves_and_reloads(tmp_path, algo):
     from rlsweep.train import train
 
     cfg = compose_cfg(f"algo={algo}", *ALGO_ENVS[algo], *TINY_GYM, "trainer.eval_freq=1000")  # one evaluation
-    metrics = train(cfg, tmp_path)
-    assert metrics["status"] == "ok" and metrics["env_steps"] == cfg.trainer.total_timesteps
+    result = train(cfg, tmp_path)
+    assert result.ok and result.env_steps == cfg.trainer.total_timesteps
     OmegaConf.save(cfg, tmp_path / "config.yaml")  # where a sweep trial keeps its config
     replay = evaluate_run(tmp_path, episodes=1)
-    assert replay["mean_return"] == pytest.approx(metrics["mean_return"], abs=1e-4)  # its episode
+    assert replay["mean_return"] == pytest.approx(result.mean_return, abs=1e-4)  # its episode
 
 
 def test_td3_action_noise_is_built_from_config(tmp_path):
@@ -102,8 +102,8 @@ def test_other_robosuite_task_trains_with_ppo(tmp_path):
     cfg = compose_cfg("env=robosuite", "env.task=Door", "algo=ppo", "algo.n_steps=64",
                       "trainer.total_timesteps=128", "trainer.eval_freq=128",
                       "trainer.eval_episodes=1", "env.horizon=32", "logger=none")
-    metrics = train(cfg, tmp_path)
-    assert metrics["status"] == "ok" and metrics["env_steps"] == 128
+    result = train(cfg, tmp_path)
+    assert result.ok and result.env_steps == 128
     assert (tmp_path / "model.zip").exists()
 
 

@@ -39,8 +39,12 @@ def test_wandb_mode_variable_wins(no_key, monkeypatch):
     assert wandb_mode({"name": "wandb", "mode": "disabled"}) == "offline"
 
 
-def test_run_state_follows_the_metrics_status():
-    assert run_state("ok") == "complete"
-    assert run_state("pruned at env step 80") == "pruned"
-    assert run_state("diverged: non-finite rewards at env step 51") == "failed"
-    assert run_state(None) == "failed"
+@pytest.mark.parametrize("status,detail,state", [
+    ("ok", "", "complete"), ("pruned", "at env step 80", "pruned"),
+    ("diverged", "non-finite rewards at env step 51", "failed")])
+def test_run_state_follows_the_run_status(status, detail, state):
+    from rlsweep.run_result import RunResult, RunStatus
+
+    result = RunResult(RunStatus(status), detail, 0.0, 0.0, 0.0, 80, 1.0, 80.0)
+    assert run_state(result) == state
+    assert run_state(None) == "failed"  # the run raised

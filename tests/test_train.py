@@ -12,6 +12,7 @@ import torch
 from stable_baselines3 import PPO
 
 from rlsweep.callbacks import DivergenceGuard
+from rlsweep.run_result import RunStatus
 from rlsweep.train import train
 from tests.conftest import TINY, compose_cfg, run_cli
 
@@ -79,9 +80,9 @@ def test_ppo_with_vecnormalize_is_reproducible_and_uses_one_thread(tmp_path):
     first = train(compose_cfg(*overrides), tmp_path / "a")
     assert torch.get_num_threads() == 1
     second = train(compose_cfg(*overrides), tmp_path / "b")
-    assert first["status"] == second["status"] == "ok"
+    assert first.ok and second.ok
     for key in ("success_rate", "mean_return", "std_return", "env_steps"):
-        assert first[key] == second[key], key
+        assert getattr(first, key) == getattr(second, key), key
     assert (tmp_path / "a" / "vecnormalize.pkl").exists()
     curve_a = (tmp_path / "a" / "learning_curve.csv").read_text().splitlines()
     curve_b = (tmp_path / "b" / "learning_curve.csv").read_text().splitlines()
@@ -92,8 +93,8 @@ def test_ppo_with_vecnormalize_is_reproducible_and_uses_one_thread(tmp_path):
 def test_subproc_envs_count_steps_across_workers(tmp_path):
     cfg = compose_cfg("algo=a2c", *TINY, "env.n_envs=2", "env.vec_env=subproc", "logger=none",
                       "trainer.total_timesteps=80", "trainer.eval_freq=40")
-    metrics = train(cfg, tmp_path)
-    assert metrics["status"] == "ok" and metrics["env_steps"] == 80
+    result = train(cfg, tmp_path)
+    assert result.ok and result.env_steps == 80
 
 
 def test_eval_hook_can_stop_a_run_early(tmp_path):
@@ -105,10 +106,11 @@ def test_eval_hook_can_stop_a_run_early(tmp_path):
 
     cfg = compose_cfg("algo=a2c", *TINY, "logger=none", "trainer.total_timesteps=400",
                       "trainer.eval_freq=40")
-    metrics = train(cfg, tmp_path, eval_hook=stop_after_first)
+    result = train(cfg, tmp_path, eval_hook=stop_after_first)
     assert len(seen) == 1 and seen[0][0] == 40
-    assert metrics["status"] == "pruned at env step 40" and metrics["env_steps"] == 40
-    assert metrics["success_rate"] == seen[0][1]
+    assert (result.status, result.detail) == (RunStatus.PRUNED, "at env step 40")
+    assert result.describe() == "pruned at env step 40" and result.env_steps == 40
+    assert result.success_rate == seen[0][1]
     assert (tmp_path / "model.zip").exists() and (tmp_path / "metrics.json").exists()
 
 
@@ -130,7 +132,7 @@ def test_divergence_guard_stops_training_with_a_reason():
     guard = DivergenceGuard()
     model.learn(640, callback=guard)
     assert model.num_timesteps == 51
-    assert guard.reason == "diverged: non-finite rewards at env step 51"
+    assert guard.reason == "non-finite rewards at env step 51"
 
 
 @pytest.mark.parametrize("algo", ["sbx_sac", "sbx_tqc"])
@@ -144,13 +146,13 @@ def test_sbx_algo_trains_and_its_reloaded_model_replays_the_final_evaluation(tmp
     cfg = compose_cfg(f"algo={algo}", *TINY, "trainer.eval_episodes=2", "logger=none",
                       "trainer.total_timesteps=240", "algo.learning_starts=80",
                       "trainer.eval_freq=240")
-    metrics = train(cfg, tmp_path)
-    assert metrics["status"] == "ok" and metrics["env_steps"] == 240 and metrics["algo"] == algo
-    assert metrics["first_update_s"] > 0  # the first update (with JAX's compile) was timed
+    result = train(cfg, tmp_path)
+    assert result.ok and result.env_steps == 240 and result.algo == algo
+    assert result.first_update_s > 0  # the first update (with JAX's compile) was timed
     OmegaConf.save(cfg, tmp_path / "config.yaml")  # where a sweep trial keeps its config
     replay = evaluate_run(tmp_path, episodes=2)
-    assert replay["mean_return"] == pytest.approx(metrics["mean_return"], abs=1e-6)
-    assert replay["success_rate"] == metrics["success_rate"]
+    assert replay["mean_return"] == pytest.approx(result.mean_return, abs=1e-6)
+    assert replay["success_rate"] == result.success_rate
 
 
 def test_divergence_guard_reads_jax_weights():

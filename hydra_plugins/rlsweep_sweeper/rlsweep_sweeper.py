@@ -32,7 +32,8 @@ class RLSweeperConf:
     study_name: Optional[str] = None   # study of a cell: <study_name>-<cell>, or just <cell>
     heartbeat_interval: int = 10       # s between a running trial's heartbeats
     grace_period: int = 30             # s without heartbeat before a trial is failed and retried
-    # What a trial runs: a function with rlsweep.train.train's signature. The synthetic one
+    # What a trial runs: a function with rlsweep.train.train's signature returning a RunResult
+    # (rlsweep/run_result.py, the Objective protocol). The synthetic one
     # (rlsweep.sweep.synthetic.synthetic_objective) measures the sweeper itself in tests/bench.
     objective: str = "rlsweep.train.train"
     # Called with the sweep dir once every cell's budget is finished; returns the report's path.

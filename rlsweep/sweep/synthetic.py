@@ -9,16 +9,15 @@ and per-trial overhead can be computed exactly (see bench/sweeper_bench.py).
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from pathlib import Path
-from typing import Any
-
 from omegaconf import DictConfig
 
+from rlsweep import run_result
 from rlsweep.callbacks import EvalHook
 from rlsweep.evaluation import EvalResult
+from rlsweep.run_result import RunResult, RunStatus
 
 STEPS_PER_S = 1000.0  # the pretend env speed: eval_freq=100 costs 0.1 s
 
@@ -29,11 +28,11 @@ def quality(learning_rate: float) -> float:
 
 
 def synthetic_objective(cfg: DictConfig, run_dir: Path, eval_hook: EvalHook | None = None,
-                        wandb_init: dict | None = None) -> dict[str, Any]:
+                        wandb_init: dict | None = None) -> RunResult:
     run_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     q = quality(cfg.algo.learning_rate)
-    steps, status, success = 0, "ok", 0.0
+    steps, status, detail, success = 0, RunStatus.OK, "", 0.0
     while steps < cfg.trainer.total_timesteps:
         period = min(cfg.trainer.eval_freq, cfg.trainer.total_timesteps - steps)
         time.sleep(period / STEPS_PER_S)
@@ -42,11 +41,11 @@ def synthetic_objective(cfg: DictConfig, run_dir: Path, eval_hook: EvalHook | No
         result = EvalResult(successes=[k < round(10 * success) for k in range(10)],
                             returns=[success * cfg.env.horizon] * 10)
         if eval_hook is not None and not eval_hook(steps, result):
-            status = f"pruned at env step {steps}"
+            status, detail = RunStatus.PRUNED, f"at env step {steps}"
             break
     seconds = time.perf_counter() - started
-    metrics = {"status": status, "success_rate": round(10 * success) / 10,
-               "mean_return": success * cfg.env.horizon, "std_return": 0.0, "env_steps": steps,
-               "wall_time_s": seconds, "env_steps_per_s": steps / max(seconds, 1e-9)}
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    return metrics
+    result = RunResult(status=status, detail=detail, success_rate=round(10 * success) / 10,
+                       mean_return=success * cfg.env.horizon, std_return=0.0, env_steps=steps,
+                       wall_time_s=seconds, env_steps_per_s=steps / max(seconds, 1e-9))
+    run_result.save(run_dir, result)
+    return result

@@ -30,6 +30,7 @@ from optuna.trial import TrialState
 from rlsweep.config import first_line, validate
 from rlsweep.files import write_json_atomic
 from rlsweep.periodic import Periodic
+from rlsweep.run_result import RunStatus
 from rlsweep.sweep.plan import read_plan, read_sweep_name
 from rlsweep.sweep.study import (claim_trial, count_trials, make_pruner, make_sampler, make_storage,
                                  objective_value, storage_url)
@@ -102,7 +103,7 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, cell: dict, settings: Di
     Anything that goes wrong, from sampling to saving, makes the trial FAIL with its reason.
     """
     trial_dir = sweep_dir / cell["name"] / f"trial_{trial.number:03d}"
-    params, metrics, value, reason, last_step, cfg = {}, {}, None, None, 0, None
+    params, result, value, reason, last_step, cfg = {}, None, None, None, 0, None
 
     def report(step: int, result) -> bool:
         nonlocal last_step
@@ -117,20 +118,20 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, cell: dict, settings: Di
         try:
             params, cfg = prepare_trial(trial, cell, trial_dir)
             validate(cfg)
-            metrics = train(cfg, trial_dir, eval_hook=report, wandb_init={
+            result = train(cfg, trial_dir, eval_hook=report, wandb_init={
                 "group": sweep_name, "job_type": cell["name"], "name": f"{cell['name']}-{trial.number}",
                 "tags": [cell["choices"].get(g, "") for g in ("algo", "reward", "policy")],
                 "extra_config": {"sweep": sweep_name, "cell": cell["name"], "trial": trial.number,
                                  **{f"param/{k}": v for k, v in params.items()}}})
-            last_step = metrics["env_steps"]
-            if metrics["status"] == "ok":
+            last_step = result.env_steps
+            if result.status is RunStatus.OK:
                 state = TrialState.COMPLETE
-                value = objective_value(metrics, settings.metric, cfg.env.get("horizon"),
+                value = objective_value(result.to_json(), settings.metric, cfg.env.get("horizon"),
                                         cfg.env.reports_success)
-            elif metrics["status"].startswith("pruned"):
+            elif result.status is RunStatus.PRUNED:
                 state = TrialState.PRUNED
             else:
-                state, reason = TrialState.FAIL, metrics["status"]
+                state, reason = TrialState.FAIL, result.describe()
         except Exception as err:  # a failing trial is recorded with its reason; the sweep goes on
             if _interrupted.is_set():  # Ctrl-C, not the trial's fault: leave it RUNNING, so it
                 raise KeyboardInterrupt from err  # goes stale and is retried on resume
@@ -141,11 +142,12 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, cell: dict, settings: Di
         wall = time.perf_counter() - started
         intermediate = {}
         try:
-            for key, val in (("env_steps", metrics.get("env_steps", last_step)),
+            reports_success = cfg is None or cfg.env.get("reports_success", True)
+            for key, val in (("env_steps", result.env_steps if result else last_step),
                              # none on an env that reports no success: shown as "-", not 0
-                             ("success_rate", metrics.get("success_rate")
-                              if cfg is None or cfg.env.get("reports_success", True) else None),
-                             ("mean_return", metrics.get("mean_return")),
+                             ("success_rate", result.success_rate
+                              if result and reports_success else None),
+                             ("mean_return", result.mean_return if result else None),
                              ("wall_time_s", wall), ("last_step", last_step),
                              ("trial_dir", str(trial_dir)), ("worker", HydraConfig.get().job.num),
                              ("fail_reason", reason)):
@@ -160,8 +162,9 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, cell: dict, settings: Di
 
     write_json_atomic(trial_dir / "trial.json", {
         "number": trial.number, "cell": cell["name"], "state": state.name, "params": params,
-        "value": value, "last_step": last_step, "status": metrics.get("status", reason),
-        "fail_reason": reason, "env_steps": metrics.get("env_steps", last_step),
+        "value": value, "last_step": last_step,
+        "status": result.describe() if result else reason,
+        "fail_reason": reason, "env_steps": result.env_steps if result else last_step,
         "wall_time_s": wall, "intermediate_values": intermediate})
     return state
 
