@@ -9,6 +9,7 @@ naming the field and the allowed values.
 
 from __future__ import annotations
 
+import difflib
 import inspect
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
@@ -120,13 +121,18 @@ def _fail(path: str, value: Any, expected: str) -> None:
     raise ConfigError(f"{path}={value!r} is invalid: {expected}")
 
 
-def _check_choice(path: str, value: Any, allowed: tuple | list) -> None:
+def check_choice(path: str, value: Any, allowed: tuple | list, suggest: bool = False) -> None:
+    """ConfigError unless `value` is one of `allowed`; `suggest` adds close matches (long lists)."""
     if value not in allowed:
-        _fail(path, value, f"allowed values are {', '.join(map(str, allowed))}")
+        close = difflib.get_close_matches(str(value), list(map(str, allowed)), n=3) if suggest else []
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise ConfigError(f"{path}={value!r} is invalid{hint}: allowed values are "
+                          + ", ".join(map(str, allowed)))
 
 
-def _check_number(path: str, value: Any, kind: type, low: float, inclusive: bool,
-                  high: Optional[float] = None) -> None:
+def check_number(path: str, value: Any, kind: type, low: float, inclusive: bool,
+                 high: Optional[float] = None) -> None:
+    """ConfigError unless `value` is a `kind` above `low` (>= if `inclusive`), at most `high`."""
     is_int = isinstance(value, int) and not isinstance(value, bool)
     ok_type = is_int if kind is int else (is_int or isinstance(value, float))
     bound = f"{'>=' if inclusive else '>'} {low}" + (f" and <= {high}" if high is not None else "")
@@ -181,29 +187,29 @@ def _validate_algo(algo: DictConfig) -> None:
     _check_keywords("algo", algo._target_, algo_kwargs(algo), allowed)
     for key, value in algo_kwargs(algo).items():
         if key in ALGO_NUMERIC:
-            _check_number(f"algo.{key}", value, *ALGO_NUMERIC[key])
+            check_number(f"algo.{key}", value, *ALGO_NUMERIC[key])
     if not isinstance(algo.get("normalize", False), bool):
         _fail("algo.normalize", algo.normalize, "must be true or false")
     noise = algo.get("action_noise")
     if noise is not None:
         from rlsweep.algos import ACTION_NOISE
 
-        _check_choice("algo.action_noise.type", noise.get("type"), tuple(ACTION_NOISE))
-        _check_number("algo.action_noise.sigma", noise.get("sigma"), float, 0.0, True)
+        check_choice("algo.action_noise.type", noise.get("type"), tuple(ACTION_NOISE))
+        check_number("algo.action_noise.sigma", noise.get("sigma"), float, 0.0, True)
 
 
 def _validate_env(env: DictConfig) -> None:
     from rlsweep.envs.build import env_kwargs
 
     target = _import_target("env", env)
-    _check_number("env.n_envs", env.get("n_envs"), int, 1, True)
-    _check_choice("env.vec_env", env.get("vec_env"), VEC_ENVS)
+    check_number("env.n_envs", env.get("n_envs"), int, 1, True)
+    check_choice("env.vec_env", env.get("vec_env"), VEC_ENVS)
     if not isinstance(env.get("reports_success"), bool):
         _fail("env.reports_success", env.get("reports_success"), "must be true or false")
     if env.get("horizon") is not None:
-        _check_number("env.horizon", env.horizon, int, 1, True)
+        check_number("env.horizon", env.horizon, int, 1, True)
     _check_keywords("env", env._target_, env_kwargs(env),
-                    _keyword_names(target, ("seed", "render_mode", "env_class")))
+                    _keyword_names(target, ("seed", "render_mode")))
     _run_target_check(target, env)
 
 
@@ -227,19 +233,19 @@ def validate(cfg: DictConfig) -> None:
     _validate_algo(cfg.algo)
     _validate_env(cfg.env)
     _validate_reward(cfg.reward, cfg.env)
-    _check_choice("policy.activation", cfg.policy.activation, ACTIVATIONS)
+    check_choice("policy.activation", cfg.policy.activation, ACTIVATIONS)
     for size in cfg.policy.net_arch:
-        _check_number("policy.net_arch", size, int, 1, True)
+        check_number("policy.net_arch", size, int, 1, True)
     t = cfg.trainer
-    _check_number("trainer.total_timesteps", t.total_timesteps, int, 1, True)
-    _check_number("trainer.eval_freq", t.eval_freq, int, 1, True)
-    _check_number("trainer.eval_episodes", t.eval_episodes, int, 1, True)
-    _check_number("trainer.checkpoint_freq", t.checkpoint_freq, int, 0, True)
-    _check_number("trainer.threads", t.threads, int, 1, True)
+    check_number("trainer.total_timesteps", t.total_timesteps, int, 1, True)
+    check_number("trainer.eval_freq", t.eval_freq, int, 1, True)
+    check_number("trainer.eval_episodes", t.eval_episodes, int, 1, True)
+    check_number("trainer.checkpoint_freq", t.checkpoint_freq, int, 0, True)
+    check_number("trainer.threads", t.threads, int, 1, True)
     if t.stop_success_rate is not None:
-        _check_number("trainer.stop_success_rate", t.stop_success_rate, float, 0.0, False, 1.0)
-    _check_number("trainer.stop_success_evals", t.stop_success_evals, int, 1, True)
-    _check_number("trainer.progress_s", t.progress_s, float, 0.0, True)
-    _check_choice("trainer.device", t.device, DEVICES)
-    _check_choice("logger.name", cfg.logger.name, ("wandb", "none"))
-    _check_choice("logger.mode", cfg.logger.mode, LOGGER_MODES)
+        check_number("trainer.stop_success_rate", t.stop_success_rate, float, 0.0, False, 1.0)
+    check_number("trainer.stop_success_evals", t.stop_success_evals, int, 1, True)
+    check_number("trainer.progress_s", t.progress_s, float, 0.0, True)
+    check_choice("trainer.device", t.device, DEVICES)
+    check_choice("logger.name", cfg.logger.name, ("wandb", "none"))
+    check_choice("logger.mode", cfg.logger.mode, LOGGER_MODES)

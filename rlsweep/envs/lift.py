@@ -11,8 +11,8 @@ from typing import Any, Mapping, Sequence
 import gymnasium as gym
 import numpy as np
 
-from rlsweep.config import ConfigError
-from rlsweep.envs.robosuite_env import RobosuiteEnv, controller_config, make_robosuite_env  # noqa: F401
+from rlsweep.config import ConfigError, check_choice
+from rlsweep.envs.robosuite_env import RobosuiteEnv, controller_config  # noqa: F401 (re-export)
 
 # Flat observation keys robosuite offers for Lift with one Panda and object observations on.
 # tests/test_env.py checks this list against a real env, so it cannot drift from robosuite.
@@ -35,9 +35,7 @@ class LiftEnv(RobosuiteEnv):
                               "use env=robosuite for other tasks")
         RobosuiteEnv.check_config(config)
         for key in config.get("obs_keys") or ():
-            if key not in LIFT_OBS_KEYS:
-                raise ConfigError(f"env.obs_keys={key!r} is invalid: allowed values are "
-                                  + ", ".join(LIFT_OBS_KEYS))
+            check_choice("env.obs_keys", key, LIFT_OBS_KEYS)
 
     def task_state(self) -> dict[str, Any]:
         """Positions and contact facts that rewards and the scripted controller read."""
@@ -54,9 +52,10 @@ class LiftEnv(RobosuiteEnv):
 def make_lift_env(task: str, obs_keys: Sequence[str], robosuite: Mapping[str, Any], horizon: int,
                   backend: str = "fast", seed: int | None = None,
                   render_mode: str | None = None) -> gym.Env:
-    """`LiftEnv` in a `TimeLimit(horizon)` (see `make_robosuite_env`)."""
-    return make_robosuite_env(task, obs_keys, robosuite, horizon, backend, seed, render_mode,
-                              env_class=LiftEnv)
+    """`LiftEnv` ending each episode at `horizon` env steps (see `make_robosuite_env`)."""
+    env = LiftEnv(task, obs_keys, robosuite, horizon, backend=backend, seed=seed,
+                  render_mode=render_mode)
+    return gym.wrappers.TimeLimit(env, max_episode_steps=horizon)
 
 
 make_lift_env.check_config = LiftEnv.check_config

@@ -16,7 +16,7 @@ from typing import Any, Mapping
 import gymnasium as gym
 import numpy as np
 
-from rlsweep.config import ConfigError
+from rlsweep.config import check_number
 
 
 class SparseReward(gym.Wrapper):
@@ -57,13 +57,11 @@ class StagedLiftReward(gym.Wrapper):
     @staticmethod
     def check_config(config: Mapping[str, Any]) -> None:
         """Weights must be >= 0 and the lift target > 0 (one-line ConfigError otherwise)."""
-        for key in ("reach_weight", "grasp_weight", "lift_weight", "lift_target_m"):
-            value = config.get(key)
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (
-                value > 0 if key == "lift_target_m" else value >= 0)
-            if key in config and not ok:
-                raise ConfigError(f"reward.{key}={value!r} is invalid: must be a number "
-                                  + ("> 0" if key == "lift_target_m" else ">= 0"))
+        for key in ("reach_weight", "grasp_weight", "lift_weight"):
+            if key in config:
+                check_number(f"reward.{key}", config[key], float, 0.0, True)
+        if "lift_target_m" in config:
+            check_number("reward.lift_target_m", config["lift_target_m"], float, 0.0, False)
 
     def reset(self, **kwargs):
         obs, info = super().reset(**kwargs)

@@ -13,7 +13,6 @@ the same with Lift's extras (rlsweep/envs/lift.py).
 
 from __future__ import annotations
 
-import difflib
 import functools
 import inspect
 import logging
@@ -23,7 +22,7 @@ from typing import Any, Mapping, Sequence
 import gymnasium as gym
 import numpy as np
 
-from rlsweep.config import ConfigError
+from rlsweep.config import ConfigError, check_choice
 
 _LOG = logging.getLogger(__name__)
 # Set by RobosuiteEnv itself: users must not override them through env.robosuite.
@@ -89,14 +88,6 @@ def controller_config(controller: str, robot: str) -> dict:
     return config
 
 
-def _choice(field: str, value: Any, allowed: Sequence[str]) -> None:
-    if value not in allowed:
-        close = difflib.get_close_matches(str(value), allowed, n=3)
-        hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        raise ConfigError(f"{field}={value!r} is invalid{hint}: allowed values are "
-                          + ", ".join(allowed))
-
-
 class RobosuiteEnv(gym.Env):
     """A robosuite task with flat float32 observations and success in `info`.
 
@@ -150,12 +141,12 @@ class RobosuiteEnv(gym.Env):
         """One-line `ConfigError` for a bad task, robot, backend or robosuite argument, before
         any env is built. (Observation keys are checked against the built env's.)"""
         task = config.get("task")
-        _choice("env.task", task, single_arm_tasks())
-        _choice("env.backend", config.get("backend", "fast"), BACKENDS)
+        check_choice("env.task", task, single_arm_tasks(), suggest=True)
+        check_choice("env.backend", config.get("backend", "fast"), BACKENDS, suggest=True)
         robosuite = config.get("robosuite") or {}
         robots = robosuite.get("robots", "Panda")
         for robot in [robots] if isinstance(robots, str) else list(robots):
-            _choice("env.robosuite.robots", robot, robot_names())
+            check_choice("env.robosuite.robots", robot, robot_names(), suggest=True)
         allowed = robosuite_kwarg_names(task)
         for key in robosuite:
             if key not in allowed:
@@ -216,11 +207,11 @@ class RobosuiteEnv(gym.Env):
 
 def make_robosuite_env(task: str, obs_keys: Sequence[str], robosuite: Mapping[str, Any],
                        horizon: int, backend: str = "fast", seed: int | None = None,
-                       render_mode: str | None = None, env_class: type = RobosuiteEnv) -> gym.Env:
+                       render_mode: str | None = None) -> gym.Env:
     """`RobosuiteEnv` (arguments as there) ending each episode at `horizon` env steps as a
     gymnasium `TimeLimit`: truncation, not termination, so value targets bootstrap."""
-    env = env_class(task, obs_keys, robosuite, horizon, backend=backend, seed=seed,
-                    render_mode=render_mode)
+    env = RobosuiteEnv(task, obs_keys, robosuite, horizon, backend=backend, seed=seed,
+                       render_mode=render_mode)
     return gym.wrappers.TimeLimit(env, max_episode_steps=horizon)
 
 
