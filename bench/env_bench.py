@@ -18,7 +18,6 @@ Issue 13: the speedup on each covered task, not only Lift.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -28,7 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
+from rlsweep import run_result
 from rlsweep.cli import compose_config
+from rlsweep.run_result import RunResult
 
 ROOT = Path(__file__).resolve().parent.parent
 BACKENDS = ("robosuite", "fast")
@@ -109,8 +110,8 @@ def tasks_side_by_side(tasks: tuple[str, ...] = TASKS, steps: int = ENV_STEPS) -
             for task in tasks}
 
 
-def training_metrics(backend: str, overrides: tuple[str, ...]) -> dict:
-    """metrics.json of one real training run through the user's command."""
+def training_result(backend: str, overrides: tuple[str, ...]) -> RunResult:
+    """The `RunResult` (metrics.json) of one real training run through the user's command."""
     with tempfile.TemporaryDirectory(prefix="rlsweep-bench-") as tmp:
         command = [sys.executable, "-m", "rlsweep", *overrides, "reward=dense",
                    f"env.backend={backend}", "env.n_envs=1", "trainer.eval_freq=100000",
@@ -118,12 +119,12 @@ def training_metrics(backend: str, overrides: tuple[str, ...]) -> dict:
                    f"hydra.run.dir={tmp}/run"]
         subprocess.run(command, cwd=ROOT, check=True, capture_output=True, text=True,
                        env={**os.environ, "WANDB_MODE": "disabled"})
-        return json.loads((Path(tmp) / "run" / "metrics.json").read_text())
+        return run_result.load(Path(tmp) / "run")
 
 
 def training_env_steps_per_s(backend: str, overrides: tuple[str, ...]) -> float:
     """`env_steps_per_s` of one real training run through the user's command."""
-    return training_metrics(backend, overrides)["env_steps_per_s"]
+    return training_result(backend, overrides).env_steps_per_s
 
 
 def _side_by_side(measure) -> dict:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bench.env_bench import training_metrics
+from bench.env_bench import training_result
 
 # (label, algo option, backend); the first row is the reference.
 ROWS = (("SB3 SAC, stock robosuite", "sac", "robosuite"), ("SB3 SAC, fast", "sac", "fast"),
@@ -26,9 +26,9 @@ def run() -> dict:
     first_update = {label: [] for label, _, _ in ROWS}
     for order in (ROWS, ROWS[::-1]):
         for label, algo, backend in order:
-            metrics = training_metrics(backend, (f"algo={algo}", *STEPS))
-            samples[label].append(metrics["env_steps_per_s"])
-            first_update[label].append(metrics["first_update_s"])
+            result = training_result(backend, (f"algo={algo}", *STEPS))
+            samples[label].append(result.env_steps_per_s)
+            first_update[label].append(result.first_update_s)
     mean = {label: float(np.mean(values)) for label, values in samples.items()}
     reference = mean[ROWS[0][0]]
     return {"samples": samples, "mean": mean,

@@ -17,7 +17,6 @@ runs only those candidates; `SOLVE_JOBS` sets how many runs train at once (defau
 from __future__ import annotations
 
 import csv
-import json
 import os
 import subprocess
 import sys
@@ -28,6 +27,7 @@ from statistics import median
 
 from omegaconf import OmegaConf
 
+from rlsweep import run_result
 from rlsweep.cli import compose_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -115,7 +115,7 @@ def same_training(stored, expected) -> bool:
 def finished(candidate: Candidate, seed: int) -> bool:
     """Whether the seed's run ended and trained exactly what the candidate composes today."""
     run_dir = candidate.run_dir(seed)
-    if not (run_dir / "metrics.json").exists() or not (run_dir / "learning_curve.csv").exists():
+    if not (run_dir / run_result.FILE).exists() or not (run_dir / "learning_curve.csv").exists():
         return False
     expected = compose_config([*candidate.overrides, *PROTOCOL,
                                f"trainer.total_timesteps={candidate.budget}", f"seed={seed}"])
@@ -142,14 +142,14 @@ def seed_result(candidate: Candidate, seed: int) -> dict:
     """The stable per-seed record: first evaluation at >= 0.9 (env steps, wall minutes)."""
     run_dir = candidate.run_dir(seed)
     curve = read_curve(run_dir)
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    result = run_result.load(run_dir)
     hit = next((p for p in curve if p["success_rate"] >= TARGET), None)
     return {"seed": seed,
             "steps_to_0_9": int(hit["env_steps"]) if hit else None,
             "minutes_to_0_9": round(hit["wall_time_s"] / 60, 2) if hit else None,
             "final_success": curve[-1]["success_rate"] if curve else None,
-            "env_steps": metrics["env_steps"], "status": metrics["status"],
-            "env_steps_per_s": round(metrics["env_steps_per_s"], 1),
+            "env_steps": result.env_steps, "status": result.describe(),
+            "env_steps_per_s": round(result.env_steps_per_s, 1),
             "curve": [{"env_steps": int(p["env_steps"]), "success_rate": p["success_rate"],
                        "mean_return": round(p["mean_return"], 2),
                        "wall_minutes": round(p["wall_time_s"] / 60, 2)} for p in curve]}

@@ -24,6 +24,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
+from rlsweep import run_result
 from rlsweep.config import ConfigError
 
 DIRNAME = "checkpoint"
@@ -137,7 +138,7 @@ def resume_point(cfg: DictConfig, run_dir: Path) -> Progress | None:
     if not cfg.trainer.resume:
         return None
     if not exists(run_dir):
-        if (run_dir / "metrics.json").exists():
+        if (run_dir / run_result.FILE).exists():
             raise ConfigError(f"trainer.resume: {run_dir} holds a finished run (metrics.json); "
                               "nothing to resume, and it is not overwritten")
         return None

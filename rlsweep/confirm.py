@@ -48,7 +48,7 @@ def write_confirm_config(trial_dir: Path, out_dir: Path, launcher: str) -> None:
 
 def run_seeds(out_dir: Path, seeds: list[int]) -> None:
     """Train the missing seeds of one cell in parallel jobs (a Hydra multirun)."""
-    missing = [s for s in seeds if not (out_dir / f"seed_{s}" / "metrics.json").exists()]
+    missing = [s for s in seeds if not (out_dir / f"seed_{s}" / run_result.FILE).exists()]
     if missing:
         done = subprocess.run([sys.executable, "-m", "rlsweep", "--config-path",
                                str(out_dir.resolve()), "--config-name", "config", "-m",
