@@ -4,31 +4,130 @@ fresh seeds and compare cells honestly.
 A cell's best trial was picked on one seed, so its value is biased upward. Here each best
 configuration (its trial's composed config, unchanged but for the seed) is trained again on
 `seeds` new seeds, as a Hydra multirun through the sweep's own launcher, in
-`<sweep dir>/confirm/<cell>/seed_<n>/`. Seeds already finished are not run again. Then
-`confirm.json` gets per-cell IQM success rate and return with 95% stratified-bootstrap CIs and
-P(A > B) for every pair of cells (rlsweep.report.stats), and report.html is rewritten.
+`<sweep dir>/confirm/<cell>/seed_<n>/`. Seeds that left a metrics.json (ok or diverged) are not
+run again; seeds that left none (failed) are retried. Then `confirm.json` gets per-cell IQM
+success rate and return with 95% stratified-bootstrap CIs and P(A > B) for every pair of cells
+(rlsweep.report.stats), and report.html is rewritten.
+
+Every seed counts. Dropping the seeds whose run diverged or failed would leave only a cell's
+lucky runs, so such a seed scores success 0 and the confirmation's worst return
+(`WORST_RETURN_RULE`); confirm.json records per seed how its run ended.
 """
 
 from __future__ import annotations
 
 import itertools
-import json
+import math
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable, Optional
 
 from omegaconf import OmegaConf
 
 from rlsweep import run_result
 from rlsweep.cli import CONF_DIR
+from rlsweep.config import first_line
 from rlsweep.files import write_json_atomic
+from rlsweep.report import stats
 from rlsweep.report.build import REPORT_FILE
-from rlsweep.report.data import CONFIRM_FILE, load_sweep
+from rlsweep.report.data import CONFIRM_FILE, FAILED, ConfirmData, ConfirmedCell, SeedScore, load_sweep
 from rlsweep.report.html import write_report
-from rlsweep.report.stats import METHOD, improvement_with_ci, iqm_with_ci
+from rlsweep.run_result import RunResult, RunStatus
 from rlsweep.sweep.plan import read_plan_file
 
 FRESH_SEED_OFFSET = 1000  # confirmation seeds never coincide with the sweep's seed
+DEFAULT_SEEDS = 5
+# The env's lowest possible return is not known in general (robosuite's dense reward is >= 0,
+# a gymnasium env's may be unbounded), so the worst return is taken from the runs themselves.
+WORST_RETURN_RULE = ("the lowest mean return of any seed that finished (status ok) in any cell of "
+                     "this confirmation, so a seed that diverged or failed scores no better than "
+                     "the worst run that finished (an env's lowest possible return is not known "
+                     "in general)")
+
+
+@dataclass
+class SeedRun:
+    """A confirmation seed's run as it ended on disk.
+
+    :param seed: the training seed
+    :param run_dir: `<sweep dir>/confirm/<cell>/seed_<seed>`
+    :param result: its metrics.json; None if it left none (it raised, was killed or never
+        started) or an unusable one
+    :param problem: why there is no result ("" when there is one)
+    """
+
+    seed: int
+    run_dir: Path
+    result: Optional[RunResult]
+    problem: str = ""
+
+    @property
+    def finished(self) -> bool:
+        """Trained its budget and evaluated: its own scores count."""
+        return self.result is not None and self.result.ok
+
+
+def read_seed_run(run_dir: Path, seed: int) -> SeedRun:
+    """The seed's metrics.json (through `rlsweep.run_result`), or why it has none.
+
+    :param run_dir: the seed's run dir
+    :param seed: its training seed
+    """
+    if not (run_dir / run_result.FILE).exists():
+        return SeedRun(seed, run_dir, None, f"no {run_result.FILE}: the run raised, was killed or "
+                                            f"never started (see {run_dir})")
+    try:
+        result = run_result.load(run_dir)
+    except (ValueError, TypeError, KeyError) as err:  # truncated file, unknown status, ...
+        return SeedRun(seed, run_dir, None, f"unreadable {run_result.FILE}: {first_line(err)}")
+    if result.ok and not all(isinstance(v, (int, float)) and math.isfinite(v)
+                             for v in (result.success_rate, result.mean_return)):
+        return SeedRun(seed, run_dir, None, f"{run_result.FILE} says ok but holds no finite "
+                                            "success_rate and mean_return")
+    return SeedRun(seed, run_dir, result)
+
+
+def worst_return(runs: Iterable[SeedRun]) -> Optional[float]:
+    """The return a diverged or failed seed scores (`WORST_RETURN_RULE`); None if no run finished.
+
+    :param runs: the seed runs of every cell of the confirmation
+    """
+    returns = [run.result.mean_return for run in runs if run.finished]
+    return min(returns) if returns else None
+
+
+def score_seed(run: SeedRun, worst: Optional[float]) -> SeedScore:
+    """A finished seed scores its last evaluation; any other (diverged, failed, ...) scores
+    success 0 and `worst`.
+
+    :param run: the seed's run
+    :param worst: `worst_return` of the whole confirmation
+    """
+    if run.finished:
+        return SeedScore(run.seed, RunStatus.OK.value, "", float(run.result.success_rate),
+                         float(run.result.mean_return))
+    if run.result is None:
+        return SeedScore(run.seed, FAILED, run.problem, 0.0, worst)
+    return SeedScore(run.seed, run.result.status.value, run.result.describe(), 0.0, worst)
+
+
+def score_cell(best_trial: int, params: dict, scores: list[SeedScore]) -> ConfirmedCell:
+    """A cell's IQMs over all its seeds' scores (failures included).
+
+    :param best_trial: the sweep trial whose config was retrained
+    :param params: its sampled parameters
+    :param scores: one per seed (`score_seed`)
+    """
+    if not scores:
+        raise ValueError(f"best trial {best_trial}: no seed to score")
+    returns = [s.mean_return for s in scores]
+    return ConfirmedCell(
+        best_trial=best_trial, params=params, seeds=scores,
+        iqm_success_rate=stats.iqm_with_ci([s.success_rate for s in scores]),
+        # no return is known only when no seed of the whole confirmation finished
+        iqm_mean_return=None if None in returns else stats.iqm_with_ci(returns))
 
 
 def write_confirm_config(trial_dir: Path, out_dir: Path, launcher: str) -> None:
@@ -47,84 +146,110 @@ def write_confirm_config(trial_dir: Path, out_dir: Path, launcher: str) -> None:
 
 
 def run_seeds(out_dir: Path, seeds: list[int]) -> None:
-    """Train the missing seeds of one cell in parallel jobs (a Hydra multirun)."""
+    """Train the seeds of one cell that left no metrics.json, in parallel jobs (a Hydra multirun)."""
     missing = [s for s in seeds if not (out_dir / f"seed_{s}" / run_result.FILE).exists()]
     if missing:
         done = subprocess.run([sys.executable, "-m", "rlsweep", "--config-path",
                                str(out_dir.resolve()), "--config-name", "config", "-m",
                                "seed=" + ",".join(map(str, missing))], check=False)
-        if done.returncode != 0:  # seeds that did finish still count
+        if done.returncode != 0:  # seeds that did finish still count; the others score as failed
             print(f"{out_dir.name}: the seed runs exited with {done.returncode} (output above)",
                   file=sys.stderr)
 
 
-def collect(out_dir: Path, seeds: list[int]) -> dict[str, list]:
-    runs = {"seeds": [], "success_rate": [], "mean_return": []}
-    for seed in seeds:
-        run_dir = out_dir / f"seed_{seed}"
-        if (run_dir / run_result.FILE).exists():
-            result = run_result.load(run_dir)
-            if result.ok:
-                runs["seeds"].append(seed)
-                runs["success_rate"].append(result.success_rate)
-                runs["mean_return"].append(result.mean_return)
-    return runs
+def confirm(sweep_dir: Path, n_seeds: int) -> ConfirmData:
+    """Retrain every cell's best config on `n_seeds` fresh seeds; write confirm.json and report.html.
 
-
-def confirm(sweep_dir: Path, n_seeds: int) -> dict:
+    :param sweep_dir: a finished sweep
+    :param n_seeds: seeds per cell (fewer than `stats.FEW_SEEDS` draws a warning)
+    """
+    if n_seeds < 1:
+        raise ValueError(f"seeds={n_seeds} is invalid: at least 1 seed is needed")
     sweep = load_sweep(sweep_dir)
     launcher = read_plan_file(sweep_dir).get("launcher", "basic")
-    result = {"method": METHOD, "cells": {}, "improvement": {}}
+    few_seeds = stats.few_seeds_note(n_seeds)
+    if few_seeds:
+        print(f"warning: {few_seeds}", file=sys.stderr)
+    runs: dict[str, list[SeedRun]] = {}
+    skipped: dict[str, str] = {}
     for name, cell in sweep.cells.items():
         best = cell.summary.get("best_trial")
         if best is None:
-            print(f"{name}: no complete trial to confirm", file=sys.stderr)
+            skipped[name] = "no complete trial to confirm"
             continue
         trial_dir = sweep_dir / name / f"trial_{best:03d}"
         if not (trial_dir / "config.yaml").exists():  # run by another process on a shared study
-            print(f"{name}: best trial {best} ran in another sweep dir; confirm it there",
-                  file=sys.stderr)
+            skipped[name] = f"best trial {best} ran in another sweep dir; confirm it there"
             continue
         base_seed = OmegaConf.load(trial_dir / "config.yaml").seed
         seeds = [base_seed + FRESH_SEED_OFFSET + k for k in range(n_seeds)]
         out_dir = sweep_dir / "confirm" / name
         write_confirm_config(trial_dir, out_dir, launcher)
         run_seeds(out_dir, seeds)
-        runs = collect(out_dir, seeds)
-        if not runs["seeds"]:
-            print(f"{name}: no seed finished (see {out_dir})", file=sys.stderr)
-            continue
-        result["cells"][name] = {
-            "best_trial": best, "params": cell.summary.get("best_params", {}), **runs,
-            "iqm_success_rate": iqm_with_ci(runs["success_rate"]),
-            "iqm_mean_return": iqm_with_ci(runs["mean_return"])}
-    for a, b in itertools.permutations(result["cells"], 2):
-        result["improvement"][f"{a} > {b}"] = improvement_with_ci(
-            result["cells"][a]["success_rate"], result["cells"][b]["success_rate"])
-    write_json_atomic(sweep_dir / CONFIRM_FILE, result)
+        runs[name] = [read_seed_run(out_dir / f"seed_{seed}", seed) for seed in seeds]
+    for name, reason in skipped.items():
+        print(f"{name}: {reason}", file=sys.stderr)
+
+    worst = worst_return(run for cell_runs in runs.values() for run in cell_runs)
+    cells = {}
+    for name, cell_runs in runs.items():
+        scores = [score_seed(run, worst) for run in cell_runs]
+        cells[name] = score_cell(sweep.cells[name].summary["best_trial"],
+                                 sweep.cells[name].summary.get("best_params", {}), scores)
+        for s in cells[name].failures:
+            print(f"{name}: seed {s.seed} scores as a failure (success 0, return "
+                  f"{_number(s.mean_return)}): {s.detail}", file=sys.stderr)
+    result = ConfirmData(
+        method=stats.METHOD, cells=cells, seeds_per_cell=n_seeds, worst_return=worst,
+        worst_return_rule=WORST_RETURN_RULE, few_seeds_note=few_seeds, skipped=skipped,
+        improvement=[stats.improvement(a, cells[a].success_rates, b, cells[b].success_rates)
+                     for a, b in itertools.permutations(cells, 2)])
+    write_json_atomic(sweep_dir / CONFIRM_FILE, result.to_json())
     sweep.confirm = result  # what load_sweep would now read back from confirm.json
     write_report([sweep], sweep_dir / REPORT_FILE)
     return result
 
 
+def _number(value: Optional[float]) -> str:
+    return "unknown" if value is None else f"{value:.4g}"
+
+
+def summary_line(name: str, cell: ConfirmedCell) -> str:
+    """One line per cell for the terminal: IQMs with CIs, and which seeds scored as failures."""
+    iqm, low, high = cell.iqm_success_rate
+    line = f"{name}: IQM success rate {iqm:.2f} [{low:.2f}, {high:.2f}]"
+    if cell.iqm_mean_return is not None:
+        iqm, low, high = cell.iqm_mean_return
+        line += f", IQM return {iqm:.4g} [{low:.4g}, {high:.4g}]"
+    line += f" over {len(cell.seeds)} seeds"
+    if cell.failures:
+        line += (f" ({len(cell.failures)} scored as failures: "
+                 + ", ".join(f"seed {s.seed} {s.status}" for s in cell.failures) + ")")
+    return line
+
+
+USAGE = "usage: python -m rlsweep.confirm <sweep dir> seeds=N (N >= 1)"
+
+
 def main(argv: list[str]) -> int:
     args = dict(a.split("=", 1) for a in argv if "=" in a)
     dirs = [a for a in argv if "=" not in a]
-    unknown = set(args) - {"seeds"}
-    if len(dirs) != 1 or unknown or not args.get("seeds", "5").isdigit() \
-            or int(args.get("seeds", "5")) < 1:
-        print("error: usage: python -m rlsweep.confirm <sweep dir> seeds=N (N >= 1)",
-              file=sys.stderr)
+    unknown = sorted(set(args) - {"seeds"})
+    seeds = args.get("seeds", str(DEFAULT_SEEDS))
+    problem = (f"unknown argument {unknown[0]!r}" if unknown
+               else f"seeds={seeds!r} is invalid: expected an integer >= 1"
+               if not seeds.isdigit() or int(seeds) < 1
+               else "one sweep dir is required" if len(dirs) != 1 else None)
+    if problem:
+        print(f"error: {problem}; {USAGE}", file=sys.stderr)
         return 2
     try:
-        result = confirm(Path(dirs[0]), int(args.get("seeds", "5")))
+        result = confirm(Path(dirs[0]), int(seeds))
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    for name, c in result["cells"].items():
-        iqm, low, high = c["iqm_success_rate"]
-        print(f"{name}: IQM success rate {iqm:.3f} [{low:.3f}, {high:.3f}] over "
-              f"{len(c['seeds'])} seeds")
+    for name, cell in result.cells.items():
+        print(summary_line(name, cell))
     print(f"wrote {Path(dirs[0]) / CONFIRM_FILE} and {Path(dirs[0]) / REPORT_FILE}")
     return 0
 

@@ -21,12 +21,27 @@ class RLSweeperConf:
     _target_: str = "hydra_plugins.rlsweep_sweeper.rlsweep_sweeper.RLSweeper"
     n_trials: int = 8                  # trials per cell (each cell is one Optuna study)
     n_jobs: int = 2                    # parallel workers, shared by all cells
-    sampler: str = "tpe"               # tpe | random | cmaes | qmc | grid | gp
+    # tpe | random | cmaes | qmc | grid | gp | nsga2 | nsga3. Sized to n_trials unless
+    # sampler_kwargs say otherwise: TPE/GP sample n_trials/4 (2-10) trials at random first,
+    # NSGA-II/III generations hold n_trials/4 (4-50); TPE counts running trials as bad
+    # guesses with n_jobs > 1 (constant liar), so workers do not sample the same region.
+    sampler: str = "tpe"
     sampler_kwargs: Dict[str, Any] = field(default_factory=dict)
-    pruner: str = "median"             # median | successive_halving | hyperband | threshold | none
+    # median | successive_halving | hyperband | threshold | none. The median pruner compares
+    # against n_trials/4 (2-5) finished trials and never prunes in a trial's first third.
+    pruner: str = "median"
     pruner_kwargs: Dict[str, Any] = field(default_factory=dict)
-    metric: str = "success_then_return"  # success_then_return | success_rate | mean_return
-    direction: str = "maximize"
+    # success_then_return | success_rate | mean_return, or a list with a direction each for a
+    # Pareto front, which may add the trial totals wall_time_s, env_steps:
+    #   metric=[success_rate,wall_time_s] direction=[maximize,minimize]
+    metric: Any = "success_then_return"
+    direction: Any = "maximize"
+    # A trial's value: the mean of its last this many evaluations (one is noisy).
+    value_last_evals: int = 3
+    # Seeds each trial trains (in parallel processes; `seed=0,1,2` in a sweep gives the list);
+    # every evaluation reported to the pruner, and the value, combine them:
+    seeds_per_trial: int = 1
+    seed_aggregate: str = "mean"       # mean | iqm
     seed: Optional[int] = 0            # sampler seed, mixed with worker, cell and process id
     storage: Optional[str] = None      # any Optuna RDB URL; default: SQLite in the sweep dir
     study_name: Optional[str] = None   # study of a cell: <study_name>-<cell>, or just <cell>

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -9,7 +10,8 @@ from omegaconf import OmegaConf
 
 from rlsweep.report.data import SweepData, load_sweep
 from rlsweep.report.film import film_best_trial
-from rlsweep.report.html import write_report
+from rlsweep.report.html import confirm_label, sweep_prefixes, write_report
+from rlsweep.report.stats import Improvement, improvement
 from rlsweep.report.wandb_report import build_wandb_report, is_online, log_sweep_summary
 
 REPORT_FILE = "report.html"
@@ -28,6 +30,26 @@ def finish_sweep(sweep_dir: Path) -> Path:
     return write_report([sweep], sweep_dir / REPORT_FILE, {sweep.name: film_best_trial(sweep)})
 
 
+def cross_sweep_improvements(sweeps: list[SweepData]) -> list[Improvement]:
+    """P(A > B) on success rate for every pair of confirmed cells of two different sweeps (both
+    orders), from the per-seed scores in their confirm.json; a sweep without one adds no pair.
+
+    Labels are "<sweep>/<cell>" (`sweep_prefixes`), so two sweeps' "ppo-dense" stay apart.
+
+    :param sweeps: the sweeps compared, in report order
+    """
+    prefixes = sweep_prefixes(sweeps)
+    cells = [[(confirm_label(prefix, name), cell.success_rates)
+              for name, cell in sweep.confirm.cells.items()]
+             for sweep, prefix in zip(sweeps, prefixes) if sweep.confirm is not None]
+    pairs = []
+    for first, second in itertools.combinations(cells, 2):
+        for (a, a_scores), (b, b_scores) in itertools.product(first, second):
+            forward = improvement(a, a_scores, b, b_scores)
+            pairs += [forward, forward.reversed()]  # one bootstrap serves both orders
+    return pairs
+
+
 def default_output(sweep_dirs: list[Path]) -> Path:
     return sweep_dirs[0] / (REPORT_FILE if len(sweep_dirs) == 1 else "compare.html")
 
@@ -39,7 +61,8 @@ def report(sweep_dirs: list[Path], out: Path | None = None) -> list[str]:
     """
     sweeps = [load_sweep(d) for d in sweep_dirs]
     captions = {sweep.name: film_best_trial(sweep) for sweep in sweeps}
-    path = write_report(sweeps, out or default_output(sweep_dirs), captions)
+    path = write_report(sweeps, out or default_output(sweep_dirs), captions,
+                        cross_sweep=cross_sweep_improvements(sweeps))
     lines = [f"wrote {path}"]
     logger_cfg = logger_config(sweeps[0])
     if is_online(logger_cfg):

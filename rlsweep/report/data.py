@@ -6,17 +6,23 @@ from __future__ import annotations
 
 import csv
 import json
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any, Optional
 
 import optuna
 from optuna.distributions import json_to_distribution
 from optuna.trial import TrialState
 
+from rlsweep.config import first_line
+from rlsweep.report.stats import FEW_SEEDS, Improvement, few_seeds_note
+from rlsweep.run_result import RunStatus
 from rlsweep.sweep.plan import read_plan_file
 from rlsweep.sweep.summary import SUMMARY_FILE
 
 CONFIRM_FILE = "confirm.json"
+FAILED = "failed"  # a confirmation seed that left no readable metrics.json (raised, killed)
+Interval = tuple[float, float, float]  # (estimate, 95% CI low, 95% CI high)
 
 
 @dataclass
@@ -24,11 +30,18 @@ class TrialRecord:
     number: int
     state: str
     params: dict
-    value: float | None
+    value: float | list[float] | None  # a list in a multi-objective sweep
     last_step: int
     intermediate_values: dict[int, float]
     trial_dir: Path
     curve: list[dict[str, float]] = field(default_factory=list)  # learning_curve.csv rows
+    # where its model is: the trial folder, or with several seeds the first seed's run
+    model_dir: Path | None = None
+
+    @property
+    def first_value(self) -> float | None:
+        """The value, or in a multi-objective sweep the first objective's."""
+        return self.value[0] if isinstance(self.value, list) else self.value
 
 
 @dataclass
@@ -38,15 +51,18 @@ class CellData:
     space: dict
     trials: list[TrialRecord]
 
-    def study(self, direction: str) -> optuna.Study:
+    def study(self, directions: str | list[str]) -> optuna.Study:
         """An in-memory Optuna study of the finished trials, for Optuna's plots."""
-        study = optuna.create_study(direction=direction, study_name=self.name)
+        directions = [directions] if isinstance(directions, str) else list(directions)
+        study = optuna.create_study(directions=directions, study_name=self.name)
         for t in self.trials:
             dists = {k: self.space[k] for k in t.params if k in self.space}
+            complete = t.state == "COMPLETE"
             study.add_trial(optuna.trial.create_trial(
                 state=TrialState[t.state], params={k: t.params[k] for k in dists},
-                distributions=dists, value=t.value if t.state == "COMPLETE" else None,
-                intermediate_values=t.intermediate_values))
+                distributions=dists,
+                values=(t.value if isinstance(t.value, list) else [t.value]) if complete else None,
+                intermediate_values={} if len(directions) > 1 else t.intermediate_values))
         return study
 
 
@@ -54,10 +70,198 @@ class CellData:
 class SweepData:
     path: Path
     name: str
-    direction: str
+    direction: str       # the first objective's (the only one unless `multi`)
     metric: str
     cells: dict[str, CellData]
-    confirm: dict | None
+    confirm: ConfirmData | None
+    metrics: list[str] = field(default_factory=list)
+    directions: list[str] = field(default_factory=list)
+    pareto: list[dict] | None = None  # multi-objective: the front across cells
+
+    @property
+    def multi(self) -> bool:
+        return len(self.metrics) > 1
+
+
+# ---------------------------------------------------------------- confirm.json (rlsweep.confirm)
+
+def _field(data: Any, key: str, where: str) -> Any:
+    if not isinstance(data, dict) or key not in data:
+        raise ValueError(f"{where}: field {key!r} is missing")
+    return data[key]
+
+
+def _interval(value: Any, where: str) -> Interval:
+    if not (isinstance(value, (list, tuple)) and len(value) == 3
+            and all(isinstance(v, (int, float)) for v in value)):
+        raise ValueError(f"{where}={value!r} is invalid: expected [estimate, CI low, CI high]")
+    return (float(value[0]), float(value[1]), float(value[2]))
+
+
+def _optional_float(value: Any, where: str) -> Optional[float]:
+    if value is not None and not isinstance(value, (int, float)):
+        raise ValueError(f"{where}: mean_return={value!r} is invalid: expected a number or null")
+    return None if value is None else float(value)
+
+
+@dataclass
+class SeedScore:
+    """One confirmation seed: how its run ended and the scores it counts with.
+
+    A seed is never dropped: a run that diverged or failed scores success 0 and the
+    confirmation's worst return (`ConfirmData.worst_return`), so a cell that often breaks
+    cannot look better than one that does not.
+
+    :param seed: the training seed
+    :param status: a `RunStatus` value ("ok", "diverged", ...) or "failed" (no readable
+        metrics.json: the run raised, was killed or never started)
+    :param detail: what happened ("" for ok), e.g. "diverged: non-finite actions"
+    :param success_rate: the score: the last evaluation's success rate if ok, else 0
+    :param mean_return: the score: the last evaluation's mean return if ok, else the worst
+        return (None only when no seed of the confirmation finished)
+    """
+
+    seed: int
+    status: str
+    detail: str
+    success_rate: float
+    mean_return: Optional[float]
+
+    @property
+    def scored_as_failure(self) -> bool:
+        return self.status != RunStatus.OK.value
+
+
+@dataclass
+class ConfirmedCell:
+    """A cell's best configuration retrained on fresh seeds.
+
+    :param best_trial: the sweep trial whose config was retrained
+    :param params: that trial's sampled parameters
+    :param seeds: one score per seed, failures included
+    :param iqm_success_rate: IQM of the seeds' success rates with its CI
+    :param iqm_mean_return: IQM of the seeds' returns with its CI (None if no return is known)
+    """
+
+    best_trial: int
+    params: dict
+    seeds: list[SeedScore]
+    iqm_success_rate: Interval
+    iqm_mean_return: Optional[Interval]
+
+    @property
+    def success_rates(self) -> list[float]:
+        return [s.success_rate for s in self.seeds]
+
+    @property
+    def failures(self) -> list[SeedScore]:
+        return [s for s in self.seeds if s.scored_as_failure]
+
+    def to_json(self) -> dict[str, Any]:
+        """`seeds`, `success_rate` and `mean_return` are the scores in seed order (what the
+        statistics use); `runs` says per seed how it ended."""
+        return {"best_trial": self.best_trial, "params": self.params,
+                "seeds": [s.seed for s in self.seeds], "success_rate": self.success_rates,
+                "mean_return": [s.mean_return for s in self.seeds],
+                "runs": [asdict(s) for s in self.seeds],
+                "iqm_success_rate": list(self.iqm_success_rate),
+                "iqm_mean_return": list(self.iqm_mean_return) if self.iqm_mean_return else None}
+
+    @classmethod
+    def from_json(cls, data: Any, where: str) -> "ConfirmedCell":
+        if not isinstance(data, dict):
+            raise ValueError(f"{where} is invalid: expected an object, got {data!r}")
+        if "runs" in data:
+            seeds = [SeedScore(seed=int(_field(r, "seed", f"{where}.runs")),
+                               status=str(_field(r, "status", f"{where}.runs")),
+                               detail=str(r.get("detail", "")),
+                               success_rate=float(_field(r, "success_rate", f"{where}.runs")),
+                               mean_return=_optional_float(r.get("mean_return"), f"{where}.runs"))
+                     for r in _field(data, "runs", where)]
+        else:  # written before failures were scored: it holds the seeds that finished
+            seeds = [SeedScore(seed=int(seed), status=RunStatus.OK.value, detail="",
+                               success_rate=float(success), mean_return=mean_return)
+                     for seed, success, mean_return in zip(
+                         _field(data, "seeds", where), _field(data, "success_rate", where),
+                         _field(data, "mean_return", where))]
+        returns = _field(data, "iqm_mean_return", where)
+        return cls(best_trial=int(_field(data, "best_trial", where)), params=data.get("params", {}),
+                   seeds=seeds,
+                   iqm_success_rate=_interval(_field(data, "iqm_success_rate", where),
+                                              f"{where}.iqm_success_rate"),
+                   iqm_mean_return=None if returns is None
+                   else _interval(returns, f"{where}.iqm_mean_return"))
+
+
+@dataclass
+class ConfirmData:
+    """What `python -m rlsweep.confirm` found (confirm.json).
+
+    :param method: how the statistics are computed (for the report)
+    :param cells: the confirmed cells by name
+    :param improvement: P(A > B) on success rate for every ordered pair of these cells
+    :param seeds_per_cell: seeds each cell was scored on (None: an older file, not recorded)
+    :param worst_return: the return a diverged or failed seed scores
+    :param worst_return_rule: how `worst_return` was chosen
+    :param few_seeds_note: what the IQM is worth with this few seeds (None from 5 seeds on)
+    :param skipped: cells not confirmed and why (no complete trial, ...)
+    :param scores_failures: False for a file written before failed and diverged seeds were
+        scored: those seeds were dropped, which biases its cells upward
+    """
+
+    method: str
+    cells: dict[str, ConfirmedCell]
+    improvement: list[Improvement]
+    seeds_per_cell: Optional[int] = None
+    worst_return: Optional[float] = None
+    worst_return_rule: str = ""
+    few_seeds_note: Optional[str] = None
+    skipped: dict[str, str] = field(default_factory=dict)
+    scores_failures: bool = True
+
+    def to_json(self) -> dict[str, Any]:
+        return {"method": self.method, "seeds_per_cell": self.seeds_per_cell,
+                "few_seeds_note": self.few_seeds_note, "worst_return": self.worst_return,
+                "worst_return_rule": self.worst_return_rule,
+                "cells": {name: c.to_json() for name, c in self.cells.items()},
+                "skipped": self.skipped,
+                "improvement": {f"{i.a} > {i.b}": [i.probability, i.low, i.high]
+                                for i in self.improvement}}
+
+    @classmethod
+    def from_json(cls, data: Any, where: str = CONFIRM_FILE) -> "ConfirmData":
+        if not isinstance(data, dict) or not isinstance(data.get("cells"), dict):
+            raise ValueError(f"{where}: field 'cells' is missing or not an object")
+        cells = {name: ConfirmedCell.from_json(c, f"{where} cells.{name}")
+                 for name, c in data["cells"].items()}
+        if not isinstance(data.get("improvement", {}), dict):
+            raise ValueError(f"{where}: field 'improvement' is not an object")
+        improvement = []
+        for key, value in data.get("improvement", {}).items():
+            a, sep, b = key.partition(" > ")
+            if not sep:
+                raise ValueError(f"{where} improvement: key {key!r} is invalid: expected 'A > B'")
+            improvement.append(Improvement(a, b, *_interval(value, f"{where} improvement.{key}")))
+        return cls(method=str(data.get("method", "")), cells=cells, improvement=improvement,
+                   seeds_per_cell=data.get("seeds_per_cell"),
+                   worst_return=data.get("worst_return"),
+                   worst_return_rule=str(data.get("worst_return_rule", "")),
+                   # an older file has no note: say what its seed count is worth all the same
+                   few_seeds_note=data["few_seeds_note"] if "few_seeds_note" in data else
+                   few_seeds_note(min((len(c.seeds) for c in cells.values()), default=FEW_SEEDS)),
+                   skipped=data.get("skipped", {}),
+                   scores_failures=all("runs" in c for c in data["cells"].values()))
+
+    @classmethod
+    def read(cls, path: Path) -> Optional["ConfirmData"]:
+        """The confirm.json at `path` (None if there is none); ValueError naming a bad field."""
+        if not path.exists():
+            return None
+        try:
+            data = json.loads(path.read_text())
+        except ValueError as err:
+            raise ValueError(f"{path} is not valid JSON: {first_line(err)}") from None
+        return cls.from_json(data, str(path))
 
 
 def _curve(trial_dir: Path) -> list[dict[str, float]]:
@@ -66,6 +270,30 @@ def _curve(trial_dir: Path) -> list[dict[str, float]]:
         return []
     with open(path) as f:
         return [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(f)]
+
+
+def _seed_dirs(trial_dir: Path) -> list[Path]:
+    """A trial of several seeds keeps each seed's run in `seed_<s>/` (rlsweep.sweep.seeds)."""
+    return sorted(p for p in trial_dir.glob("seed_*") if p.is_dir())
+
+
+def _trial_curve(trial_dir: Path) -> list[dict[str, float]]:
+    """The trial's learning curve; with several seeds, their mean at each env step."""
+    if (trial_dir / "learning_curve.csv").exists() or not _seed_dirs(trial_dir):
+        return _curve(trial_dir)
+    by_step: dict[float, list[dict[str, float]]] = {}
+    for seed_dir in _seed_dirs(trial_dir):
+        for row in _curve(seed_dir):
+            by_step.setdefault(row["env_steps"], []).append(row)
+    return [{k: sum(r[k] for r in rows if k in r) / sum(1 for r in rows if k in r)
+             for k in rows[0]} for _, rows in sorted(by_step.items())]
+
+
+def _model_dir(trial_dir: Path) -> Path | None:
+    for run_dir in [trial_dir, *_seed_dirs(trial_dir)]:
+        if (run_dir / "model.zip").exists():
+            return run_dir
+    return None
 
 
 def load_sweep(path: Path) -> SweepData:
@@ -83,11 +311,16 @@ def load_sweep(path: Path) -> SweepData:
             trials.append(TrialRecord(
                 number=t["number"], state=t["state"], params=t["params"], value=t["value"],
                 last_step=t["last_step"], trial_dir=trial_json.parent,
-                intermediate_values={int(k): v for k, v in t.get("intermediate_values", {}).items()},
-                curve=_curve(trial_json.parent)))
+                # a diverged trial's -inf is stored as null (JSON has no infinity)
+                intermediate_values={int(k): v for k, v in t.get("intermediate_values", {}).items()
+                                     if v is not None},
+                curve=_trial_curve(trial_json.parent), model_dir=_model_dir(trial_json.parent)))
         cells[cell["name"]] = CellData(
             name=cell["name"], summary=summary.get(cell["name"], {}), trials=trials,
             space={k: json_to_distribution(v) for k, v in cell["space"].items()})
-    confirm = json.loads((path / CONFIRM_FILE).read_text()) if (path / CONFIRM_FILE).exists() else None
-    return SweepData(path=path, name=plan["sweep_name"], direction=plan["direction"],
-                     metric=plan["metric"], cells=cells, confirm=confirm)
+    metrics = plan.get("metrics") or [plan["metric"]]
+    directions = plan.get("directions") or [plan["direction"]]
+    return SweepData(path=path, name=plan["sweep_name"], direction=directions[0],
+                     metric=" vs ".join(metrics), cells=cells,
+                     confirm=ConfirmData.read(path / CONFIRM_FILE), metrics=metrics,
+                     directions=directions, pareto=summary.get("pareto"))

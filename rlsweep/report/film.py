@@ -15,8 +15,9 @@ log = logging.getLogger("rlsweep.report")
 def best_trial(sweep: SweepData) -> tuple[str, TrialRecord] | None:
     """The best complete trial over every cell that left a model, with its cell's name."""
     sign = 1 if sweep.direction == "maximize" else -1
-    ranked = [(sign * t.value, name, t) for name, cell in sweep.cells.items() for t in cell.trials
-              if t.state == "COMPLETE" and t.value is not None and (t.trial_dir / "model.zip").exists()]
+    ranked = [(sign * t.first_value, name, t) for name, cell in sweep.cells.items()
+              for t in cell.trials
+              if t.state == "COMPLETE" and t.value is not None and t.model_dir is not None]
     if not ranked:
         return None
     _, name, trial = max(ranked, key=lambda r: r[0])
@@ -33,7 +34,7 @@ def film_best_trial(sweep: SweepData) -> str:
         return "no complete trial left a model to film"
     cell, trial = best
     try:
-        lifted = film_strip(trial.trial_dir, sweep.path / STRIP_FILE)
+        lifted = film_strip(trial.model_dir, sweep.path / STRIP_FILE)
     except Exception as err:  # no offscreen GL on this machine, ...: the report goes on without
         log.warning("could not film the best trial: %s", first_line(err))
         return f"rendering is not available here ({first_line(err) or type(err).__name__})"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import html
+import itertools
 import time
 from pathlib import Path
 
@@ -13,9 +14,9 @@ import plotly.graph_objects as go
 
 from rlsweep.config import first_line
 from rlsweep.files import write_text_atomic
-from rlsweep.report.data import CellData, SweepData
+from rlsweep.report.data import CellData, ConfirmedCell, SweepData
 from rlsweep.report.film import STRIP_FILE
-from rlsweep.report.stats import METHOD
+from rlsweep.report.stats import METHOD, Improvement
 
 TOP_TRIALS = 3  # learning curves drawn per cell
 STYLE = """body{font-family:system-ui,sans-serif;margin:24px;color:#222}
@@ -90,7 +91,7 @@ def _policy_section(sweeps: list[SweepData], captions: dict[str, str]) -> str:
 def _best_trials(cell: CellData, maximize: bool) -> list:
     """Top trials by value (complete) or by last reported value (pruned)."""
     def score(t):
-        v = t.value if t.value is not None else (
+        v = t.first_value if t.value is not None else (
             t.intermediate_values[max(t.intermediate_values)] if t.intermediate_values else None)
         return float("-inf") if v is None else (v if maximize else -v)
     ranked = [t for t in cell.trials if t.curve and t.state in ("COMPLETE", "PRUNED")]
@@ -119,12 +120,21 @@ def _curves(sweeps: list[SweepData], several: bool, key: str, title: str) -> go.
     return fig
 
 
-def _optuna_plots(cell: CellData, direction: str, figures: _Figures) -> str:
-    study = cell.study(direction)
+def _optuna_plots(cell: CellData, sweep: SweepData, figures: _Figures) -> str:
+    study = cell.study(sweep.directions)
     parts = []
-    plots = (("optimization history", optuna.visualization.plot_optimization_history),
-             ("parameter importances", optuna.visualization.plot_param_importances),
-             ("parallel coordinates", optuna.visualization.plot_parallel_coordinate))
+    if sweep.multi:  # the front first; the other plots show the first objective
+        first = {"target": lambda t: t.values[0], "target_name": sweep.metrics[0]}
+        plots = (("Pareto front", lambda s: optuna.visualization.plot_pareto_front(
+                    s, target_names=sweep.metrics)),
+                 ("parameter importances (first objective)",
+                  lambda s: optuna.visualization.plot_param_importances(s, **first)),
+                 ("parallel coordinates (first objective)",
+                  lambda s: optuna.visualization.plot_parallel_coordinate(s, **first)))
+    else:
+        plots = (("optimization history", optuna.visualization.plot_optimization_history),
+                 ("parameter importances", optuna.visualization.plot_param_importances),
+                 ("parallel coordinates", optuna.visualization.plot_parallel_coordinate))
     for title, plot in plots:
         try:
             fig = plot(study)
@@ -136,59 +146,186 @@ def _optuna_plots(cell: CellData, direction: str, figures: _Figures) -> str:
     return '<div class="row">' + "".join(parts) + "</div>"
 
 
-def _confirm_section(sweeps: list[SweepData], several: bool) -> str:
-    confirmed = [(s, s.confirm) for s in sweeps if s.confirm]
+def _pareto_section(sweeps: list[SweepData], several: bool) -> str:
+    """Multi-objective sweeps: the trials no other trial beats in every objective, across
+    cells (sweep_summary.json `pareto`), as a table."""
+    parts = []
+    for sweep in sweeps:
+        if not sweep.multi or sweep.pareto is None:
+            continue
+        heads = "".join(f"<th>{html.escape(m)} ({d})</th>"
+                        for m, d in zip(sweep.metrics, sweep.directions))
+        rows = "".join(
+            f"<tr><td>{html.escape(_label(sweep, p['cell'], several))}</td><td>{p['trial']}</td>"
+            + "".join(f"<td>{_fmt(v)}</td>" for v in p["values"])
+            + f"<td>{_fmt(p.get('success_rate'), 2)}</td><td>{_fmt(p.get('mean_return'), 1)}</td>"
+            + "<td>" + html.escape(", ".join(f"{k.split('.')[-1]}={_fmt(v, 3)}"
+                                             for k, v in p["params"].items())) + "</td></tr>"
+            for p in sweep.pareto)
+        parts.append(f"<h3>Pareto front of {html.escape(sweep.name)} across cells "
+                     f"({len(sweep.pareto)} trials)</h3><p class='note'>No trial is at least as "
+                     "good in every objective and better in one. Each cell's own front is in "
+                     "sweep_summary.json (<code>pareto</code>) and in its Optuna plots below."
+                     "</p><table><tr><th>cell</th><th>trial</th>" + heads
+                     + "<th>success</th><th>return</th><th>params</th></tr>" + rows + "</table>")
+    return "".join(parts)
+
+
+def sweep_prefixes(sweeps: list[SweepData]) -> list[str]:
+    """What names each sweep in the confirmation section: its name, or its name and dir when
+    two sweeps compared share a name.
+
+    :param sweeps: the sweeps compared, in report order
+    """
+    names = [s.name for s in sweeps]
+    return [f"{s.name} ({s.path})" if names.count(s.name) > 1 else s.name for s in sweeps]
+
+
+def confirm_label(prefix: str, cell: str) -> str:
+    """A confirmed cell's label in a comparison: "<sweep>/<cell>"."""
+    return f"{prefix}/{cell}"
+
+
+CONFIRM_COMMAND = "python -m rlsweep.confirm {dir} seeds=5"
+
+
+def _interval(value: tuple[float, float, float] | None, digits: str) -> str:
+    if value is None:
+        return "-"
+    return f"{value[0]:{digits}} [{value[1]:{digits}}, {value[2]:{digits}}]"
+
+
+def _failures(cell: ConfirmedCell, recorded: bool) -> str:
+    """Which seeds scored as failures: "none" or "1 of 5: seed 1003 diverged", each with why."""
+    if not recorded:
+        return "not recorded (older confirm.json)"
+    if not cell.failures:
+        return "none"
+    return f"{len(cell.failures)} of {len(cell.seeds)}: " + ", ".join(
+        f'<span title="{html.escape(s.detail)}">seed {s.seed} {html.escape(s.status)}</span>'
+        for s in cell.failures)
+
+
+def _improvement_cell(pair: Improvement | None, a: str, b: str) -> str:
+    if pair is None:
+        return "<td>-</td>"
+    return (f'<td data-a="{html.escape(a)}" data-b="{html.escape(b)}">'
+            f"{_interval((pair.probability, pair.low, pair.high), '.2f')}</td>")
+
+
+def _confirm_notes(sweep: SweepData, prefix: str, several: bool) -> list[str]:
+    """What a reader must know to trust one sweep's confirmation: few seeds, how failures scored."""
+    conf = sweep.confirm
+    who = f"{html.escape(prefix)}: " if several else ""
+    notes = []
+    if conf.few_seeds_note:
+        notes.append(f"{who}<b>Few seeds.</b> {html.escape(conf.few_seeds_note)}.")
+    if not conf.scores_failures:
+        notes.append(f"{who}<b>Failures not scored.</b> This confirm.json was written before "
+                     "seeds that diverged or failed were scored (success 0, worst return); they "
+                     "were dropped, so its cells may look better than they are. Rerun <code>"
+                     f"{html.escape(CONFIRM_COMMAND.format(dir=sweep.path))}</code> (seeds that "
+                     "finished are not retrained).")
+    elif any(c.failures for c in conf.cells.values()):
+        notes.append(f"{who}Seeds that diverged or failed count with success 0 and return "
+                     f"{_fmt(conf.worst_return)}, {html.escape(conf.worst_return_rule)}.")
+    for name, reason in conf.skipped.items():
+        notes.append(f"{who}{html.escape(name)} not confirmed: {html.escape(reason)}.")
+    return notes
+
+
+def _confirm_section(sweeps: list[SweepData], several: bool,
+                     cross_sweep: list[Improvement] | None = None) -> str:
+    """IQMs per confirmed cell, P(row > column) for every pair of confirmed cells (within a
+    sweep from its confirm.json, between sweeps from `cross_sweep`), and what is missing."""
+    prefixes = sweep_prefixes(sweeps)
+    confirmed = [(s, p) for s, p in zip(sweeps, prefixes) if s.confirm]
+    missing = [(s, p) for s, p in zip(sweeps, prefixes) if not s.confirm]
+    out = ""
     if not confirmed:
-        return ('<p class="note">No confirmation yet. A cell\'s best value was picked on one seed '
+        out += ('<p class="note">No confirmation yet. A cell\'s best value was picked on one seed '
                 "and is biased upward; run <code>python -m rlsweep.confirm &lt;sweep dir&gt; "
                 "seeds=5</code> to retrain each cell's best configuration on fresh seeds and "
                 "report interquartile means (IQM) with confidence intervals here.</p>")
-    rows = ["<tr><th class='l'>cell</th><th>seeds</th><th>IQM success rate [95% CI]</th>"
-            "<th>IQM return [95% CI]</th><th>best trial</th></tr>"]
-    labels = []
-    for sweep, conf in confirmed:
-        for name, c in conf["cells"].items():
-            label = _label(sweep, name, several)
-            labels.append((label, c))
-            ci = lambda v: f"{v[0]:.3f} [{v[1]:.3f}, {v[2]:.3f}]"  # noqa: E731
-            rows.append(f'<tr data-confirm="{html.escape(label)}"><td class="l">{html.escape(label)}</td>'
-                        f"<td>{len(c['seeds'])}</td><td>{ci(c['iqm_success_rate'])}</td>"
-                        f"<td>{ci(c['iqm_mean_return'])}</td><td>{c['best_trial']}</td></tr>")
-    out = "<table>" + "".join(rows) + "</table>"
-    pairs = {}
-    for sweep, conf in confirmed:
-        for key, v in conf.get("improvement", {}).items():
-            a, b = key.split(" > ")
-            pairs[(_label(sweep, a, several), _label(sweep, b, several))] = v
+    if several and missing:
+        out += "".join(
+            f'<p class="note" data-unconfirmed="{html.escape(p)}">{html.escape(p)} has no '
+            "confirmation results (confirm.json), so P(A &gt; B) against its cells needs "
+            f"<code>{html.escape(CONFIRM_COMMAND.format(dir=s.path))}</code> first.</p>"
+            for s, p in missing)
+    if not confirmed:
+        return out
+
+    def label(prefix: str, cell: str) -> str:  # one sweep: its cells' own names
+        return confirm_label(prefix, cell) if several else cell
+
+    rows = ["<tr><th class='l'>cell</th><th>seeds</th><th class='l'>scored as failures</th>"
+            "<th>IQM success rate [95% CI]</th><th>IQM return [95% CI]</th><th>best trial</th></tr>"]
+    names, pairs, notes = [], {}, []
+    for sweep, prefix in confirmed:
+        for name, c in sweep.confirm.cells.items():
+            names.append(label(prefix, name))
+            rows.append(f'<tr data-confirm="{html.escape(names[-1])}">'
+                        f'<td class="l">{html.escape(names[-1])}</td><td>{len(c.seeds)}</td>'
+                        f'<td class="l">{_failures(c, sweep.confirm.scores_failures)}</td>'
+                        f"<td>{_interval(c.iqm_success_rate, '.2f')}</td>"
+                        f"<td>{_interval(c.iqm_mean_return, '.4g')}</td><td>{c.best_trial}</td></tr>")
+        for pair in sweep.confirm.improvement:
+            pairs[(label(prefix, pair.a), label(prefix, pair.b))] = pair
+        notes += _confirm_notes(sweep, prefix, several)
+    for pair in cross_sweep or []:
+        pairs[(pair.a, pair.b)] = pair
+    out += "<table>" + "".join(rows) + "</table>"
     if pairs:
-        names = [label for label, _ in labels]
         head = "<tr><th class='l'>P(row &gt; column), success rate</th>" + "".join(
             f"<th>{html.escape(n)}</th>" for n in names) + "</tr>"
         body = "".join("<tr><td class='l'>" + html.escape(a) + "</td>" + "".join(
-            f"<td>{pairs[(a, b)][0]:.2f} [{pairs[(a, b)][1]:.2f}, {pairs[(a, b)][2]:.2f}]</td>"
-            if (a, b) in pairs else "<td>-</td>" for b in names) + "</tr>" for a in names)
+            _improvement_cell(pairs.get((a, b)), a, b) for b in names) + "</tr>" for a in names)
         out += "<table>" + head + body + "</table>"
+    out += _same_cell_between_sweeps(confirmed, cross_sweep or [])
+    out += "".join(f'<p class="note">{n}</p>' for n in notes)
     return out + f'<p class="note"><b>Method:</b> {html.escape(METHOD)}</p>'
 
 
-def write_report(sweeps: list[SweepData], out: Path, captions: dict[str, str] | None = None) -> Path:
+def _same_cell_between_sweeps(confirmed: list[tuple[SweepData, str]],
+                              cross_sweep: list[Improvement]) -> str:
+    """The question a second sweep usually asks: is its ppo-dense better than the first's?"""
+    by_labels = {(p.a, p.b): p for p in cross_sweep}
+    lines = []
+    for (first, a_prefix), (second, b_prefix) in itertools.combinations(confirmed, 2):
+        for name in first.confirm.cells:
+            a, b = confirm_label(a_prefix, name), confirm_label(b_prefix, name)
+            if name in second.confirm.cells and (a, b) in by_labels:
+                pair = by_labels[(a, b)]
+                lines.append(f'<li data-same-cell="{html.escape(name)}">P({html.escape(a)} &gt; '
+                             f"{html.escape(b)}) = "
+                             f"{_interval((pair.probability, pair.low, pair.high), '.2f')}</li>")
+    if not lines:
+        return ""
+    return ("<p>The same cell in two sweeps (success rate over fresh seeds; 0.5 = no difference):"
+            "</p><ul>" + "".join(lines) + "</ul>")
+
+
+def write_report(sweeps: list[SweepData], out: Path, captions: dict[str, str] | None = None,
+                 cross_sweep: list[Improvement] | None = None) -> Path:
     """Write the self-contained report comparing `sweeps`; returns its path. `captions` says
-    per sweep name what its best_policy.png shows (or why it has none)."""
+    per sweep name what its best_policy.png shows (or why it has none); `cross_sweep` holds
+    P(A > B) between cells of different sweeps (rlsweep.report.build.cross_sweep_improvements)."""
     several = len(sweeps) > 1
     figures = _Figures()
     parts = [f"<h1>rlsweep report</h1><p class='note'>Generated {time.strftime('%Y-%m-%d %H:%M')}"
              " from " + ", ".join(f"<code>{html.escape(str(s.path))}</code> ({html.escape(s.name)},"
                                   f" {s.direction} {s.metric})" for s in sweeps) + "</p>",
-             "<h2>Cells</h2>", _cells_table(sweeps, several),
+             "<h2>Cells</h2>", _cells_table(sweeps, several), _pareto_section(sweeps, several),
              "<h2>The best trial's policy</h2>", _policy_section(sweeps, captions or {}),
-             "<h2>Confirmation on fresh seeds</h2>", _confirm_section(sweeps, several),
+             "<h2>Confirmation on fresh seeds</h2>", _confirm_section(sweeps, several, cross_sweep),
              "<h2>Learning curves of the best trials</h2>",
              figures(_curves(sweeps, several, "success_rate", "Eval success rate")),
              figures(_curves(sweeps, several, "mean_return", "Eval return"))]
     for sweep in sweeps:
         for name, cell in sweep.cells.items():
             parts.append(f"<h3>Optuna: {html.escape(_label(sweep, name, several))}</h3>")
-            parts.append(_optuna_plots(cell, sweep.direction, figures))
+            parts.append(_optuna_plots(cell, sweep, figures))
     page = ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>rlsweep report</title>"
             f"<style>{STYLE}</style></head><body>" + "\n".join(parts) + "</body></html>")
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -34,7 +34,16 @@ def log_sweep_summary(sweep: SweepData, logger_cfg: Mapping[str, Any]) -> str | 
             for name, cell in sweep.cells.items() for t in cell.trials]
     plots: dict[str, Any] = {"trials": wandb.Table(columns=columns, data=rows)}
     for name, cell in sweep.cells.items():
-        study = cell.study(sweep.direction)
+        study = cell.study(sweep.directions)
+        if sweep.multi:
+            try:
+                plots[f"{name}/pareto_front"] = wandb.Plotly(
+                    optuna.visualization.plot_pareto_front(study, target_names=sweep.metrics))
+            except Exception:  # no complete trial
+                pass
+            run.summary[f"{name}/pareto"] = {  # W&B summaries nest dicts, not lists of them
+                f"trial {p['trial']}": p["objectives"] for p in cell.summary.get("pareto", [])}
+            continue
         for key, plot in (("optimization_history", optuna.visualization.plot_optimization_history),
                           ("param_importances", optuna.visualization.plot_param_importances),
                           ("parallel_coordinate", optuna.visualization.plot_parallel_coordinate),
@@ -47,6 +56,12 @@ def log_sweep_summary(sweep: SweepData, logger_cfg: Mapping[str, Any]) -> str | 
         run.summary[f"{name}/best_success_rate"] = cell.summary.get("best_success_rate")
         run.summary[f"{name}/best_mean_return"] = cell.summary.get("best_mean_return")
         run.summary[f"{name}/n_pruned"] = cell.summary.get("n_pruned")
+    if sweep.pareto is not None:
+        run.summary["pareto"] = {f"{p['cell']} trial {p['trial']}": p["objectives"]
+                                 for p in sweep.pareto}
+        plots["pareto_table"] = wandb.Table(
+            columns=["cell", "trial", *sweep.metrics],
+            data=[[p["cell"], p["trial"], *p["values"]] for p in sweep.pareto])
     run.log(plots)
     run_dir = run.dir
     run.finish()

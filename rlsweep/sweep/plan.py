@@ -32,13 +32,20 @@ def write_plan(sweep_dir: Path, cells: list[Cell], study_names: dict[str, str],
         (sweep_dir / cell.name).mkdir(exist_ok=True)
         OmegaConf.save(base_configs[cell.name], sweep_dir / cell.name / "base_config.yaml",
                        resolve=True)
-    plan = {"sweep_name": name, "direction": settings["direction"], "metric": settings["metric"],
+    plan = {"sweep_name": name, "direction": _plain(settings["direction"]),
+            "metric": _plain(settings["metric"]),
+            "metrics": list(settings["metrics"]), "directions": list(settings["directions"]),
             "n_trials": settings["n_trials"], "launcher": settings["launcher"],
             "cells": [{"name": c.name, "study_name": study_names[c.name], "choices": c.choices,
-                       "overrides": c.overrides,
+                       "overrides": c.overrides, "seeds": c.seeds,
                        "space": {k: distribution_to_json(d) for k, d in c.space.items()}}
                       for c in cells]}
     write_json_atomic(sweep_dir / PLAN_FILE, plan)  # a worker never reads half a plan
+
+
+def _plain(value):
+    """A name, or a list of names (a multi-objective sweep), as JSON takes it."""
+    return value if isinstance(value, str) else list(value)
 
 
 def read_plan_file(sweep_dir: Path) -> dict:

@@ -34,6 +34,7 @@ class Cell:
     choices: dict[str, str]
     overrides: list[str]
     space: dict[str, BaseDistribution] = field(default_factory=dict)
+    seeds: list[int] = field(default_factory=lambda: [0])  # each trial trains these seeds
 
 
 @dataclass
@@ -43,6 +44,7 @@ class SweepRequest:
     grid: dict[str, list[str]]
     fixed: list[str]
     ranges: dict[str, BaseDistribution]
+    seeds: list[int] | None = None  # `seed=0,1,2`: every trial repeats on these seeds
 
 
 def _is_int(x) -> bool:
@@ -81,12 +83,15 @@ def to_distribution(override: Override) -> BaseDistribution:
 
 
 def parse_sweep_request(arguments: list[str]) -> SweepRequest:
-    """Split sweep overrides: group lists -> grid, other sweeps -> ranges, the rest fixed."""
-    grid, fixed, ranges = {}, [], {}
+    """Split sweep overrides: group lists -> grid, a list of seeds -> repeats of every trial,
+    other sweeps -> ranges, the rest fixed."""
+    grid, fixed, ranges, seeds = {}, [], {}, None
     for override in OverridesParser.create().parse_overrides(arguments):
         key = override.get_key_element()
         if not override.is_sweep_override():
             fixed.append(override.input_line)
+        elif key == "seed":
+            seeds = _seed_list(override)
         elif override.key_or_group in SWEEP_GROUPS and override.package is None \
                 and "." not in override.key_or_group:
             grid[key] = list(override.sweep_string_iterator())
@@ -94,7 +99,23 @@ def parse_sweep_request(arguments: list[str]) -> SweepRequest:
             raise ConfigError(f"{override.input_line}: hydra.* settings cannot be swept")
         else:
             ranges[key] = to_distribution(override)
-    return SweepRequest(grid, fixed, ranges)
+    return SweepRequest(grid, fixed, ranges, seeds)
+
+
+def _seed_list(override: Override) -> list[int]:
+    """`seed=0,1,2` or `seed=range(0,3)`: the seeds each trial is repeated on."""
+    sweep = override.value()
+    if override.is_choice_sweep():
+        values = list(sweep.list)
+    elif override.is_range_sweep():
+        values = list(range(sweep.start, sweep.stop, sweep.step)) \
+            if all(_is_int(v) for v in (sweep.start, sweep.stop, sweep.step)) else [None]
+    else:
+        values = [None]
+    if not values or not all(_is_int(v) for v in values) or len(set(values)) != len(values):
+        raise ConfigError(f"{override.input_line} is invalid: seed takes a list of distinct "
+                          "integers (seed=0,1,2 or seed=range(0,3)); each trial is repeated on them")
+    return values
 
 
 def grid_cells(request: SweepRequest, defaults: dict[str, str]) -> list[Cell]:

@@ -11,8 +11,9 @@ from __future__ import annotations
 import itertools
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
@@ -22,10 +23,16 @@ from rlsweep.config import ConfigError, first_line
 
 log = logging.getLogger("rlsweep.sweep")
 
-SAMPLERS = ("tpe", "random", "cmaes", "qmc", "grid", "gp")
+SAMPLERS = ("tpe", "random", "cmaes", "qmc", "grid", "gp", "nsga2", "nsga3")
+MULTI_OBJECTIVE_SAMPLERS = ("tpe", "random", "qmc", "grid", "gp", "nsga2", "nsga3")
 PRUNERS = ("median", "successive_halving", "hyperband", "threshold", "none")
-METRICS = ("success_then_return", "success_rate", "mean_return")
+# Measured at each evaluation (reported to the pruner, averaged over the last evaluations):
+EVAL_METRICS = ("success_then_return", "success_rate", "mean_return")
+# Totals of a whole trial: only as one objective of several (e.g. success vs wall time).
+TRIAL_METRICS = ("wall_time_s", "env_steps")
+METRICS = EVAL_METRICS + TRIAL_METRICS
 DIRECTIONS = ("maximize", "minimize")
+SEED_AGGREGATES = ("mean", "iqm")
 DB_FILE = "optuna.db"
 BUDGET_ATTR = "rlsweep_n_trials"
 SQLITE_LOCK_TIMEOUT_S = 15
@@ -121,23 +128,149 @@ def _use_wal(url: str) -> None:
             connection.execute("PRAGMA journal_mode=WAL")
 
 
+@dataclass(frozen=True)
+class Objectives:
+    """What a sweep optimizes: one metric and direction each (several: a Pareto front)."""
+
+    metrics: tuple[str, ...]
+    directions: tuple[str, ...]
+
+    @property
+    def multi(self) -> bool:
+        return len(self.metrics) > 1
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any]) -> "Objectives":
+        """Read `hydra.sweeper.metric`/`direction` (a name or a list each); ConfigError naming
+        the field and the allowed values if they do not pair up."""
+        def as_tuple(field: str) -> tuple[str, ...]:
+            value = settings[field]
+            if isinstance(value, str):
+                return (value,)
+            if isinstance(value, Sequence) and value and all(isinstance(v, str) for v in value):
+                return tuple(value)
+            raise ConfigError(f"hydra.sweeper.{field}={value!r} is invalid: a name or a list "
+                              "of names")
+
+        metrics, directions = as_tuple("metric"), as_tuple("direction")
+        for field, values, allowed in (("metric", metrics, METRICS),
+                                       ("direction", directions, DIRECTIONS)):
+            for value in values:
+                if value not in allowed:
+                    raise ConfigError(f"hydra.sweeper.{field}={value!r} is invalid: allowed "
+                                      "values are " + ", ".join(allowed))
+        if len(metrics) != len(directions):
+            raise ConfigError(f"hydra.sweeper.direction={list(directions)} is invalid: needs one "
+                              f"direction per metric of hydra.sweeper.metric={list(metrics)}")
+        if len(set(metrics)) != len(metrics):
+            raise ConfigError(f"hydra.sweeper.metric={list(metrics)} is invalid: a metric "
+                              "appears twice")
+        if len(metrics) == 1 and metrics[0] in TRIAL_METRICS:
+            raise ConfigError(f"hydra.sweeper.metric={metrics[0]} is invalid alone: it is a "
+                              "trial total, not a measure of the policy; allowed alone are "
+                              + ", ".join(EVAL_METRICS) + " (or a list, e.g. "
+                              "[success_rate,wall_time_s])")
+        if not any(m in EVAL_METRICS for m in metrics):
+            raise ConfigError(f"hydra.sweeper.metric={list(metrics)} is invalid: needs one of "
+                              + ", ".join(EVAL_METRICS))
+        return cls(metrics, directions)
+
+
+# Budget sizing. Optuna's defaults assume hundreds of trials: TPE and GP sample the first 10
+# at random and the median pruner waits for 5 finished trials, so at 8 trials per cell the
+# search would be random and pruning nearly impossible. These follow rl-zoo3's choices, scaled.
+MAX_STARTUP_TRIALS = 10   # Optuna's default for TPE and GP: a ceiling at large budgets
+MAX_PRUNER_STARTUP = 5    # the median pruner's default
+
+
+def startup_trials(n_trials: int) -> int:
+    """Random trials before a model-based sampler takes over: a quarter of the budget, 2-10."""
+    return max(2, min(MAX_STARTUP_TRIALS, n_trials // 4))
+
+
+def population_size(n_trials: int) -> int:
+    """NSGA-II/III generation size: at least 2 generations within the budget, 4-50."""
+    return max(4, min(50, n_trials // 4))
+
+
+def sized_sampler_kwargs(name: str, n_trials: int, n_jobs: int, given: Mapping[str, Any]
+                         ) -> tuple[dict[str, Any], list[str]]:
+    """The sampler's keyword arguments sized to the budget, and notes on settings that make
+    the search random. What the user gave (`hydra.sweeper.sampler_kwargs`) always wins."""
+    kwargs, notes = dict(given), []
+    if name in ("tpe", "gp"):
+        kwargs.setdefault("n_startup_trials", startup_trials(n_trials))
+        if kwargs["n_startup_trials"] >= n_trials:
+            notes.append(f"hydra.sweeper.sampler_kwargs.n_startup_trials="
+                         f"{kwargs['n_startup_trials']} >= n_trials={n_trials}: every trial is "
+                         f"sampled at random; {name} never models the results")
+    if name == "tpe":
+        kwargs.setdefault("multivariate", True)  # rl-zoo3's choice: joint, not per-parameter
+        # Parallel workers: count running trials as bad guesses, so workers spread out instead
+        # of sampling the same promising region at once.
+        kwargs.setdefault("constant_liar", n_jobs > 1)
+    if name in ("nsga2", "nsga3"):
+        kwargs.setdefault("population_size", population_size(n_trials))
+        if kwargs["population_size"] * 2 > n_trials:
+            notes.append(f"{name} population_size={kwargs['population_size']} with n_trials="
+                         f"{n_trials}: fewer than 2 generations, the search is random")
+    if name == "cmaes" and n_trials < 10:
+        notes.append(f"cmaes with n_trials={n_trials}: CMA-ES needs a few generations (of about "
+                     "4 + 3 ln(parameters) trials each) before it leaves its start point")
+    return kwargs, notes
+
+
+def sized_pruner_kwargs(name: str, n_trials: int, total_timesteps: int, eval_freq: int,
+                        given: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """The pruner's keyword arguments sized to the budget (trials, env steps and evaluation
+    period of a cell), and notes on settings under which it can never prune."""
+    kwargs, notes = dict(given), []
+    n_evals = max(total_timesteps // eval_freq, 1)
+    if name == "median":
+        kwargs.setdefault("n_startup_trials", max(2, min(MAX_PRUNER_STARTUP, n_trials // 4)))
+        # rl-zoo3: no pruning in the first third of training, when every curve is noise.
+        kwargs.setdefault("n_warmup_steps", (n_evals // 3) * eval_freq)
+        if kwargs["n_startup_trials"] >= n_trials:
+            notes.append(f"hydra.sweeper.pruner_kwargs.n_startup_trials="
+                         f"{kwargs['n_startup_trials']} >= n_trials={n_trials}: nothing can be "
+                         "pruned")
+        if n_evals >= 2 and kwargs["n_warmup_steps"] >= total_timesteps - eval_freq:
+            notes.append(f"hydra.sweeper.pruner_kwargs.n_warmup_steps={kwargs['n_warmup_steps']}"
+                         f" leaves no evaluation before the end of trainer.total_timesteps="
+                         f"{total_timesteps}: nothing can be pruned")
+    if name == "successive_halving":
+        kwargs.setdefault("min_resource", eval_freq)
+        kwargs.setdefault("reduction_factor", 3)
+    if name == "hyperband":
+        kwargs.setdefault("min_resource", eval_freq)
+        kwargs.setdefault("max_resource", total_timesteps)
+        kwargs.setdefault("reduction_factor", 3)
+    if name != "none" and n_evals < 2:
+        notes.append(f"trainer.eval_freq={eval_freq} gives one evaluation in trainer."
+                     f"total_timesteps={total_timesteps}: the {name} pruner has nothing to compare")
+    return kwargs, notes
+
+
 def make_sampler(name: str, seed: int | None, kwargs: Mapping[str, Any],
                  space: Mapping[str, optuna.distributions.BaseDistribution]):
-    """The named sampler. For grid it is only checked: the queue holds the grid's points
-    (`open_cell_study`), so a worker's trial arrives with every parameter fixed."""
+    """The named sampler with `kwargs` (already sized). For grid it is only checked: the queue
+    holds the grid's points (`open_cell_study`), so a worker's trial arrives with every
+    parameter fixed."""
     samplers = optuna.samplers
     kwargs = dict(kwargs)
     if name == "grid":
-        not_choices = [k for k, d in space.items()
-                       if not isinstance(d, optuna.distributions.CategoricalDistribution)]
-        if not_choices:
-            raise ConfigError("hydra.sweeper.sampler=grid needs choice() parameters only; not: "
-                              + ", ".join(not_choices))
-        return samplers.GridSampler({k: list(d.choices) for k, d in space.items()}, seed=seed,
-                                    **kwargs)
+        return samplers.GridSampler({k: list(v) for k, v in grid_values(space).items()},
+                                    seed=seed, **kwargs)
     classes = {"tpe": samplers.TPESampler, "random": samplers.RandomSampler,
                "cmaes": samplers.CmaEsSampler, "qmc": samplers.QMCSampler,
-               "gp": samplers.GPSampler}
+               "gp": samplers.GPSampler, "nsga2": samplers.NSGAIISampler,
+               "nsga3": samplers.NSGAIIISampler}
+    if name == "cmaes":
+        try:
+            import cmaes  # noqa: F401  Optuna imports it only at the second trial
+        except ImportError:
+            raise ConfigError("hydra.sweeper.sampler=cmaes needs the cmaes package: "
+                              "pip install cmaes") from None
     return classes[name](seed=seed, **kwargs)
 
 
@@ -149,8 +282,9 @@ def make_pruner(name: str, kwargs: Mapping[str, Any]):
     return classes[name](**kwargs)
 
 
-def check_settings(settings: Mapping[str, Any]) -> None:
-    """Reject bad sweeper settings with one line naming the field and allowed values."""
+def check_settings(settings: Mapping[str, Any]) -> Objectives:
+    """Reject bad sweeper settings with one line naming the field and allowed values; return
+    what the sweep optimizes."""
     def choice(field: str, allowed: tuple) -> None:
         if settings[field] not in allowed:
             raise ConfigError(f"hydra.sweeper.{field}={settings[field]!r} is invalid: allowed "
@@ -158,9 +292,13 @@ def check_settings(settings: Mapping[str, Any]) -> None:
 
     choice("sampler", SAMPLERS)
     choice("pruner", PRUNERS)
-    choice("metric", METRICS)
-    choice("direction", DIRECTIONS)
-    for field in ("n_trials", "n_jobs", "heartbeat_interval"):
+    choice("seed_aggregate", SEED_AGGREGATES)
+    objectives = Objectives.from_settings(settings)
+    if objectives.multi and settings["sampler"] not in MULTI_OBJECTIVE_SAMPLERS:
+        raise ConfigError(f"hydra.sweeper.sampler={settings['sampler']} is invalid with several "
+                          "metrics: allowed values are " + ", ".join(MULTI_OBJECTIVE_SAMPLERS))
+    for field in ("n_trials", "n_jobs", "heartbeat_interval", "seeds_per_trial",
+                  "value_last_evals"):
         value = settings[field]
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ConfigError(f"hydra.sweeper.{field}={value!r} is invalid: must be an integer >= 1")
@@ -191,20 +329,58 @@ def check_settings(settings: Mapping[str, Any]) -> None:
     except (TypeError, ValueError) as err:
         raise ConfigError(f"hydra.sweeper.pruner_kwargs is invalid for {settings['pruner']}: "
                           f"{err}") from None
+    return objectives
 
 
 def study_name(prefix: str | None, cell: str) -> str:
     return f"{prefix}-{cell}" if prefix else cell
 
 
+MAX_GRID_INTERVAL_VALUES = 32  # an int interval up to this many values is a grid axis
+
+
+def grid_values(space: Mapping[str, optuna.distributions.BaseDistribution]) -> dict[str, list]:
+    """Each parameter's grid axis: choice() values, range() steps, or the integers of a short
+    int interval. ConfigError naming the parameter for a float interval (no grid in it)."""
+    dists = optuna.distributions
+    axes: dict[str, list] = {}
+    for name, d in space.items():
+        if isinstance(d, dists.CategoricalDistribution):
+            axes[name] = list(d.choices)
+        elif isinstance(d, dists.IntDistribution) and not d.log and \
+                (d.step > 1 or (d.high - d.low) < MAX_GRID_INTERVAL_VALUES):
+            axes[name] = list(range(d.low, d.high + 1, d.step))
+        elif isinstance(d, dists.FloatDistribution) and d.step is not None:
+            n = int(round((d.high - d.low) / d.step))
+            axes[name] = [round(d.low + k * d.step, 12) for k in range(n + 1)]
+        else:
+            raise ConfigError(f"hydra.sweeper.sampler=grid cannot enumerate {name} (a continuous "
+                              f"{'log ' if getattr(d, 'log', False) else ''}interval "
+                              f"{d.low}..{d.high}): give it as choice() or range(), or "
+                              "use another sampler")
+    return axes
+
+
 def grid_points(space: Mapping[str, optuna.distributions.BaseDistribution]) -> list[dict]:
-    """Every combination of a choice()-only space, in a fixed order."""
-    names = sorted(space)
-    return [dict(zip(names, combo))
-            for combo in itertools.product(*(space[n].choices for n in names))]
+    """Every combination of the grid's axes, in a fixed order."""
+    axes = grid_values(space)
+    names = sorted(axes)
+    return [dict(zip(names, combo)) for combo in itertools.product(*(axes[n] for n in names))]
 
 
-def open_cell_study(storage: RDBStorage, name: str, direction: str, n_trials: int,
+def check_grid(space: Mapping[str, optuna.distributions.BaseDistribution], n_trials: int,
+               cell: str) -> list[dict]:
+    """The grid's points; ConfigError if the budget cannot run them all (a grid is never
+    silently cut to its first points)."""
+    points = grid_points(space)
+    if len(points) > n_trials:
+        raise ConfigError(f"hydra.sweeper.n_trials={n_trials} is invalid for sampler=grid: "
+                          f"cell {cell} has {len(points)} grid points; set n_trials="
+                          f"{len(points)} or fewer values")
+    return points
+
+
+def open_cell_study(storage: RDBStorage, name: str, directions: Sequence[str], n_trials: int,
                     grid: list[dict] | None = None) -> optuna.Study:
     """Create a cell's study and queue its budget of n_trials, or load it if it exists.
 
@@ -214,14 +390,16 @@ def open_cell_study(storage: RDBStorage, name: str, direction: str, n_trials: in
     queue grows. A rerun with a larger n_trials tops the queue up (one process at a time).
     """
     try:
-        study = optuna.create_study(storage=storage, study_name=name, direction=direction)
+        study = optuna.create_study(storage=storage, study_name=name, directions=list(directions))
         _queue(study, n_trials, already=0, grid=grid)
         return study
     except optuna.exceptions.DuplicatedStudyError:
         study = optuna.load_study(study_name=name, storage=storage)
-    if study.direction.name.lower() != direction:
-        raise ConfigError(f"hydra.sweeper.direction={direction} is invalid: study {name} in this "
-                          f"storage was created with direction={study.direction.name.lower()}")
+    stored = [d.name.lower() for d in study.directions]
+    if stored != list(directions):
+        shown = lambda ds: ds[0] if len(ds) == 1 else "[" + ",".join(ds) + "]"  # noqa: E731
+        raise ConfigError(f"hydra.sweeper.direction={shown(list(directions))} is invalid: study "
+                          f"{name} in this storage was created with direction={shown(stored)}")
     seen, last_growth = -1, time.monotonic()
     while BUDGET_ATTR not in study.user_attrs:  # its creator is queueing the budget right now
         count = len(study.get_trials(deepcopy=False))

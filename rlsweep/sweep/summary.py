@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback
@@ -19,8 +19,30 @@ SUMMARY_FILE = "sweep_summary.json"
 LIFT_SOLVE_STEPS = 140_000
 
 
-def cell_summary(study: optuna.Study) -> dict[str, Any]:
-    """Best value/params, trial counts and compute spent of one cell's study.
+def dominates(a: Sequence[float], b: Sequence[float], directions: Sequence[str]) -> bool:
+    """Whether values `a` are at least as good as `b` in every objective and better in one."""
+    sign = [1.0 if d == "maximize" else -1.0 for d in directions]
+    at_least = all(s * x >= s * y for s, x, y in zip(sign, a, b))
+    return at_least and any(s * x > s * y for s, x, y in zip(sign, a, b))
+
+
+def pareto_front(points: list[dict[str, Any]], directions: Sequence[str]) -> list[dict[str, Any]]:
+    """The points (each with a `values` list) no other point dominates, in input order."""
+    return [p for p in points
+            if not any(dominates(q["values"], p["values"], directions) for q in points)]
+
+
+def _trial_record(t: optuna.trial.FrozenTrial, metrics: Sequence[str]) -> dict[str, Any]:
+    return {"trial": t.number, "values": list(t.values),
+            "objectives": dict(zip(metrics, t.values)), "params": t.params,
+            "success_rate": t.user_attrs.get("success_rate"),
+            "mean_return": t.user_attrs.get("mean_return")}
+
+
+def cell_summary(study: optuna.Study, metrics: Sequence[str] = ("success_then_return",)
+                 ) -> dict[str, Any]:
+    """Best value/params (or, with several metrics, the Pareto front), trial counts and
+    compute spent of one cell's study.
 
     A trial failed by its heartbeat and then retried counts once: as its retry.
     """
@@ -29,25 +51,54 @@ def cell_summary(study: optuna.Study) -> dict[str, Any]:
     by_state = {s: [t for t in trials if t.state == s and t.number not in retried]
                 for s in TrialState}
     complete = by_state[TrialState.COMPLETE]
-    best = max(complete, key=lambda t: t.value) if study.direction.name == "MAXIMIZE" and complete \
-        else min(complete, key=lambda t: t.value) if complete else None
+    directions = [d.name.lower() for d in study.directions]
+    pareto = None
+    if len(directions) > 1:
+        pareto = pareto_front([_trial_record(t, metrics) for t in complete], directions)
+        # The row of the table: the front's member best in the first objective.
+        first = [t for t in complete if t.number in {p["trial"] for p in pareto}]
+        ranked = sorted(first, key=lambda t: t.values[0], reverse=directions[0] == "maximize")
+        best = ranked[0] if ranked else None
+        best_value = None
+    else:
+        best = (max if directions[0] == "maximize" else min)(complete, key=lambda t: t.value) \
+            if complete else None
+        best_value = best.value if best else None
     finished = [t for t in trials if t.state.is_finished()]
-    return {
+    summary = {
         "study_name": study.study_name,
-        "best_value": best.value if best else None,
+        "best_value": best_value,
         "best_params": best.params if best else {},
         "best_trial": best.number if best else None,
-        # What the objective blends, as users read it: the best trial's last evaluation.
+        # What the objective blends, as users read it: the best trial's success rate and
+        # return, each the mean of its last evaluations (the basis of its value).
         "best_success_rate": best.user_attrs.get("success_rate") if best else None,
         "best_mean_return": best.user_attrs.get("mean_return") if best else None,
         "n_complete": len(complete),
         "n_pruned": len(by_state[TrialState.PRUNED]),
+        "n_diverged": sum(1 for t in by_state[TrialState.PRUNED]
+                          if "diverged" in str(t.user_attrs.get("fail_reason") or "")),
         "n_failed": len(by_state[TrialState.FAIL]),
         "n_running": len(by_state[TrialState.RUNNING]),
         "n_waiting": len(by_state[TrialState.WAITING]),
-        "env_steps": int(sum(t.user_attrs.get("env_steps", 0) for t in finished)),
+        # compute spent: every seed of every finished trial
+        "env_steps": int(sum(t.user_attrs.get("env_steps", 0) * len(t.user_attrs.get("seeds") or [0])
+                             for t in finished)),
         "wall_time_s": float(sum(t.user_attrs.get("wall_time_s", 0.0) for t in finished)),
     }
+    if pareto is not None:
+        summary.update(metrics=list(metrics), directions=directions, pareto=pareto)
+    return summary
+
+
+def sweep_pareto(summary: dict[str, dict]) -> list[dict[str, Any]] | None:
+    """The Pareto front across cells (each point names its cell), or None if single-objective."""
+    cells = {c: s for c, s in summary.items() if isinstance(s, dict) and "pareto" in s}
+    if not cells:
+        return None
+    directions = next(iter(cells.values()))["directions"]
+    points = [{"cell": c, **p} for c, s in cells.items() for p in s["pareto"]]
+    return pareto_front(points, directions)
 
 
 def _number(value: Any, spec: str) -> str:
@@ -57,7 +108,7 @@ def _number(value: Any, spec: str) -> str:
 
 def progress_line(cell: str, s: dict[str, Any], budget: int) -> str:
     done = s["n_complete"] + s["n_pruned"] + s["n_failed"]
-    best = "-" if s["best_value"] is None else (
+    best = "-" if s.get("best_trial") is None and s.get("best_value") is None else (
         f"success {_number(s.get('best_success_rate'), '.2f')}, "
         f"return {_number(s.get('best_mean_return'), '.1f')}")
     return (f"[{cell}] {done}/{budget} done ({s['n_complete']} complete, {s['n_pruned']} pruned, "
@@ -65,7 +116,28 @@ def progress_line(cell: str, s: dict[str, Any], budget: int) -> str:
 
 
 def write_summary(sweep_dir: Path, summary: dict[str, dict]) -> Path:
-    return write_json_atomic(sweep_dir / SUMMARY_FILE, summary)
+    """One entry per cell; a multi-objective sweep adds `pareto`, the front across cells."""
+    front = sweep_pareto(summary)
+    return write_json_atomic(sweep_dir / SUMMARY_FILE,
+                             summary if front is None else {**summary, "pareto": front})
+
+
+def format_pareto(summary: dict[str, dict]) -> str | None:
+    """The Pareto front across cells as a plain-text table (None if single-objective)."""
+    front = sweep_pareto(summary)
+    if front is None:
+        return None
+    metrics = next(s for s in summary.values() if "pareto" in s)["metrics"]
+    directions = next(s for s in summary.values() if "pareto" in s)["directions"]
+    rows = [("cell", "trial", *[f"{m} ({d[:3]})" for m, d in zip(metrics, directions)],
+             "params")]
+    for p in front:
+        params = ", ".join(f"{k.split('.')[-1]}={v:.3g}" if isinstance(v, float)
+                           else f"{k.split('.')[-1]}={v}" for k, v in p["params"].items())
+        rows.append((p["cell"], str(p["trial"]), *[f"{v:.4g}" for v in p["values"]], params))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1] for r in rows]
+    return f"Pareto front across cells ({len(front)} trials):\n" + "\n".join(lines)
 
 
 def format_table(summary: dict[str, dict]) -> str:

@@ -26,9 +26,12 @@ from rlsweep.periodic import Periodic
 from rlsweep.sweep.plan import sweep_name, write_plan
 from rlsweep.sweep.space import (SWEEP_GROUPS, Cell, declared_space, grid_cells,
                                  parse_sweep_request)
-from rlsweep.sweep.study import (check_settings, count_trials, grid_points, make_sampler,
-                                 make_storage, mask_url, open_cell_study, storage_url, study_name)
-from rlsweep.sweep.summary import (budget_note, cell_summary, format_table, progress_line,
+from rlsweep.sweep.study import (Objectives, check_grid, check_settings, count_trials,
+                                 make_sampler, make_storage, mask_url, open_cell_study,
+                                 sized_pruner_kwargs, sized_sampler_kwargs, storage_url,
+                                 study_name)
+from rlsweep.sweep.summary import (budget_note, cell_summary, format_pareto, format_table,
+                                   progress_line,
                                    write_summary)
 
 log = logging.getLogger("rlsweep.sweep")
@@ -62,9 +65,15 @@ def check_writable(sweep_dir: Path) -> None:
 def _check_space(cell: Cell, cfg: DictConfig) -> None:
     """Each parameter must exist in the cell's config and each end of its range must validate."""
     for path, dist in cell.space.items():
-        if OmegaConf.select(cfg, path, default=_MISSING) is _MISSING:
+        section, _, key = path.partition(".")
+        if OmegaConf.select(cfg, path, default=_MISSING) is _MISSING or key in NOT_PARAMETERS:
+            takes = ""
+            if section in ("algo", "policy") and section in cfg:
+                keys = [k for k in cfg[section] if k not in NOT_PARAMETERS]
+                takes = (f": {section}={option_name(cfg[section])} takes "
+                         + ", ".join(keys)) if keys else ""
             raise ConfigError(f"search space parameter {path} does not exist in the composed "
-                              f"config of cell {cell.name}")
+                              f"config of cell {cell.name}{takes}")
         ends = dist.choices if isinstance(dist, CategoricalDistribution) else (dist.low, dist.high)
         for value in ends:
             probe = cfg.copy()
@@ -75,17 +84,48 @@ def _check_space(cell: Cell, cfg: DictConfig) -> None:
                 raise ConfigError(f"search space of {cell.name}: {err}") from None
 
 
-def _check_metric(metric: str, cell: Cell, cfg: DictConfig) -> None:
+# Keys of a config section that name or describe an option, not parameters of what it builds.
+NOT_PARAMETERS = ("_target_", "name", "search_space")
+
+
+def _check_metric(objectives: Objectives, cell: Cell, cfg: DictConfig) -> None:
     """A success metric needs an env that reports success (gymnasium envs rank by return)."""
-    if metric == "success_rate" and not cfg.env.reports_success:
+    if "success_rate" in objectives.metrics and not cfg.env.reports_success:
         raise ConfigError(f"hydra.sweeper.metric=success_rate is invalid for cell {cell.name}: "
                           f"env={option_name(cfg.env)} reports no task success (env.reports_success="
                           "false); use mean_return or success_then_return (= return there)")
 
 
-def plan_cells(config: DictConfig, config_loader, arguments: list[str]
+def _check_budget(cell: Cell, cfg: DictConfig, pruner: str) -> None:
+    """Trials must evaluate before they end: the pruner and a trial's value use evaluations."""
+    trainer = cfg.trainer
+    if trainer.eval_freq > trainer.total_timesteps:
+        raise ConfigError(f"trainer.eval_freq={trainer.eval_freq} is invalid in a sweep: larger "
+                          f"than trainer.total_timesteps={trainer.total_timesteps} (cell "
+                          f"{cell.name}), so trials never evaluate while training and "
+                          f"{'pruning is off' if pruner != 'none' else 'only the final evaluation counts'};"
+                          " use eval_freq <= total_timesteps")
+
+
+def trial_seeds(request_seeds: list[int] | None, seeds_per_trial: int, base_seed: int) -> list[int]:
+    """The seeds every trial trains: the sweep's `seed=...` list, or seeds_per_trial seeds
+    counted up from the config's seed. ConfigError if both are given and disagree."""
+    if request_seeds is None:
+        return [base_seed + k for k in range(seeds_per_trial)]
+    if seeds_per_trial not in (1, len(request_seeds)):
+        raise ConfigError(f"hydra.sweeper.seeds_per_trial={seeds_per_trial} is invalid with "
+                          f"seed={','.join(map(str, request_seeds))}: the list already gives "
+                          f"{len(request_seeds)} seeds per trial; drop one of the two")
+    return list(request_seeds)
+
+
+def plan_cells(config: DictConfig, config_loader, arguments: list[str],
+               objectives: Objectives | None = None,
                ) -> tuple[list[Cell], dict[str, DictConfig]]:
-    """Grid cells with their search spaces and validated base configs (ConfigError if bad)."""
+    """Grid cells with their search spaces, seeds and validated base configs (ConfigError if
+    bad)."""
+    settings = config.hydra.sweeper
+    objectives = objectives or Objectives.from_settings(settings)
     request = parse_sweep_request(arguments)
     choices = config.hydra.runtime.choices
     cells = grid_cells(request, {g: choices[g] for g in SWEEP_GROUPS if g in choices})
@@ -97,7 +137,9 @@ def plan_cells(config: DictConfig, config_loader, arguments: list[str]
             raise ConfigError(f"cell {cell.name}: {first_line(err)}") from None
         cfg = job_config(composed)
         validate(cfg)
-        _check_metric(config.hydra.sweeper.metric, cell, cfg)
+        _check_metric(objectives, cell, cfg)
+        _check_budget(cell, cfg, settings.pruner)
+        cell.seeds = trial_seeds(request.seeds, settings.get("seeds_per_trial", 1), cfg.seed)
         cell.space = {**declared_space("algo", cfg.algo.get("search_space", {})),
                       **declared_space("policy", cfg.policy.get("search_space", {})),
                       **request.ranges}
@@ -109,15 +151,16 @@ def plan_cells(config: DictConfig, config_loader, arguments: list[str]
 class ProgressPrinter(Periodic):
     """Prints a cell's progress line each time its counts change, from a background thread."""
 
-    def __init__(self, studies: Mapping[str, Any], budget: int, interval_s: float = 2.0):
+    def __init__(self, studies: Mapping[str, Any], budget: int, metrics: tuple[str, ...],
+                 interval_s: float = 2.0):
         super().__init__(interval_s, self.poll)
-        self.studies, self.budget = studies, budget
+        self.studies, self.budget, self.metrics = studies, budget, metrics
         self._last: dict[str, str] = {}
 
     def poll(self) -> None:
         for cell, study in self.studies.items():
             try:
-                line = progress_line(cell, cell_summary(study), self.budget)
+                line = progress_line(cell, cell_summary(study, self.metrics), self.budget)
             except Exception:  # a busy storage must never break the sweep; try next time
                 continue
             if self._last.get(cell) != line:
@@ -141,6 +184,11 @@ def _write_report(sweep_dir: Path, on_finish: str | None) -> str:
 
 
 MAX_LAUNCHES = 3
+
+
+def _user_set(config: DictConfig, key: str) -> bool:
+    """Whether `key` was given on the command line (not a default)."""
+    return any(o.split("=", 1)[0].lstrip("+~") == key for o in config.hydra.overrides.hydra)
 
 
 def _work_left(studies: Mapping[str, Any]) -> bool:
@@ -171,25 +219,49 @@ def run_sweep(settings: Mapping[str, Any], config: DictConfig, config_loader, la
               arguments: list[str]) -> Any:
     sweep_dir = Path(config.hydra.sweep.dir)
     try:
-        check_settings(settings)
+        objectives = check_settings(settings)
         check_writable(sweep_dir)
-        cells, base_configs = plan_cells(config, config_loader, arguments)
+        if objectives.multi and settings["pruner"] != "none":
+            if _user_set(config, "hydra.sweeper.pruner"):
+                raise ConfigError(f"hydra.sweeper.pruner={settings['pruner']} is invalid with "
+                                  f"several metrics {list(objectives.metrics)}: Optuna cannot "
+                                  "prune multi-objective trials; allowed value is none")
+            print("note: pruning is off: Optuna cannot prune multi-objective trials "
+                  f"(metrics {', '.join(objectives.metrics)})", flush=True)
+        cells, base_configs = plan_cells(config, config_loader, arguments, objectives)
+        grids, all_notes = {}, []
         for cell in cells:  # each worker builds these; fail here, not in every worker
+            trainer = base_configs[cell.name].trainer
+            sampler_kwargs, notes = sized_sampler_kwargs(
+                settings["sampler"], settings["n_trials"], settings["n_jobs"],
+                settings["sampler_kwargs"])
+            if not objectives.multi:
+                notes += sized_pruner_kwargs(settings["pruner"], settings["n_trials"],
+                                             trainer.total_timesteps, trainer.eval_freq,
+                                             settings["pruner_kwargs"])[1]
+            if settings["sampler"] == "grid":
+                grids[cell.name] = check_grid(cell.space, settings["n_trials"], cell.name)
             try:
-                make_sampler(settings["sampler"], settings["seed"], settings["sampler_kwargs"],
-                             cell.space)
+                make_sampler(settings["sampler"], settings["seed"], sampler_kwargs, cell.space)
             except (TypeError, ValueError) as err:
                 raise ConfigError(f"hydra.sweeper.sampler_kwargs is invalid for "
                                   f"{settings['sampler']}: {err}") from None
+            all_notes += notes
+        for note in dict.fromkeys(all_notes):  # once each, in order
+            print(f"note: {note}", flush=True)
         url = storage_url(settings["storage"], sweep_dir)
         storage = make_storage(url, settings["heartbeat_interval"], settings["grace_period"])
         names = {c.name: study_name(settings["study_name"], c.name) for c in cells}
         write_plan(sweep_dir, cells, names, base_configs,
                    sweep_name(sweep_dir, settings["study_name"]),
-                   {**settings, "launcher": config.hydra.runtime.choices.get("hydra/launcher", "basic")})
+                   {**settings, "metrics": objectives.metrics, "directions": objectives.directions,
+                    "metric": objectives.metrics if objectives.multi else objectives.metrics[0],
+                    "direction": objectives.directions if objectives.multi
+                    else objectives.directions[0],
+                    "launcher": config.hydra.runtime.choices.get("hydra/launcher", "basic")})
         studies = {c.name: open_cell_study(
-            storage, names[c.name], settings["direction"], settings["n_trials"],
-            grid=grid_points(c.space) if settings["sampler"] == "grid" else None) for c in cells}
+            storage, names[c.name], objectives.directions, settings["n_trials"],
+            grid=grids.get(c.name)) for c in cells}
     except ConfigError as err:  # e.g. an existing study of another direction in the storage
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
@@ -198,13 +270,17 @@ def run_sweep(settings: Mapping[str, Any], config: DictConfig, config_loader, la
           flush=True)
     returns = None
     try:
-        with ProgressPrinter(studies, settings["n_trials"]) as progress:
+        with ProgressPrinter(studies, settings["n_trials"], objectives.metrics) as progress:
             returns = _launch_until_done(launcher, settings["n_jobs"], studies)
             progress.poll()
     finally:  # also on Ctrl-C: what finished is in the storage and in its trial folder
-        summary = {cell: cell_summary(study) for cell, study in studies.items()}
+        summary = {cell: cell_summary(study, objectives.metrics)
+                   for cell, study in studies.items()}
         path = write_summary(sweep_dir, summary)
         print(format_table(summary), flush=True)
+        pareto = format_pareto(summary)
+        if pareto:
+            print(pareto, flush=True)
         note = budget_note(min(c.trainer.total_timesteps for c in base_configs.values()),
                            option_name(next(iter(base_configs.values())).env))
         if note:

@@ -3,7 +3,8 @@
 It "trains" by sleeping: every `trainer.eval_freq` env steps cost eval_freq / STEPS_PER_S
 seconds, then it reports an evaluation whose success rate grows with progress and with how
 close `algo.learning_rate` is to 10**-3.5. Poor learning rates fall behind the median early, so
-roughly half the trials of a sweep get pruned. Trial durations are known, so worker utilization
+roughly half the trials of a sweep get pruned. A learning rate of DIVERGE_LR or more diverges
+at the first evaluation, as a real run's weights would (no algo's search space reaches it). Trial durations are known, so worker utilization
 and per-trial overhead can be computed exactly (see bench/sweeper_bench.py).
 """
 
@@ -20,6 +21,7 @@ from rlsweep.evaluation import EvalResult
 from rlsweep.run_result import RunResult, RunStatus
 
 STEPS_PER_S = 1000.0  # the pretend env speed: eval_freq=100 costs 0.1 s
+DIVERGE_LR = 0.1
 
 
 def quality(learning_rate: float) -> float:
@@ -37,6 +39,9 @@ def synthetic_objective(cfg: DictConfig, run_dir: Path, eval_hook: EvalHook | No
         period = min(cfg.trainer.eval_freq, cfg.trainer.total_timesteps - steps)
         time.sleep(period / STEPS_PER_S)
         steps += period
+        if cfg.algo.learning_rate >= DIVERGE_LR:
+            status, detail, success = RunStatus.DIVERGED, "non-finite loss (synthetic)", 0.0
+            break
         success = q * steps / cfg.trainer.total_timesteps
         result = EvalResult(successes=[k < round(10 * success) for k in range(10)],
                             returns=[success * cfg.env.horizon] * 10)
@@ -44,7 +49,7 @@ def synthetic_objective(cfg: DictConfig, run_dir: Path, eval_hook: EvalHook | No
             status, detail = RunStatus.PRUNED, f"at env step {steps}"
             break
     seconds = time.perf_counter() - started
-    result = RunResult(status=status, detail=detail, success_rate=round(10 * success) / 10,
+    result = RunResult(status=status, detail=detail, seed=cfg.seed, success_rate=round(10 * success) / 10,
                        mean_return=success * cfg.env.horizon, std_return=0.0, env_steps=steps,
                        wall_time_s=seconds, env_steps_per_s=steps / max(seconds, 1e-9))
     run_result.save(run_dir, result)

@@ -11,6 +11,7 @@ died goes stale, is failed by its heartbeat and retried here.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import signal
 import threading
@@ -32,8 +33,10 @@ from rlsweep.files import write_json_atomic
 from rlsweep.periodic import Periodic
 from rlsweep.run_result import RunStatus
 from rlsweep.sweep.plan import read_plan, read_sweep_name
-from rlsweep.sweep.study import (claim_trial, count_trials, make_pruner, make_sampler, make_storage,
-                                 objective_value, storage_url)
+from rlsweep.sweep.seeds import EvaluationLog, SeedOutcome, run_seeds
+from rlsweep.sweep.study import (Objectives, claim_trial, count_trials, make_pruner, make_sampler,
+                                 make_storage, objective_value, sized_pruner_kwargs,
+                                 sized_sampler_kwargs, storage_url)
 
 log = logging.getLogger("rlsweep.worker")
 
@@ -95,43 +98,71 @@ def prepare_trial(trial: optuna.Trial, cell: dict, trial_dir: Path) -> tuple[dic
     return params, cfg
 
 
+def trial_values(evals: EvaluationLog, objectives: Objectives, last_n: int, wall_time_s: float,
+                 env_steps: float, horizon: int | None, reports_success: bool) -> list[float]:
+    """A finished trial's value for each objective: an evaluation metric is averaged over the
+    last `last_n` evaluations (seeds already aggregated); a trial total is taken whole."""
+    totals = {"wall_time_s": wall_time_s, "env_steps": env_steps}
+    tail = evals.points[-last_n:]
+    return [float(totals[m]) if m in totals else
+            float(np.mean([objective_value(p, m, horizon, reports_success) for p in tail]))
+            for m in objectives.metrics]
+
+
+def worst_value(direction: str) -> float:
+    """What a diverged trial reports at its last step: worse than any real evaluation, so the
+    pruner and the sampler rank it last (rl-zoo3 prunes such trials the same way)."""
+    return -math.inf if direction == "maximize" else math.inf
+
+
 def run_trial(study: optuna.Study, trial: optuna.Trial, cell: dict, settings: DictConfig,
-              storage, sweep_dir: Path, sweep_name: str, train) -> TrialState:
+              objectives: Objectives, seeds: list[int], storage, sweep_dir: Path,
+              sweep_name: str, train) -> TrialState:
     """Train one trial in `<sweep dir>/<cell>/trial_<number>` and tell Optuna how it ended.
 
     `train` is the objective (rlsweep.train.train unless hydra.sweeper.objective says otherwise).
-    Anything that goes wrong, from sampling to saving, makes the trial FAIL with its reason.
+    With one seed the run is the trial folder itself; with several, each seed's run is a
+    `seed_<s>/` folder in it and every evaluation is their aggregate. A diverged run is PRUNED
+    at its step with the worst value (the sampler learns to avoid it); anything else that goes
+    wrong, from sampling to saving, makes the trial FAIL with its reason.
     """
     trial_dir = sweep_dir / cell["name"] / f"trial_{trial.number:03d}"
-    params, result, value, reason, last_step, cfg = {}, None, None, None, 0, None
+    params, cfg, reason, value = {}, None, None, None
+    outcomes: list[SeedOutcome] = []
+    evals = EvaluationLog(settings.seed_aggregate)
 
-    def report(step: int, result) -> bool:
-        nonlocal last_step
-        last_step = step
-        trial.report(objective_value(result.summary(), settings.metric, cfg.env.get("horizon"),
+    def on_evaluation(step: int, summaries: list[dict]) -> bool:
+        point = evals.add(step, summaries)
+        if objectives.multi:  # Optuna cannot prune multi-objective trials
+            return True
+        trial.report(objective_value(point, objectives.metrics[0], cfg.env.get("horizon"),
                                      cfg.env.reports_success), step)
         # A run that has spent its whole budget is finished, not pruned.
         return step >= cfg.trainer.total_timesteps or not trial.should_prune()
+
+    def wandb_init(seed: int | None) -> dict:
+        suffix = "" if seed is None else f"-seed{seed}"
+        return {"group": sweep_name, "job_type": cell["name"],
+                "name": f"{cell['name']}-{trial.number}{suffix}",
+                "tags": [cell["choices"].get(g, "") for g in ("algo", "reward", "policy")],
+                "extra_config": {"sweep": sweep_name, "cell": cell["name"], "trial": trial.number,
+                                 **{f"param/{k}": v for k, v in params.items()}}}
 
     started = time.perf_counter()
     with heartbeat(storage, trial._trial_id, settings.heartbeat_interval):
         try:
             params, cfg = prepare_trial(trial, cell, trial_dir)
             validate(cfg)
-            result = train(cfg, trial_dir, eval_hook=report, wandb_init={
-                "group": sweep_name, "job_type": cell["name"], "name": f"{cell['name']}-{trial.number}",
-                "tags": [cell["choices"].get(g, "") for g in ("algo", "reward", "policy")],
-                "extra_config": {"sweep": sweep_name, "cell": cell["name"], "trial": trial.number,
-                                 **{f"param/{k}": v for k, v in params.items()}}})
-            last_step = result.env_steps
-            if result.status is RunStatus.OK:
-                state = TrialState.COMPLETE
-                value = objective_value(result.to_json(), settings.metric, cfg.env.get("horizon"),
-                                        cfg.env.reports_success)
-            elif result.status is RunStatus.PRUNED:
-                state = TrialState.PRUNED
+            if len(seeds) == 1:
+                cfg.seed = seeds[0]
+                result = train(cfg, trial_dir, wandb_init=wandb_init(None),
+                               eval_hook=lambda step, res: on_evaluation(step, [res.summary()]))
+                outcomes = [SeedOutcome(seeds[0], trial_dir, result=result)]
             else:
-                state, reason = TrialState.FAIL, result.describe()
+                outcomes = run_seeds(settings.objective, cfg, seeds, trial_dir, on_evaluation,
+                                     wandb_init)
+            state, reason, value = _conclude(trial, outcomes, evals, objectives, settings, cfg,
+                                             time.perf_counter() - started)
         except Exception as err:  # a failing trial is recorded with its reason; the sweep goes on
             if _interrupted.is_set():  # Ctrl-C, not the trial's fault: leave it RUNNING, so it
                 raise KeyboardInterrupt from err  # goes stale and is retried on resume
@@ -140,19 +171,23 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, cell: dict, settings: Di
             (trial_dir / "error.log").write_text(traceback.format_exc())
             log.warning("trial %s of %s failed: %s", trial.number, cell["name"], reason)
         wall = time.perf_counter() - started
+        results = [o.result for o in outcomes if o.result is not None]
+        env_steps = int(np.mean([r.env_steps for r in results])) if results else evals.last_step
+        reports_success = cfg is None or cfg.env.get("reports_success", True)
+        recent = evals.recent(settings.value_last_evals)
         intermediate = {}
         try:
-            reports_success = cfg is None or cfg.env.get("reports_success", True)
-            for key, val in (("env_steps", result.env_steps if result else last_step),
+            for key, val in (("env_steps", env_steps),
                              # none on an env that reports no success: shown as "-", not 0
-                             ("success_rate", result.success_rate
-                              if result and reports_success else None),
-                             ("mean_return", result.mean_return if result else None),
-                             ("wall_time_s", wall), ("last_step", last_step),
+                             ("success_rate", recent["success_rate"] if reports_success else None),
+                             ("mean_return", recent["mean_return"]),
+                             ("wall_time_s", wall), ("last_step", evals.last_step or env_steps),
+                             ("seeds", [o.seed for o in outcomes] or seeds),
                              ("trial_dir", str(trial_dir)), ("worker", HydraConfig.get().job.num),
                              ("fail_reason", reason)):
                 trial.set_user_attr(key, val)
-            frozen = study.tell(trial, value if state == TrialState.COMPLETE else None, state=state)
+            values = value if state == TrialState.COMPLETE else None
+            frozen = study.tell(trial, values, state=state)
             intermediate = frozen.intermediate_values
         except (optuna.exceptions.UpdateFinishedTrialError, ValueError) as err:
             # Its heartbeat went stale (e.g. a long database stall): another worker already
@@ -162,11 +197,48 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, cell: dict, settings: Di
 
     write_json_atomic(trial_dir / "trial.json", {
         "number": trial.number, "cell": cell["name"], "state": state.name, "params": params,
-        "value": value, "last_step": last_step,
-        "status": result.describe() if result else reason,
-        "fail_reason": reason, "env_steps": result.env_steps if result else last_step,
-        "wall_time_s": wall, "intermediate_values": intermediate})
+        "value": (value[0] if value and not objectives.multi else value)
+        if state == TrialState.COMPLETE else None,
+        "last_step": evals.last_step or env_steps, "status": reason or "ok",
+        "fail_reason": reason if state == TrialState.FAIL else None,
+        "env_steps": env_steps, "wall_time_s": wall,
+        "success_rate": recent["success_rate"], "mean_return": recent["mean_return"],
+        "seeds": [{"seed": o.seed, "run_dir": str(o.run_dir),
+                   "status": o.result.describe() if o.result else o.error,
+                   "success_rate": o.result.success_rate if o.result else None,
+                   "mean_return": o.result.mean_return if o.result else None} for o in outcomes],
+        "intermediate_values": {k: (v if math.isfinite(v) else None)
+                                for k, v in intermediate.items()}})
     return state
+
+
+def _conclude(trial: optuna.Trial, outcomes: list[SeedOutcome], evals: EvaluationLog,
+              objectives: Objectives, settings: DictConfig, cfg: DictConfig, wall: float
+              ) -> tuple[TrialState, str | None, list[float] | None]:
+    """The trial's state, reason (why it is not COMPLETE) and values from its seeds' ends."""
+    errors = [o.error for o in outcomes if o.error]
+    if errors:
+        return TrialState.FAIL, errors[0], None
+    results = [o.result for o in outcomes]
+    diverged = [(o.seed, o.result) for o in outcomes if o.result.status is RunStatus.DIVERGED]
+    if diverged:
+        seed, result = diverged[0]
+        if not objectives.multi:  # ranked last at the step where it broke
+            trial.report(worst_value(objectives.directions[0]),
+                         max(result.env_steps, evals.last_step + 1))
+        which = f"seed {seed} " if len(outcomes) > 1 else ""
+        return TrialState.PRUNED, f"{which}{result.describe()}", None
+    pruned = [r for r in results if r.status is RunStatus.PRUNED]
+    if pruned:
+        return TrialState.PRUNED, pruned[0].describe(), None
+    final_step = max(r.env_steps for r in results)
+    if final_step > evals.last_step:  # the final evaluation, taken after the last periodic one
+        evals.add(final_step, [{"success_rate": r.success_rate, "mean_return": r.mean_return}
+                               for r in results])
+    values = trial_values(evals, objectives, settings.value_last_evals, wall,
+                          float(np.mean([r.env_steps for r in results])),
+                          cfg.env.get("horizon"), cfg.env.reports_success)
+    return TrialState.COMPLETE, None, values
 
 
 def run_worker(cfg: DictConfig) -> dict[str, int]:
@@ -183,6 +255,9 @@ def run_worker(cfg: DictConfig) -> dict[str, int]:
     storage = make_storage(storage_url(settings.storage, sweep_dir), settings.heartbeat_interval,
                            settings.grace_period)
     cells = read_plan(sweep_dir)
+    objectives = Objectives.from_settings(settings)
+    # Optuna cannot prune multi-objective trials (the sweeper said so when it started).
+    pruner_name = "none" if objectives.multi else settings.pruner
     studies = {}
     for index, cell in enumerate(cells):
         # Distinct streams per worker, cell and process: a rerun or a second machine joining
@@ -190,13 +265,19 @@ def run_worker(cfg: DictConfig) -> dict[str, int]:
         # reproducible anyway; `seed` decorrelates, it does not replay.)
         seed = None if settings.seed is None else int(np.random.SeedSequence(
             [settings.seed, worker, index, os.getpid()]).generate_state(1)[0])
+        trainer = cell["base_config"].trainer
         # grid: every parameter arrives fixed from the queue, so any sampler will do
         name = "random" if settings.sampler == "grid" else settings.sampler
-        sampler = make_sampler(name, seed, {} if name != settings.sampler
-                               else settings.sampler_kwargs, cell["space"])
+        sampler_kwargs, _ = sized_sampler_kwargs(
+            name, settings.n_trials, settings.n_jobs,
+            {} if name != settings.sampler else settings.sampler_kwargs)
+        pruner_kwargs, _ = sized_pruner_kwargs(
+            pruner_name, settings.n_trials, trainer.total_timesteps, trainer.eval_freq,
+            settings.pruner_kwargs if pruner_name == settings.pruner else {})
         studies[cell["name"]] = optuna.load_study(
-            study_name=cell["study_name"], storage=storage, sampler=sampler,
-            pruner=make_pruner(settings.pruner, settings.pruner_kwargs))
+            study_name=cell["study_name"], storage=storage,
+            sampler=make_sampler(name, seed, sampler_kwargs, cell["space"]),
+            pruner=make_pruner(pruner_name, pruner_kwargs))
     # Start at a different cell per worker so parallel workers spread over the grid.
     order = cells[worker % len(cells):] + cells[:worker % len(cells)]
     counts = {state.name: 0 for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
@@ -211,7 +292,9 @@ def run_worker(cfg: DictConfig) -> dict[str, int]:
                 claimed = (study, trial, cell)
                 break
         if claimed is not None:
-            state = run_trial(*claimed, settings, storage, sweep_dir, sweep_name, train)
+            study, trial, cell = claimed
+            state = run_trial(study, trial, cell, settings, objectives, cell["seeds"], storage,
+                              sweep_dir, sweep_name, train)
             counts[state.name] += 1
             continue
         if count_trials(studies.values(), TrialState.RUNNING) == 0:
