@@ -246,6 +246,17 @@ def validate(cfg: DictConfig) -> None:
         check_number("trainer.stop_success_rate", t.stop_success_rate, float, 0.0, False, 1.0)
     check_number("trainer.stop_success_evals", t.stop_success_evals, int, 1, True)
     check_number("trainer.progress_s", t.progress_s, float, 0.0, True)
+    learning_starts = cfg.algo.get("learning_starts")
+    if t.eval_freq > t.total_timesteps and learning_starts is not None \
+            and t.total_timesteps <= learning_starts:
+        # Only the final evaluation, of a policy that never trained. (eval_freq above the
+        # budget alone is a way to ask for just the final evaluation; sweeps refuse it, since
+        # their pruner needs evaluations.)
+        raise ConfigError(f"trainer.eval_freq={t.eval_freq} is invalid: larger than "
+                          f"trainer.total_timesteps={t.total_timesteps}, which ends before "
+                          f"algo.learning_starts={learning_starts}, so the run's only evaluation "
+                          "would be of an untrained policy; use eval_freq <= total_timesteps and "
+                          "total_timesteps > learning_starts")
     check_choice("trainer.device", t.device, DEVICES)
     check_choice("logger.name", cfg.logger.name, ("wandb", "none"))
     check_choice("logger.mode", cfg.logger.mode, LOGGER_MODES)

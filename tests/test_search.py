@@ -243,3 +243,13 @@ def test_bad_search_input_is_one_line_before_any_job(tmp_path, args, words):
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and all(w in errors[0] for w in words), result.stderr
     assert not list(tmp_path.rglob("trial.json"))
+
+
+def test_a_single_run_may_skip_periodic_evaluations_but_not_evaluate_only_untrained():
+    from rlsweep.cli import compose_config
+    from rlsweep.config import validate
+
+    validate(compose_config(["trainer.total_timesteps=1400", "algo.learning_starts=200",
+                             "trainer.eval_freq=100000"]))  # only the final evaluation: fine
+    with pytest.raises(ConfigError, match=r"trainer.eval_freq=5000 .*algo.learning_starts=1000"):
+        validate(compose_config(["trainer.total_timesteps=100", "trainer.eval_freq=5000"]))
