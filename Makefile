@@ -26,10 +26,10 @@ sweep-quick: install
 	$(PY) -m rlsweep -m algo=sac,sbx_sac +experiment=sweep_quick
 
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto --dist loadfile --durations=15
 
 test-fast: install
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -n auto --dist loadfile -m "not slow"
 
 # Regenerate report.html of the newest sweep (or SWEEP=multirun/<date>/<time>).
 SWEEP ?= $(shell ls -d multirun/*/* 2>/dev/null | sort | tail -n 1)
