@@ -37,7 +37,7 @@ ALGO_NUMERIC = {
     "max_grad_norm": (float, 0.0, False, None),
     "target_policy_noise": (float, 0.0, True, None),
     "target_noise_clip": (float, 0.0, True, None),
-    "n_steps": (int, 1, True, None),
+    "n_steps": (int, 2, True, None),  # SB3 normalizes advantages over the rollout: >= 2 steps
     "batch_size": (int, 1, True, None),
     "n_epochs": (int, 1, True, None),
     "buffer_size": (int, 1, True, None),
@@ -46,6 +46,9 @@ ALGO_NUMERIC = {
     "gradient_steps": (int, 1, True, None),
     "policy_delay": (int, 1, True, None),
 }
+
+
+MIN_CHECKPOINT_FREQ = 100  # env steps; a checkpoint holds the replay buffer (up to GBs)
 
 
 class ConfigError(ValueError):
@@ -181,6 +184,20 @@ def _run_target_check(target: Any, option: DictConfig) -> None:
         check(OmegaConf.to_container(option, resolve=True))
 
 
+def _check_ent_coef(value: Any) -> None:
+    """A number >= 0, or for the SAC family "auto" / "auto_<initial value > 0>" (learned)."""
+    if isinstance(value, str) and value.startswith("auto"):
+        initial = value[len("auto_"):] if value.startswith("auto_") else "1.0"
+        try:
+            ok = value == "auto" or float(initial) > 0
+        except ValueError:
+            ok = False
+        if not ok:
+            _fail("algo.ent_coef", value, "must be a number >= 0, auto, or auto_<initial value > 0>")
+        return
+    check_number("algo.ent_coef", value, float, 0.0, True)
+
+
 def _validate_algo(algo: DictConfig) -> None:
     cls = _import_target("algo", algo)
     allowed = _keyword_names(cls, ALGO_RESERVED)
@@ -188,6 +205,8 @@ def _validate_algo(algo: DictConfig) -> None:
     for key, value in algo_kwargs(algo).items():
         if key in ALGO_NUMERIC:
             check_number(f"algo.{key}", value, *ALGO_NUMERIC[key])
+    if "ent_coef" in algo:
+        _check_ent_coef(algo.ent_coef)
     if not isinstance(algo.get("normalize", False), bool):
         _fail("algo.normalize", algo.normalize, "must be true or false")
     noise = algo.get("action_noise")
@@ -241,6 +260,11 @@ def validate(cfg: DictConfig) -> None:
     check_number("trainer.eval_freq", t.eval_freq, int, 1, True)
     check_number("trainer.eval_episodes", t.eval_episodes, int, 1, True)
     check_number("trainer.checkpoint_freq", t.checkpoint_freq, int, 0, True)
+    if 0 < t.checkpoint_freq < MIN_CHECKPOINT_FREQ:
+        _fail("trainer.checkpoint_freq", t.checkpoint_freq,
+              f"must be 0 (no checkpoint) or >= {MIN_CHECKPOINT_FREQ} env steps: each checkpoint "
+              "saves the model and the whole replay buffer")
+    check_number("seed", cfg.seed, int, 0, True)
     check_number("trainer.threads", t.threads, int, 1, True)
     if t.stop_success_rate is not None:
         check_number("trainer.stop_success_rate", t.stop_success_rate, float, 0.0, False, 1.0)

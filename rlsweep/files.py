@@ -1,15 +1,38 @@
-"""Writing result files so that a reader never sees half a file (other workers, a resume)."""
+"""Writing result files so that a reader never sees half a file (other workers, a resume), and
+a crash right after a write never leaves an empty one."""
 
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from pathlib import Path
 
 
 def write_text_atomic(path: Path, text: str) -> Path:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)  # atomic on POSIX: the old file or the new one, never a mix
+    """Write `text` to a temporary file beside `path` (a unique name: two writers never share
+    it), flush it to disk, then rename it over `path`: readers see the old file or the new
+    one, never a mix, and after a power cut the new one is whole."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes it 0600; result files are for everyone who reads runs
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    try:  # the rename itself is durable once the directory is synced
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError:  # some filesystems cannot sync a directory; the rename is still atomic
+        pass
     return path
 
 

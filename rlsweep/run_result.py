@@ -87,9 +87,11 @@ class RunResult:
 
 
 def save(run_dir: Path, result: RunResult) -> Path:
-    path = run_dir / FILE
-    path.write_text(json.dumps(result.to_json(), indent=2))
-    return path
+    """Write metrics.json atomically: its presence means the run finished (confirm and the
+    benches skip such runs), so it must never exist half-written."""
+    from rlsweep.files import write_json_atomic
+
+    return write_json_atomic(run_dir / FILE, result.to_json())
 
 
 def load(run_dir: Path) -> RunResult:

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
-from optuna.distributions import distribution_to_json, json_to_distribution
+from optuna.distributions import (CategoricalDistribution, distribution_to_json,
+                                  json_to_distribution)
 
-from rlsweep.files import write_json_atomic
+from rlsweep.files import write_json_atomic, write_text_atomic
 from rlsweep.sweep.space import Cell
 
 PLAN_FILE = "sweep_plan.json"
@@ -24,15 +26,10 @@ def sweep_name(sweep_dir: Path, study_name: str | None) -> str:
     return study_name or f"{sweep_dir.parent.name}_{sweep_dir.name}"
 
 
-def write_plan(sweep_dir: Path, cells: list[Cell], study_names: dict[str, str],
-               base_configs: dict[str, DictConfig], name: str, settings: dict) -> None:
-    """Write the plan; `settings` keeps only what readers need (no storage URL)."""
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    for cell in cells:
-        (sweep_dir / cell.name).mkdir(exist_ok=True)
-        OmegaConf.save(base_configs[cell.name], sweep_dir / cell.name / "base_config.yaml",
-                       resolve=True)
-    plan = {"sweep_name": name, "direction": _plain(settings["direction"]),
+def build_plan(cells: list[Cell], study_names: dict[str, str], name: str, settings: dict) -> dict:
+    """The plan as written to sweep_plan.json; `settings` keeps only what readers need (no
+    storage URL)."""
+    return {"sweep_name": name, "direction": _plain(settings["direction"]),
             "metric": _plain(settings["metric"]),
             "metrics": list(settings["metrics"]), "directions": list(settings["directions"]),
             "n_trials": settings["n_trials"], "launcher": settings["launcher"],
@@ -40,7 +37,84 @@ def write_plan(sweep_dir: Path, cells: list[Cell], study_names: dict[str, str],
                        "overrides": c.overrides, "seeds": c.seeds,
                        "space": {k: distribution_to_json(d) for k, d in c.space.items()}}
                       for c in cells]}
+
+
+def write_plan(sweep_dir: Path, plan: dict, base_configs: dict[str, DictConfig]) -> None:
+    """Write the plan and each cell's base config (after `check_resume` allowed it)."""
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    for cell in plan["cells"]:
+        (sweep_dir / cell["name"]).mkdir(exist_ok=True)
+        write_text_atomic(sweep_dir / cell["name"] / "base_config.yaml",
+                          OmegaConf.to_yaml(base_configs[cell["name"]], resolve=True))
     write_json_atomic(sweep_dir / PLAN_FILE, plan)  # a worker never reads half a plan
+
+
+def _short(dist_json: str) -> str:
+    """A search-space entry as the user wrote it: choice(...), interval(...), range(...)."""
+    d = json_to_distribution(dist_json)
+    if isinstance(d, CategoricalDistribution):
+        return "choice(" + ", ".join(map(str, d.choices)) + ")"
+    step = getattr(d, "step", None)
+    body = f"{d.low}, {d.high}" + (f", step {step}" if step not in (None, 1) else "")
+    return ("tag(log, interval(" + body + "))") if getattr(d, "log", False) else f"interval({body})"
+
+
+def _first_difference(old: Any, new: Any, path: str = "") -> str | None:
+    """The first dotted key where two config trees differ, as "key: old -> new"."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in list(old) + [k for k in new if k not in old]:
+            where = f"{path}.{key}" if path else str(key)
+            if key not in new:
+                return f"{where} removed (was {old[key]!r})"
+            if key not in old:
+                return f"{where} added ({new[key]!r})"
+            found = _first_difference(old[key], new[key], where)
+            if found:
+                return found
+        return None
+    return None if old == new else f"{path}: {old!r} -> {new!r}"
+
+
+def resume_conflict(sweep_dir: Path, plan: dict, base_configs: dict[str, DictConfig]) -> str | None:
+    """What this sweep command changes about the sweep already in `sweep_dir` (None: nothing,
+    or no sweep there yet). A resume may add trials (a larger n_trials) or change how trials
+    are run (n_jobs, launcher, sampler); not what they search or how they are scored, which
+    would mix two searches in one study."""
+    if not (sweep_dir / PLAN_FILE).exists():
+        return None
+    old = read_plan_file(sweep_dir)
+    if old["sweep_name"] != plan["sweep_name"]:
+        return (f"hydra.sweeper.study_name: this dir holds sweep {old['sweep_name']!r}, not "
+                f"{plan['sweep_name']!r} (its trial folders would be overwritten)")
+    for key in ("metrics", "directions"):
+        before = old.get(key) or [old[key[:-1]]]
+        if before != plan[key]:
+            return f"hydra.sweeper.{key[:-1]}: {_plain_str(before)} -> {_plain_str(plan[key])}"
+    old_cells = {c["name"]: c for c in old["cells"]}
+    new_cells = {c["name"]: c for c in plan["cells"]}
+    if set(old_cells) != set(new_cells):
+        return (f"the grid of cells: {', '.join(sorted(old_cells))} -> "
+                f"{', '.join(sorted(new_cells))}")
+    for name, new in new_cells.items():
+        before = old_cells[name]
+        if before.get("seeds", new["seeds"]) != new["seeds"]:
+            return f"cell {name}: seeds {before['seeds']} -> {new['seeds']}"
+        for key in sorted(set(before["space"]) | set(new["space"])):
+            was, now = before["space"].get(key), new["space"].get(key)
+            if was != now:
+                return (f"cell {name}: search space {key}: "
+                        f"{_short(was) if was else 'not searched'} -> "
+                        f"{_short(now) if now else 'not searched'}")
+        old_config = OmegaConf.to_container(OmegaConf.load(sweep_dir / name / "base_config.yaml"))
+        diff = _first_difference(old_config,
+                                 OmegaConf.to_container(base_configs[name], resolve=True))
+        if diff:
+            return f"cell {name}: fixed setting {diff}"
+    return None
+
+
+def _plain_str(values: list) -> str:
+    return values[0] if len(values) == 1 else "[" + ",".join(values) + "]"
 
 
 def _plain(value):

@@ -50,6 +50,8 @@ def _parse_url(url: str):
 def mask_url(url: str) -> str:
     """The storage URL with its password replaced by ***, safe to print."""
     parsed = _parse_url(url)
+    if parsed is not None and parsed.password is None:
+        return url  # nothing to hide: show it as the user wrote it
     return parsed.render_as_string(hide_password=True) if parsed else url.split("@")[-1]
 
 
@@ -61,15 +63,21 @@ def storage_url(storage: str | None, sweep_dir: Path) -> str:
 def make_storage(url: str, heartbeat_interval: int, grace_period: int) -> RDBStorage:
     """An RDB storage with heartbeats (so dead workers' trials are failed and retried once)."""
     engine_kwargs: dict[str, Any] = {}
+    parsed = _parse_url(url)
     if url.startswith("sqlite"):
+        if parsed is None or parsed.database in (None, "", ":memory:"):
+            raise ConfigError(f"hydra.sweeper.storage={mask_url(url)} is invalid: workers are "
+                              "separate processes and cannot share an in-memory database; use "
+                              "a file (sqlite:///path/optuna.db, the default) or PostgreSQL")
         # Several processes write one file: wait for the lock instead of failing at once, but
         # less than a heartbeat's grace period, so a waiting worker's trial never goes stale.
         engine_kwargs["connect_args"] = {"timeout": SQLITE_LOCK_TIMEOUT_S}
-        _use_wal(url)
     else:
         engine_kwargs["pool_pre_ping"] = True
     for attempt in range(5):
         try:
+            if url.startswith("sqlite"):
+                _use_wal(url)  # fails here on a file that is not a database
             storage = RDBStorage(url, engine_kwargs=engine_kwargs,
                                  heartbeat_interval=heartbeat_interval, grace_period=grace_period,
                                  heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
@@ -85,7 +93,6 @@ def make_storage(url: str, heartbeat_interval: int, grace_period: int) -> RDBSto
                 time.sleep(1.0 + attempt)
                 continue
             reason = first_line(text) or type(err).__name__
-            parsed = _parse_url(url)
             password = parsed.password if parsed else None
             if password:
                 reason = reason.replace(password, "***")
@@ -380,6 +387,20 @@ def check_grid(space: Mapping[str, optuna.distributions.BaseDistribution], n_tri
     return points
 
 
+def check_existing_study(storage: RDBStorage, name: str, directions: Sequence[str]) -> None:
+    """ConfigError if the storage holds study `name` with other directions (nothing if it
+    holds no such study)."""
+    try:
+        study = optuna.load_study(study_name=name, storage=storage)
+    except KeyError:  # no such study yet
+        return
+    stored = [d.name.lower() for d in study.directions]
+    if stored != list(directions):
+        shown = lambda ds: ds[0] if len(ds) == 1 else "[" + ",".join(ds) + "]"  # noqa: E731
+        raise ConfigError(f"hydra.sweeper.direction={shown(list(directions))} is invalid: study "
+                          f"{name} in this storage was created with direction={shown(stored)}")
+
+
 def open_cell_study(storage: RDBStorage, name: str, directions: Sequence[str], n_trials: int,
                     grid: list[dict] | None = None) -> optuna.Study:
     """Create a cell's study and queue its budget of n_trials, or load it if it exists.
@@ -395,11 +416,7 @@ def open_cell_study(storage: RDBStorage, name: str, directions: Sequence[str], n
         return study
     except optuna.exceptions.DuplicatedStudyError:
         study = optuna.load_study(study_name=name, storage=storage)
-    stored = [d.name.lower() for d in study.directions]
-    if stored != list(directions):
-        shown = lambda ds: ds[0] if len(ds) == 1 else "[" + ",".join(ds) + "]"  # noqa: E731
-        raise ConfigError(f"hydra.sweeper.direction={shown(list(directions))} is invalid: study "
-                          f"{name} in this storage was created with direction={shown(stored)}")
+    check_existing_study(storage, name, directions)
     seen, last_growth = -1, time.monotonic()
     while BUDGET_ATTR not in study.user_attrs:  # its creator is queueing the budget right now
         count = len(study.get_trials(deepcopy=False))

@@ -23,10 +23,11 @@ from optuna.trial import TrialState
 
 from rlsweep.config import ConfigError, first_line, option_name, validate
 from rlsweep.periodic import Periodic
-from rlsweep.sweep.plan import sweep_name, write_plan
+from rlsweep.sweep.plan import build_plan, resume_conflict, sweep_name, write_plan
 from rlsweep.sweep.space import (SWEEP_GROUPS, Cell, declared_space, grid_cells,
                                  parse_sweep_request)
-from rlsweep.sweep.study import (Objectives, check_grid, check_settings, count_trials,
+from rlsweep.sweep.study import (Objectives, check_existing_study, check_grid, check_settings,
+                                 count_trials,
                                  make_sampler, make_storage, mask_url, open_cell_study,
                                  sized_pruner_kwargs, sized_sampler_kwargs, storage_url,
                                  study_name)
@@ -184,11 +185,22 @@ def _write_report(sweep_dir: Path, on_finish: str | None) -> str:
 
 
 MAX_LAUNCHES = 3
+LOCAL_LAUNCHERS = ("joblib", "basic", "submitit_local")  # workers on this machine's cores
 
 
 def _user_set(config: DictConfig, key: str) -> bool:
     """Whether `key` was given on the command line (not a default)."""
     return any(o.split("=", 1)[0].lstrip("+~") == key for o in config.hydra.overrides.hydra)
+
+
+def _all_failed(studies: Mapping[str, Any]) -> str | None:
+    """The first failure's reason if trials ended and every one of them FAILED, else None."""
+    ended = sorted((t for s in studies.values() for t in s.get_trials(deepcopy=False)
+                    if t.state.is_finished()), key=lambda t: t.datetime_complete or t.datetime_start)
+    if not ended or any(t.state != TrialState.FAIL for t in ended):
+        return None
+    reasons = [t.user_attrs.get("fail_reason") for t in ended]
+    return next((r for r in reasons if r), "no reason recorded (the worker died)")
 
 
 def _work_left(studies: Mapping[str, Any]) -> bool:
@@ -247,18 +259,32 @@ def run_sweep(settings: Mapping[str, Any], config: DictConfig, config_loader, la
                 raise ConfigError(f"hydra.sweeper.sampler_kwargs is invalid for "
                                   f"{settings['sampler']}: {err}") from None
             all_notes += notes
+        launcher_name = config.hydra.runtime.choices.get("hydra/launcher", "basic")
+        cores = os.cpu_count() or 1
+        if launcher_name in LOCAL_LAUNCHERS and settings["n_jobs"] > cores:
+            all_notes.append(f"hydra.sweeper.n_jobs={settings['n_jobs']} workers on this "
+                             f"machine's {cores} cores: trials share cores and each runs slower "
+                             f"(n_jobs={cores} finishes as soon)")
         for note in dict.fromkeys(all_notes):  # once each, in order
             print(f"note: {note}", flush=True)
+        names = {c.name: study_name(settings["study_name"], c.name) for c in cells}
+        plan = build_plan(cells, names, sweep_name(sweep_dir, settings["study_name"]), {
+            **settings, "metrics": objectives.metrics, "directions": objectives.directions,
+            "metric": objectives.metrics if objectives.multi else objectives.metrics[0],
+            "direction": objectives.directions if objectives.multi else objectives.directions[0],
+            "launcher": launcher_name})
+        # Everything is checked before anything is written: a refused resume leaves the sweep
+        # dir and the storage as they were.
+        conflict = resume_conflict(sweep_dir, plan, base_configs)
+        if conflict:
+            raise ConfigError(f"resume of hydra.sweep.dir={sweep_dir} refused, this command "
+                              f"changes {conflict}; nothing was written (start another sweep "
+                              "with a new hydra.sweep.dir)")
         url = storage_url(settings["storage"], sweep_dir)
         storage = make_storage(url, settings["heartbeat_interval"], settings["grace_period"])
-        names = {c.name: study_name(settings["study_name"], c.name) for c in cells}
-        write_plan(sweep_dir, cells, names, base_configs,
-                   sweep_name(sweep_dir, settings["study_name"]),
-                   {**settings, "metrics": objectives.metrics, "directions": objectives.directions,
-                    "metric": objectives.metrics if objectives.multi else objectives.metrics[0],
-                    "direction": objectives.directions if objectives.multi
-                    else objectives.directions[0],
-                    "launcher": config.hydra.runtime.choices.get("hydra/launcher", "basic")})
+        for cell in cells:
+            check_existing_study(storage, names[cell.name], objectives.directions)
+        write_plan(sweep_dir, plan, base_configs)
         studies = {c.name: open_cell_study(
             storage, names[c.name], objectives.directions, settings["n_trials"],
             grid=grids.get(c.name)) for c in cells}
@@ -295,6 +321,10 @@ def run_sweep(settings: Mapping[str, Any], config: DictConfig, config_loader, la
         except Exception as err:  # a worker crash is a bug or a lost machine, not a failed trial
             print(f"rlsweep: worker {k} crashed: {err!r}", file=sys.stderr)
             crashed = True
+    failed_reason = _all_failed(studies)
+    if failed_reason is not None:
+        print(f"rlsweep: every trial failed; the first: {failed_reason}", file=sys.stderr)
+        sys.exit(1)
     work_left = _work_left(studies)
     if work_left:
         print("rlsweep: trials are left (workers kept dying); rerun the same command to resume",
