@@ -17,7 +17,8 @@ from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from rlsweep.config import ConfigError, first_line, validate
-from rlsweep.credentials import PASSWORD_ENV, mask_credentials, password_from_env
+from rlsweep.credentials import (PASSWORD_ENV, check_storage_password, mask_credentials,
+                                 password_from_env)
 from rlsweep.sweep.space import SWEEP_GROUPS
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
@@ -94,6 +95,7 @@ def check_composed(overrides: list[str], multirun: bool, dirs: Sequence[str] = (
         cfg = compose_config(fixed, return_hydra_config=True, dirs=dirs)
     except (HydraException, OmegaConfBaseException) as err:
         raise ConfigError(_one_line(err)) from None
+    check_storage_password(cfg, multirun)
     if not multirun:
         validate(cfg)
 

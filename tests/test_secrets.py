@@ -1,18 +1,29 @@
-"""Storage passwords (issue 15): never printed.
+"""Storage passwords (issue 15): never printed, never written to disk by Hydra or its launchers.
 
-An override Hydra cannot parse, or that Hydra's advice repeats, is echoed in the error with its
-password masked.
+A literal password in `hydra.sweeper.storage` would land in the job pickles of the submitit
+launchers (`.submitit/<job>/*_submitted.pkl`, `*_result.pkl`) and in a single run's
+`.hydra/hydra.yaml`; it is refused there, while `${oc.env:...}` stays unresolved and safe.
+An override Hydra cannot parse is echoed in the error with its password masked.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tests.conftest import run_cli
+from tests.test_postgres import PG_PASSWORD, postgres_url  # noqa: F401 (a fixture)
+from tests.test_sweeper import LIFT_TINY, SYNTHETIC, sweep
 
 # Characters Hydra's override grammar reserves, so the override cannot be parsed as typed.
 GRAMMAR_PASSWORD = "pw(x{y=z#"
 ENV_PASSWORD = "${oc.env:RLSWEEP_DB_PASSWORD}"
+
+
+def files_holding(root: Path, secret: str) -> list[Path]:
+    """Every file under root (pickles too, read as bytes) that contains `secret`."""
+    return [p for p in root.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
 
 
 def assert_one_error_line(result, secret: str) -> str:
@@ -90,3 +101,74 @@ def test_hydra_message_echoing_an_override_is_masked(tmp_path):
                      f"hydra.sweep.dir={tmp_path / 'sweep'}")
     line = assert_one_error_line(result, "hunter2pw")
     assert "+hydra.sweeper.storag=postgresql://u:***@h:1/none" in line
+
+
+# ---------------------------------------------------------------- literal password on disk
+
+@pytest.mark.parametrize("overrides, refused", [
+    (["hydra/launcher=submitit_local"], True),          # .submitit/<job>/*.pkl
+    (["hydra/launcher=submitit_slurm_lift"], True),
+    (["hydra/launcher=joblib"], False),                  # pipes to the workers, nothing on disk
+    (["hydra/launcher=basic"], False),                   # jobs run in this process
+    ([], False),                                         # joblib is the default
+])
+def test_literal_password_refused_for_launchers_that_pickle_the_config(overrides, refused):
+    from rlsweep.cli import compose_config
+    from rlsweep.config import ConfigError
+    from rlsweep.credentials import check_storage_password
+
+    storage = "hydra.sweeper.storage=postgresql://rlsweep:hunter2pw@db-host:5432/optuna"
+    for literal, form in ((True, storage), (False, storage.replace("hunter2pw", ENV_PASSWORD))):
+        cfg = compose_config([form, *overrides], return_hydra_config=True)
+        if literal and refused:
+            with pytest.raises(ConfigError) as err:
+                check_storage_password(cfg, multirun=True)
+            message = str(err.value)
+            assert "hunter2pw" not in message
+            assert message.startswith("hydra.sweeper.storage=postgresql://rlsweep:***@db-host")
+            assert ("postgresql://rlsweep:${oc.env:RLSWEEP_DB_PASSWORD}@db-host:5432/optuna"
+                    in message)
+        else:
+            check_storage_password(cfg, multirun=True)
+
+
+def test_literal_password_refused_in_a_single_run(tmp_path):
+    """A single run never uses the storage but writes its Hydra config to .hydra/hydra.yaml."""
+    run_dir = tmp_path / "run"
+    result = run_cli("algo=ppo", "hydra.sweeper.storage=postgresql://u:hunter2pw@h:1/optuna",
+                     *LIFT_TINY, "logger=none", f"hydra.run.dir={run_dir}")
+    line = assert_one_error_line(result, "hunter2pw")
+    assert line.startswith("error: hydra.sweeper.storage=postgresql://u:***@h:1/optuna")
+    assert not files_holding(tmp_path, "hunter2pw")
+    assert not run_dir.exists()
+
+
+def test_submitit_literal_password_is_refused_before_any_job(postgres_url, tmp_path):  # noqa: F811
+    result = sweep(tmp_path, "algo=ppo", *SYNTHETIC, "hydra/launcher=submitit_local",
+                   f"hydra.sweeper.storage={postgres_url}", "hydra.sweeper.n_trials=2",
+                   "hydra.sweeper.n_jobs=1", "trainer.total_timesteps=200",
+                   "trainer.eval_freq=100")
+    line = assert_one_error_line(result, PG_PASSWORD)
+    assert "hydra.sweeper.storage=postgresql://rlsweep:***@127.0.0.1:" in line
+    assert "submitit_local" in line and "RLSWEEP_DB_PASSWORD" in line
+    assert not files_holding(tmp_path, PG_PASSWORD)
+    assert not (tmp_path / ".submitit").exists()
+
+
+def test_submitit_sweep_with_the_password_from_the_environment_leaves_it_nowhere(
+        postgres_url, tmp_path):  # noqa: F811
+    """The recommended form (docs/cluster.md) on the submitit path: the job pickles hold the
+    interpolation, the workers resolve it from the environment they inherit."""
+    storage = postgres_url.replace(PG_PASSWORD, ENV_PASSWORD)
+    result = sweep(tmp_path, "algo=ppo", *SYNTHETIC, "hydra/launcher=submitit_local",
+                   f"hydra.sweeper.storage={storage}", "hydra.sweeper.study_name=from-env",
+                   "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=2",
+                   "trainer.total_timesteps=200", "trainer.eval_freq=100",
+                   env={"RLSWEEP_DB_PASSWORD": PG_PASSWORD})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert PG_PASSWORD not in result.stdout + result.stderr
+    pickles = list((tmp_path / ".submitit").rglob("*.pkl"))
+    assert any(p.name.endswith("_submitted.pkl") for p in pickles)
+    assert any(p.name.endswith("_result.pkl") for p in pickles)
+    assert not files_holding(tmp_path, PG_PASSWORD)
+    assert len(list(tmp_path.rglob("trial.json"))) == 2
