@@ -17,6 +17,8 @@ from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from rlsweep.config import ConfigError, first_line, validate
+from rlsweep.credentials import (PASSWORD_ENV, check_storage_password, mask_credentials,
+                                 password_from_env)
 from rlsweep.sweep.space import SWEEP_GROUPS
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
@@ -93,6 +95,7 @@ def check_composed(overrides: list[str], multirun: bool, dirs: Sequence[str] = (
         cfg = compose_config(fixed, return_hydra_config=True, dirs=dirs)
     except (HydraException, OmegaConfBaseException) as err:
         raise ConfigError(_one_line(err)) from None
+    check_storage_password(cfg, multirun)
     if not multirun:
         validate(cfg)
 
@@ -106,13 +109,25 @@ def _one_line(err: BaseException) -> str:
 
 
 def _unparsable(overrides: list[str], err: Exception) -> str:
-    """Name the override Hydra's grammar rejected (its own message names only a token)."""
+    """Name the override Hydra's grammar rejected (its own message names only a token), with
+    any URL password masked: the token Hydra quotes may be a piece of the password, so the
+    reason given is the one for the masked override."""
     parser = OverridesParser.create()
     for override in overrides:
         try:
             parser.parse_overrides([override])
-        except OverrideParseException:
-            return f"{override!r} cannot be parsed: {first_line(err)}"
+        except OverrideParseException as own:
+            shown = mask_credentials(override)
+            if shown == override:
+                return f"{override!r} cannot be parsed: {first_line(own)}"
+            try:
+                parser.parse_overrides([shown])
+            except OverrideParseException as masked:
+                return f"{shown!r} cannot be parsed: {first_line(masked)}"
+            return (f"{shown!r} cannot be parsed: its password holds characters Hydra's "
+                    "override grammar reserves (such as ( ) [ ] { } = , # ' or spaces); "
+                    f"export {PASSWORD_ENV} and use '{password_from_env(shown)}' "
+                    "(docs/cluster.md)")
     return first_line(err)
 
 
@@ -125,8 +140,8 @@ def preflight(argv: list[str]) -> None:
         check_group_choices(overrides, dirs)
         check_composed(overrides, multirun, dirs)
     except OverrideParseException as err:
-        print(f"error: {_unparsable(overrides, err)}", file=sys.stderr)
+        print(f"error: {mask_credentials(_unparsable(overrides, err))}", file=sys.stderr)
         sys.exit(2)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
+    except ConfigError as err:  # Hydra's messages may repeat an override, password included
+        print(f"error: {mask_credentials(str(err))}", file=sys.stderr)
         sys.exit(2)
