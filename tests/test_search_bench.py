@@ -1,0 +1,50 @@
+"""The search bench scores: best quality of complete trials, random's theory, paired tally."""
+
+import math
+import random
+
+import pytest
+
+from bench import search_bench
+from rlsweep.sweep.synthetic import quality
+
+
+def trial(state: str, lr: float) -> dict:
+    return {"state": state, "params": {"algo.learning_rate": lr, "algo.gamma": 0.99}}
+
+
+def test_score_counts_only_complete_trials():
+    trials = [trial("COMPLETE", 1e-5), trial("PRUNED", 10 ** -3.5), trial("COMPLETE", 1e-3),
+              {"state": "FAIL", "params": {}}]
+    scored = search_bench.score(trials)
+    assert scored["best_learning_rate"] == 1e-3
+    assert scored["best_quality"] == pytest.approx(math.exp(-0.5))
+    assert scored["regret"] == pytest.approx(1 - math.exp(-0.5))
+    assert (scored["n_complete"], scored["n_pruned"], scored["n_failed"]) == (2, 1, 1)
+    assert scored["best_quality_any_state"] == 1.0  # the pruned trial at the optimum
+    assert search_bench.score([trial("PRUNED", 1e-4)])["best_quality"] is None
+
+
+def test_expected_best_random_matches_closed_form_and_sampling():
+    # one draw in log10 [-5, -3], optimum -3.5: E[exp(-D)] = ((1 - e^-1.5) + (1 - e^-0.5)) / 2
+    one = ((1 - math.exp(-1.5)) + (1 - math.exp(-0.5))) / 2
+    assert search_bench.expected_best_random(1, 1e-5, 1e-3) == pytest.approx(one, abs=1e-6)
+    rng = random.Random(0)
+    draws = [max(quality(10 ** rng.uniform(-5, -3)) for _ in range(8)) for _ in range(20000)]
+    assert search_bench.expected_best_random(8, 1e-5, 1e-3) == pytest.approx(
+        sum(draws) / len(draws), abs=0.003)
+
+
+def test_summary_pairs_samplers_by_seed():
+    d, r = search_bench.DEFAULT_SAMPLER, search_bench.BASELINE
+    sweeps = [{"sampler": s, "n_trials": 8, "seed": k, "best_quality": q, "n_complete": 5,
+               "n_pruned": 3, "n_failed": 0, "command_s": 30.0}
+              for s, k, q in ((d, 0, 0.9), (r, 0, 0.8), (d, 1, 0.7), (r, 1, 0.95),
+                              (d, 2, 0.99), (r, 2, 0.5))]
+    summary = search_bench.summarize(sweeps, 8, 1e-5, 1e-3)
+    assert (summary["wins"], summary["losses"], summary["ties"]) == (2, 1, 0)
+    assert summary["sign_test_p"] == pytest.approx(0.5)  # P(>= 2 of 3 fair flips)
+    assert summary[d]["best_quality_mean"] == pytest.approx((0.9 + 0.7 + 0.99) / 3)
+    assert summary[r]["best_quality_min"] == 0.5
+    assert summary["best_not_complete"] == 0
+    assert search_bench.sign_test(5, 0) == pytest.approx(1 / 32)
