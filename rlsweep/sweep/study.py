@@ -297,19 +297,24 @@ def check_settings(settings: Mapping[str, Any]) -> Objectives:
     if objectives.multi and settings["sampler"] not in MULTI_OBJECTIVE_SAMPLERS:
         raise ConfigError(f"hydra.sweeper.sampler={settings['sampler']} is invalid with several "
                           "metrics: allowed values are " + ", ".join(MULTI_OBJECTIVE_SAMPLERS))
-    for field in ("n_trials", "n_jobs", "heartbeat_interval", "seeds_per_trial",
+    for field in ("n_trials", "n_jobs", "heartbeat_interval", "grace_period", "seeds_per_trial",
                   "value_last_evals"):
         value = settings[field]
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ConfigError(f"hydra.sweeper.{field}={value!r} is invalid: must be an integer >= 1")
-    floor = settings["heartbeat_interval"] + SQLITE_LOCK_TIMEOUT_S
-    if settings["grace_period"] <= settings["heartbeat_interval"]:
-        raise ConfigError(f"hydra.sweeper.grace_period={settings['grace_period']!r} is invalid: "
-                          "must exceed hydra.sweeper.heartbeat_interval")
-    if settings["grace_period"] < floor:
-        log.warning("hydra.sweeper.grace_period=%s is below heartbeat_interval + the SQLite lock "
-                    "timeout (%s s): a trial stalled on a busy storage may be retried while alive",
-                    settings["grace_period"], floor)
+    interval, grace = settings["heartbeat_interval"], settings["grace_period"]
+    if grace <= interval:
+        raise ConfigError(f"hydra.sweeper.grace_period={grace!r} is invalid: must exceed "
+                          f"hydra.sweeper.heartbeat_interval={interval}")
+    # One beat stuck on the storage's lock and failing, then the next one an interval later:
+    # below that, a healthy worker's trial is failed and retried while it still runs.
+    floor = 2 * interval + SQLITE_LOCK_TIMEOUT_S
+    if grace < floor:
+        log.warning("hydra.sweeper.grace_period=%s is below 2 x hydra.sweeper.heartbeat_interval="
+                    "%s + the SQLite lock timeout %s s = %s s: a worker pausing that long (one "
+                    "heartbeat stuck on a busy storage, a suspended process) has its live trial "
+                    "failed, retried and taken over; use grace_period >= %s",
+                    grace, interval, SQLITE_LOCK_TIMEOUT_S, floor, floor)
     try:
         from hydra.utils import get_method
 
