@@ -11,9 +11,11 @@ from __future__ import annotations
 import itertools
 import logging
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
@@ -35,6 +37,8 @@ DIRECTIONS = ("maximize", "minimize")
 SEED_AGGREGATES = ("mean", "iqm")
 DB_FILE = "optuna.db"
 BUDGET_ATTR = "rlsweep_n_trials"
+# A worker waits this long for SQLite's write lock before the call fails. A heartbeat may wait
+# it and fail, so grace_period must outlast it plus two beats (see check_settings).
 SQLITE_LOCK_TIMEOUT_S = 15
 
 
@@ -126,6 +130,20 @@ def _use_wal(url: str) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         with sqlite3.connect(path, timeout=60) as connection:
             connection.execute("PRAGMA journal_mode=WAL")
+
+
+@contextmanager
+def _transaction(storage: RDBStorage) -> Iterator[Any]:
+    """One transaction on Optuna's tables, committed at the end or rolled back on any error."""
+    session = storage.scoped_session()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
 
 
 @dataclass(frozen=True)
@@ -431,21 +449,88 @@ def count_trials(studies, *states: TrialState) -> int:
     return sum(len(s.get_trials(deepcopy=False, states=states)) for s in studies)
 
 
+def _rdb_models():
+    """Optuna's table models (as of Optuna 5.0): the claim and the heartbeat-less check need
+    transactions Optuna's storage API does not offer."""
+    from optuna.storages._rdb import models
+
+    return models
+
+
 def claim_trial(study: optuna.Study, storage: RDBStorage) -> optuna.Trial | None:
     """Atomically take one WAITING trial of `study` (None when its budget is used up).
 
-    `set_trial_state_values` succeeds for exactly one claimant per trial, in any storage; this is
-    how `Study.ask` pops its queue, minus `ask`'s fallback of creating trials beyond the budget.
+    Like `Study.ask` popping its queue (minus its fallback of creating trials beyond the
+    budget), the state change succeeds for exactly one claimant per trial; and the trial's first
+    heartbeat is written in the same transaction, so no trial is ever RUNNING without one
+    (Optuna never finds such a trial stale: a worker killed between two commits, or a first beat
+    failing, would leave the sweep waiting forever).
     """
     for trial in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-        try:
-            if storage.set_trial_state_values(trial._trial_id, state=TrialState.RUNNING):
-                # Beat at once: a RUNNING trial without any heartbeat would never go stale.
-                storage.record_heartbeat(trial._trial_id)
-                return optuna.Trial(study, trial._trial_id)
-        except optuna.exceptions.UpdateFinishedTrialError:
-            continue
+        if _claim(storage, trial._trial_id):
+            return optuna.Trial(study, trial._trial_id)
     return None
+
+
+def _claim(storage: RDBStorage, trial_id: int) -> bool:
+    """WAITING -> RUNNING with its start time and first heartbeat, in one transaction (SQLite:
+    BEGIN IMMEDIATE; others: the row lock of SELECT ... FOR UPDATE). False if another worker
+    claimed it first, or the transaction was refused (rolled back: the trial stays WAITING)."""
+    import sqlalchemy
+    from sqlalchemy.exc import IntegrityError
+
+    models = _rdb_models()
+    try:
+        with _transaction(storage) as session:
+            trial = models.TrialModel.find_or_raise_by_id(trial_id, session, for_update=True)
+            if trial.state != TrialState.WAITING:
+                return False
+            trial.state = TrialState.RUNNING
+            trial.datetime_start = datetime.now()  # as Optuna's own claim does
+            beat = models.TrialHeartbeatModel.where_trial_id(trial_id, session, for_update=True)
+            if beat is None:  # the row's default is the database's current time
+                session.add(models.TrialHeartbeatModel(trial_id=trial_id))
+            else:
+                beat.heartbeat = session.execute(sqlalchemy.func.now()).scalar()
+    except IntegrityError:
+        return False
+    return True
+
+
+def adopt_heartbeatless_trials(study: optuna.Study, storage: RDBStorage) -> list[int]:
+    """Give every RUNNING trial of `study` without a heartbeat row one, dated now; return their
+    ids.
+
+    Optuna's stale check skips such trials forever, and workers wait while any trial runs, so
+    one (left by a worker killed mid-claim before claim and beat were one transaction, or by
+    another client) would hang the sweep and every resume of it. Once adopted, it goes stale
+    `grace_period` later unless its owner beats. Why not age it by its `datetime_start`: that is
+    the claiming machine's local time (`datetime.now()`), heartbeats are the database's clock
+    (SQLite: UTC); on a machine west of UTC a just-claimed trial would look hours old.
+    """
+    from sqlalchemy.exc import IntegrityError
+
+    models = _rdb_models()
+    trials, beats = models.TrialModel, models.TrialHeartbeatModel
+    try:
+        with _transaction(storage) as session:
+            orphans = [row[0] for row in (
+                session.query(trials.trial_id)
+                .outerjoin(beats, beats.trial_id == trials.trial_id)
+                .filter(trials.study_id == study._study_id, trials.state == TrialState.RUNNING,
+                        beats.trial_heartbeat_id.is_(None)).all())]
+            for trial_id in orphans:
+                session.add(beats(trial_id=trial_id))
+    except IntegrityError:  # another worker adopted them at the same moment
+        return []
+    return orphans
+
+
+def fail_stale_trials(study: optuna.Study, storage: RDBStorage) -> None:
+    """Fail the trials of `study` whose worker stopped beating for `grace_period` and queue one
+    retry each: Optuna's `fail_stale_trials`, with heartbeat-less trials adopted first."""
+    adopt_heartbeatless_trials(study, storage)
+    optuna.storages.fail_stale_trials(study)
 
 
 def objective_value(metrics: Mapping[str, Any], metric: str, horizon: int | None,

@@ -34,9 +34,9 @@ from rlsweep.periodic import Periodic
 from rlsweep.run_result import RunStatus
 from rlsweep.sweep.plan import read_plan, read_sweep_name
 from rlsweep.sweep.seeds import EvaluationLog, SeedOutcome, run_seeds
-from rlsweep.sweep.study import (Objectives, claim_trial, count_trials, make_pruner, make_sampler,
-                                 make_storage, objective_value, sized_pruner_kwargs,
-                                 sized_sampler_kwargs, storage_url)
+from rlsweep.sweep.study import (Objectives, claim_trial, count_trials, fail_stale_trials,
+                                 make_pruner, make_sampler, make_storage, objective_value,
+                                 sized_pruner_kwargs, sized_sampler_kwargs, storage_url)
 
 log = logging.getLogger("rlsweep.worker")
 
@@ -286,7 +286,7 @@ def run_worker(cfg: DictConfig) -> dict[str, int]:
         claimed = None
         for cell in order:
             study = studies[cell["name"]]
-            optuna.storages.fail_stale_trials(study)  # dead workers' trials: failed, retried once
+            fail_stale_trials(study, storage)  # dead workers' trials: failed, retried once
             trial = claim_trial(study, storage)
             if trial is not None:
                 claimed = (study, trial, cell)
