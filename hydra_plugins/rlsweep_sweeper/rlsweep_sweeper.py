@@ -46,7 +46,10 @@ class RLSweeperConf:
     storage: Optional[str] = None      # any Optuna RDB URL; default: SQLite in the sweep dir
     study_name: Optional[str] = None   # study of a cell: <study_name>-<cell>, or just <cell>
     heartbeat_interval: int = 10       # s between a running trial's heartbeats
-    grace_period: int = 30             # s without heartbeat before a trial is failed and retried
+    # s without heartbeat before a trial is failed and retried. Must outlast one beat stuck on
+    # SQLite's 15 s lock timeout plus the next beat (2 x 10 + 15 = 35 s), or a live trial can
+    # be taken over; smaller values (e.g. in tests) get a warning.
+    grace_period: int = 60
     # What a trial runs: a function with rlsweep.train.train's signature returning a RunResult
     # (rlsweep/run_result.py, the Objective protocol). The synthetic one
     # (rlsweep.sweep.synthetic.synthetic_objective) measures the sweeper itself in tests/bench.

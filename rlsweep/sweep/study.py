@@ -4,16 +4,22 @@ The budget of a cell is a queue: the process that creates a cell's study enqueue
 WAITING trials, and workers claim them atomically through the storage. So n_trials holds exactly
 across any number of workers and sweep processes sharing a storage, without a lock of our own.
 A trial whose worker died goes stale (no heartbeat); Optuna then fails it and enqueues one retry.
+Storage calls of a running sweep are retried on transient database errors (`with_retries`), so a
+locked SQLite file or a dropped connection never fails a trial.
 """
 
 from __future__ import annotations
 
+import copy
 import itertools
 import logging
+import random
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence, TypeVar
 
 import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
@@ -35,7 +41,16 @@ DIRECTIONS = ("maximize", "minimize")
 SEED_AGGREGATES = ("mean", "iqm")
 DB_FILE = "optuna.db"
 BUDGET_ATTR = "rlsweep_n_trials"
+# Study user attribute per trial taken over while its worker still ran it (value: the reason).
+# On the study, not the trial: a failed trial no longer takes attributes, and its retry may have
+# finished too by the time the original worker wakes up.
+TAKEN_OVER_ATTR_PREFIX = "rlsweep_taken_over_trial_"
+# A worker waits this long for SQLite's write lock before the call fails. A heartbeat may wait
+# it and fail, so grace_period must outlast it plus two beats (see check_settings).
 SQLITE_LOCK_TIMEOUT_S = 15
+STORAGE_ATTEMPTS = 4        # tries of one storage call before its error counts
+FIRST_BACKOFF_S = 0.5       # then 1 s, 2 s: a busy SQLite file or a reconnecting server
+T = TypeVar("T")
 
 
 def _parse_url(url: str):
@@ -133,6 +148,68 @@ def _use_wal(url: str) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         with sqlite3.connect(path, timeout=60) as connection:
             connection.execute("PRAGMA journal_mode=WAL")
+
+
+# OperationalError covers what the database could not do right now (locked, busy, deadlock,
+# connection lost), but also a few conditions no retry cures:
+PERMANENT_OPERATIONAL_ERRORS = ("no such table", "no such column", "readonly", "read-only",
+                                "disk is full", "no space left", "not a database", "malformed",
+                                "authentication failed", "does not exist")
+
+
+def is_transient(err: BaseException) -> bool:
+    """Whether a storage error may pass if the call is tried again: a locked or busy database,
+    a lost or timed-out connection. Optuna wraps SQLAlchemy's errors (StorageInternalError),
+    so the whole chain of causes is searched."""
+    from sqlalchemy import exc
+
+    seen: set[int] = set()
+    cause: BaseException | None = err
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, exc.DBAPIError) and cause.connection_invalidated:
+            return True
+        if isinstance(cause, (exc.DisconnectionError, exc.TimeoutError)):  # pool exhausted
+            return True
+        if isinstance(cause, exc.OperationalError):
+            text = str(cause.orig if cause.orig is not None else cause).lower()
+            return not any(marker in text for marker in PERMANENT_OPERATIONAL_ERRORS)
+        cause = cause.__cause__ or cause.__context__
+    return False
+
+
+def with_retries(call: Callable[[], T], what: str, attempts: int = STORAGE_ATTEMPTS) -> T:
+    """`call()`, tried again after a transient storage error with exponential backoff
+    (0.5, 1, 2 s, jittered so workers do not retry in step). Any other error, and the last
+    attempt's, is raised: a trial fails only for its own errors."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return call()
+        except Exception as err:
+            if attempt == attempts or not is_transient(err):
+                raise
+            delay = FIRST_BACKOFF_S * 2 ** (attempt - 1) * random.uniform(1.0, 1.5)
+            root = err
+            while root.__cause__ is not None:
+                root = root.__cause__
+            log.warning("storage error while %s (attempt %d of %d, retrying in %.1f s): %s",
+                        what, attempt, attempts, delay, first_line(root))
+            time.sleep(delay)
+    raise AssertionError("not reached: the last attempt returns or raises")
+
+
+@contextmanager
+def _transaction(storage: RDBStorage) -> Iterator[Any]:
+    """One transaction on Optuna's tables, committed at the end or rolled back on any error."""
+    session = storage.scoped_session()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
 
 
 @dataclass(frozen=True)
@@ -304,19 +381,24 @@ def check_settings(settings: Mapping[str, Any]) -> Objectives:
     if objectives.multi and settings["sampler"] not in MULTI_OBJECTIVE_SAMPLERS:
         raise ConfigError(f"hydra.sweeper.sampler={settings['sampler']} is invalid with several "
                           "metrics: allowed values are " + ", ".join(MULTI_OBJECTIVE_SAMPLERS))
-    for field in ("n_trials", "n_jobs", "heartbeat_interval", "seeds_per_trial",
+    for field in ("n_trials", "n_jobs", "heartbeat_interval", "grace_period", "seeds_per_trial",
                   "value_last_evals"):
         value = settings[field]
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ConfigError(f"hydra.sweeper.{field}={value!r} is invalid: must be an integer >= 1")
-    floor = settings["heartbeat_interval"] + SQLITE_LOCK_TIMEOUT_S
-    if settings["grace_period"] <= settings["heartbeat_interval"]:
-        raise ConfigError(f"hydra.sweeper.grace_period={settings['grace_period']!r} is invalid: "
-                          "must exceed hydra.sweeper.heartbeat_interval")
-    if settings["grace_period"] < floor:
-        log.warning("hydra.sweeper.grace_period=%s is below heartbeat_interval + the SQLite lock "
-                    "timeout (%s s): a trial stalled on a busy storage may be retried while alive",
-                    settings["grace_period"], floor)
+    interval, grace = settings["heartbeat_interval"], settings["grace_period"]
+    if grace <= interval:
+        raise ConfigError(f"hydra.sweeper.grace_period={grace!r} is invalid: must exceed "
+                          f"hydra.sweeper.heartbeat_interval={interval}")
+    # One beat stuck on the storage's lock and failing, then the next one an interval later:
+    # below that, a healthy worker's trial is failed and retried while it still runs.
+    floor = 2 * interval + SQLITE_LOCK_TIMEOUT_S
+    if grace < floor:
+        log.warning("hydra.sweeper.grace_period=%s is below 2 x hydra.sweeper.heartbeat_interval="
+                    "%s + the SQLite lock timeout %s s = %s s: a worker pausing that long (one "
+                    "heartbeat stuck on a busy storage, a suspended process) has its live trial "
+                    "failed, retried and taken over; use grace_period >= %s",
+                    grace, interval, SQLITE_LOCK_TIMEOUT_S, floor, floor)
     try:
         from hydra.utils import get_method
 
@@ -443,21 +525,118 @@ def count_trials(studies, *states: TrialState) -> int:
     return sum(len(s.get_trials(deepcopy=False, states=states)) for s in studies)
 
 
+def _rdb_models():
+    """Optuna's table models (as of Optuna 5.0): the claim and the heartbeat-less check need
+    transactions Optuna's storage API does not offer."""
+    from optuna.storages._rdb import models
+
+    return models
+
+
 def claim_trial(study: optuna.Study, storage: RDBStorage) -> optuna.Trial | None:
     """Atomically take one WAITING trial of `study` (None when its budget is used up).
 
-    `set_trial_state_values` succeeds for exactly one claimant per trial, in any storage; this is
-    how `Study.ask` pops its queue, minus `ask`'s fallback of creating trials beyond the budget.
+    Like `Study.ask` popping its queue (minus its fallback of creating trials beyond the
+    budget), the state change succeeds for exactly one claimant per trial; and the trial's first
+    heartbeat is written in the same transaction, so no trial is ever RUNNING without one
+    (Optuna never finds such a trial stale: a worker killed between two commits, or a first beat
+    failing, would leave the sweep waiting forever). Transient storage errors are retried.
     """
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-        try:
-            if storage.set_trial_state_values(trial._trial_id, state=TrialState.RUNNING):
-                # Beat at once: a RUNNING trial without any heartbeat would never go stale.
-                storage.record_heartbeat(trial._trial_id)
-                return optuna.Trial(study, trial._trial_id)
-        except optuna.exceptions.UpdateFinishedTrialError:
-            continue
+    waiting = with_retries(lambda: study.get_trials(deepcopy=False, states=(TrialState.WAITING,)),
+                           "listing waiting trials")
+    for trial in waiting:
+        if with_retries(lambda: _claim(storage, trial._trial_id),
+                        f"claiming trial {trial.number} of {study.study_name}"):
+            return optuna.Trial(study, trial._trial_id)
     return None
+
+
+def _claim(storage: RDBStorage, trial_id: int) -> bool:
+    """WAITING -> RUNNING with its start time and first heartbeat, in one transaction (SQLite:
+    BEGIN IMMEDIATE; others: the row lock of SELECT ... FOR UPDATE). False if another worker
+    claimed it first, or the transaction was refused (rolled back: the trial stays WAITING)."""
+    import sqlalchemy
+    from sqlalchemy.exc import IntegrityError
+
+    models = _rdb_models()
+    try:
+        with _transaction(storage) as session:
+            trial = models.TrialModel.find_or_raise_by_id(trial_id, session, for_update=True)
+            if trial.state != TrialState.WAITING:
+                return False
+            trial.state = TrialState.RUNNING
+            trial.datetime_start = datetime.now()  # as Optuna's own claim does
+            beat = models.TrialHeartbeatModel.where_trial_id(trial_id, session, for_update=True)
+            if beat is None:  # the row's default is the database's current time
+                session.add(models.TrialHeartbeatModel(trial_id=trial_id))
+            else:
+                beat.heartbeat = session.execute(sqlalchemy.func.now()).scalar()
+    except IntegrityError:
+        return False
+    return True
+
+
+def adopt_heartbeatless_trials(study: optuna.Study, storage: RDBStorage) -> list[int]:
+    """Give every RUNNING trial of `study` without a heartbeat row one, dated now; return their
+    ids.
+
+    Optuna's stale check skips such trials forever, and workers wait while any trial runs, so
+    one (left by a worker killed mid-claim before claim and beat were one transaction, or by
+    another client) would hang the sweep and every resume of it. Once adopted, it goes stale
+    `grace_period` later unless its owner beats. Why not age it by its `datetime_start`: that is
+    the claiming machine's local time (`datetime.now()`), heartbeats are the database's clock
+    (SQLite: UTC); on a machine west of UTC a just-claimed trial would look hours old.
+    """
+    from sqlalchemy.exc import IntegrityError
+
+    models = _rdb_models()
+    trials, beats = models.TrialModel, models.TrialHeartbeatModel
+    try:
+        with _transaction(storage) as session:
+            orphans = [row[0] for row in (
+                session.query(trials.trial_id)
+                .outerjoin(beats, beats.trial_id == trials.trial_id)
+                .filter(trials.study_id == study._study_id, trials.state == TrialState.RUNNING,
+                        beats.trial_heartbeat_id.is_(None)).all())]
+            for trial_id in orphans:
+                session.add(beats(trial_id=trial_id))
+    except IntegrityError:  # another worker adopted them at the same moment
+        return []
+    return orphans
+
+
+def fail_stale_trials(study: optuna.Study, storage: RDBStorage) -> None:
+    """Fail the trials of `study` whose worker stopped beating for `grace_period` and queue one
+    retry each (Optuna's `fail_stale_trials`, with heartbeat-less trials adopted first and each
+    storage call retried on transient errors, so a failed trial never loses its retry)."""
+    with_retries(lambda: adopt_heartbeatless_trials(study, storage),
+                 f"checking {study.study_name} for trials without heartbeat")
+    stale = with_retries(lambda: storage._get_stale_trial_ids(study._study_id),
+                         f"checking {study.study_name} for stale trials")
+    retry = storage.get_heartbeat_stale_trial_callback()
+    for trial_id in stale:
+        try:
+            failed = with_retries(
+                lambda: storage.set_trial_state_values(trial_id, state=TrialState.FAIL),
+                f"failing stale trial id {trial_id}")
+        except optuna.exceptions.UpdateFinishedTrialError:  # it finished, or another worker
+            continue                                         # failed it first
+        if failed and retry is not None:
+            frozen = with_retries(lambda: storage.get_trial(trial_id), "reading a stale trial")
+            with_retries(lambda: retry(study, copy.deepcopy(frozen)),
+                         f"queueing the retry of trial {frozen.number}")
+
+
+def record_takeover(study: optuna.Study, number: int, reason: str) -> None:
+    """Note on the study that trial `number` was taken over while its worker still ran it."""
+    with_retries(lambda: study.set_user_attr(f"{TAKEN_OVER_ATTR_PREFIX}{number}", reason),
+                 f"recording that trial {number} was taken over")
+
+
+def taken_over_trials(study: optuna.Study) -> dict[int, str]:
+    """The trials of `study` taken over while their worker still ran them, with the reason."""
+    return {int(key[len(TAKEN_OVER_ATTR_PREFIX):]): value
+            for key, value in study.user_attrs.items() if key.startswith(TAKEN_OVER_ATTR_PREFIX)}
 
 
 def objective_value(metrics: Mapping[str, Any], metric: str, horizon: int | None,

@@ -11,6 +11,7 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 from rlsweep.files import write_json_atomic
+from rlsweep.sweep.study import taken_over_trials
 
 SUMMARY_FILE = "sweep_summary.json"
 # Env steps the default config needed to first reach 0.9 success on Lift, fewest over its seeds,
@@ -45,6 +46,8 @@ def cell_summary(study: optuna.Study, metrics: Sequence[str] = ("success_then_re
     compute spent of one cell's study.
 
     A trial failed by its heartbeat and then retried counts once: as its retry.
+    `n_taken_over` counts those whose worker was still running them (it paused longer than
+    grace_period): the trial ran twice, and a grace_period that short wastes compute.
     """
     trials = study.get_trials(deepcopy=False)
     retried = {RetryHeartbeatStaleTrialCallback.retried_trial_number(t) for t in trials} - {None}
@@ -81,6 +84,7 @@ def cell_summary(study: optuna.Study, metrics: Sequence[str] = ("success_then_re
         "n_failed": len(by_state[TrialState.FAIL]),
         "n_running": len(by_state[TrialState.RUNNING]),
         "n_waiting": len(by_state[TrialState.WAITING]),
+        "n_taken_over": len(taken_over_trials(study)),
         # compute spent: every seed of every finished trial
         "env_steps": int(sum(t.user_attrs.get("env_steps", 0) * len(t.user_attrs.get("seeds") or [0])
                              for t in finished)),
@@ -111,8 +115,9 @@ def progress_line(cell: str, s: dict[str, Any], budget: int) -> str:
     best = "-" if s.get("best_trial") is None and s.get("best_value") is None else (
         f"success {_number(s.get('best_success_rate'), '.2f')}, "
         f"return {_number(s.get('best_mean_return'), '.1f')}")
+    taken_over = f", {s['n_taken_over']} taken over" if s.get("n_taken_over") else ""
     return (f"[{cell}] {done}/{budget} done ({s['n_complete']} complete, {s['n_pruned']} pruned, "
-            f"{s['n_failed']} failed), {s['n_running']} running, best {best}")
+            f"{s['n_failed']} failed{taken_over}), {s['n_running']} running, best {best}")
 
 
 def write_summary(sweep_dir: Path, summary: dict[str, dict]) -> Path:
@@ -154,7 +159,15 @@ def format_table(summary: dict[str, dict]) -> str:
                      str(s["n_pruned"]), str(s["n_failed"]), str(s["env_steps"]),
                      f"{s['wall_time_s']:.0f}", params))
     widths = [max(len(r[i]) for r in rows) for i in range(len(header) - 1)]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1] for r in rows)
+    table = "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1]
+                      for r in rows)
+    taken_over = {cell: s["n_taken_over"] for cell, s in summary.items() if s.get("n_taken_over")}
+    if taken_over:  # each ran twice: never silent
+        cells = ", ".join(f"{n} taken over in {cell}" for cell, n in taken_over.items())
+        table += (f"\nwarning: {cells}: another worker failed and retried a trial that was still "
+                  "running (its worker paused longer than hydra.sweeper.grace_period; see "
+                  "taken_over in its trial.json); the retry counts")
+    return table
 
 
 def budget_note(trial_steps: int, env_name: str = "Lift") -> str | None:

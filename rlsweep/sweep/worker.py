@@ -5,7 +5,8 @@ train in its own trial folder, reporting every evaluation so the pruner can stop
 Optuna the outcome. A pruned or failed trial frees the worker at once for the next claim, so no
 core idles while trials remain (there is no batch barrier). Workers exit when no trial is left
 waiting or running; while another worker's trial runs they poll, so that a trial whose worker
-died goes stale, is failed by its heartbeat and retried here.
+died goes stale, is failed by its heartbeat and retried here. Every storage call is retried on
+transient database errors (study.with_retries); a trial fails only for its own errors.
 """
 
 from __future__ import annotations
@@ -34,9 +35,10 @@ from rlsweep.periodic import Periodic
 from rlsweep.run_result import RunStatus
 from rlsweep.sweep.plan import read_plan, read_sweep_name
 from rlsweep.sweep.seeds import EvaluationLog, SeedOutcome, run_seeds
-from rlsweep.sweep.study import (Objectives, claim_trial, count_trials, make_pruner, make_sampler,
-                                 make_storage, objective_value, sized_pruner_kwargs,
-                                 sized_sampler_kwargs, storage_url)
+from rlsweep.sweep.study import (Objectives, claim_trial, count_trials, fail_stale_trials,
+                                 make_pruner, make_sampler, make_storage, objective_value,
+                                 record_takeover, sized_pruner_kwargs, sized_sampler_kwargs,
+                                 storage_url, with_retries)
 
 log = logging.getLogger("rlsweep.worker")
 
@@ -74,20 +76,72 @@ def heartbeat(storage, trial_id: int, interval: int) -> Periodic:
     """Record the trial's heartbeat every `interval` s, so a dead worker's trial goes stale.
 
     `claim_trial` records the first beat at the claim; this keeps it fresh. A failed beat (a
-    database blip) is logged and retried at the next interval, never fatal.
+    database blip) is logged and tried again at once if it was late, else at the next interval
+    (Periodic keeps its schedule), never fatal.
     """
     def beat() -> None:
         try:
             storage.record_heartbeat(trial_id)
         except Exception as err:
-            log.warning("heartbeat of trial id %s failed: %s", trial_id, err)
+            log.warning("heartbeat of trial id %s failed: %s", trial_id, first_line(err))
 
     return Periodic(interval, beat)
 
 
+class TrialTakenOver(Exception):
+    """Another worker failed this worker's trial (no heartbeat for grace_period) and queued its
+    retry, while this worker still ran it: a long pause, a stuck heartbeat."""
+
+
+def _takeover_reason(study: optuna.Study, trial: optuna.Trial, grace_period: int) -> str:
+    """Why the trial is no longer ours, naming the retry that runs its parameters again."""
+    try:
+        retries = [t.number for t in study.get_trials(deepcopy=False)
+                   if trial.number in t.system_attrs.get("retry_history", [])]
+    except Exception:  # the reason is worth writing even if the storage is unreachable now
+        retries = []
+    retry = f"trial {retries[0]} retries it" if retries else "its retry counts"
+    return (f"taken over: another worker failed trial {trial.number} after no heartbeat for "
+            f"hydra.sweeper.grace_period={grace_period} s while it still ran here (a long pause "
+            f"or a stuck heartbeat); {retry}")
+
+
+def stored(trial: optuna.Trial, call, what: str):
+    """A storage call about our trial: retried on transient errors; TrialTakenOver if another
+    worker has failed the trial meanwhile (Optuna refuses to update a finished trial)."""
+    try:
+        return with_retries(call, f"{what} of trial {trial.number}")
+    except optuna.exceptions.UpdateFinishedTrialError as err:
+        raise TrialTakenOver(str(err)) from err
+
+
+def tell(study: optuna.Study, trial: optuna.Trial, state: TrialState,
+         values: list[float] | None = None) -> optuna.trial.FrozenTrial:
+    """Tell Optuna how the trial ended; return it frozen. Transient storage errors are retried;
+    TrialTakenOver if another worker failed it meanwhile; ValueError if Optuna refuses the
+    values (e.g. NaN), the trial still RUNNING."""
+    attempts = 0
+
+    def tell_once() -> optuna.trial.FrozenTrial:
+        nonlocal attempts
+        attempts += 1
+        try:
+            return study.tell(trial, values, state=state)
+        except (optuna.exceptions.UpdateFinishedTrialError, ValueError) as err:
+            now = study._storage.get_trial(trial._trial_id)
+            if now.state == TrialState.RUNNING:
+                raise  # Optuna refused our values: the trial's own failure
+            if attempts > 1 and now.state == state:
+                return now  # an earlier attempt committed, but its answer was lost
+            raise TrialTakenOver(str(err)) from err
+
+    return with_retries(tell_once, f"telling the end of trial {trial.number}")
+
+
 def prepare_trial(trial: optuna.Trial, cell: dict, trial_dir: Path) -> tuple[dict, DictConfig]:
     """Sample the trial's parameters into its cell's config; write config.yaml, overrides.yaml."""
-    params = {name: suggest(trial, name, dist) for name, dist in cell["space"].items()}
+    params = {name: stored(trial, lambda: suggest(trial, name, dist), f"sampling {name}")
+              for name, dist in cell["space"].items()}
     cfg = cell["base_config"].copy()
     for path, value in params.items():
         OmegaConf.update(cfg, path, value, merge=False)
@@ -124,10 +178,13 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, cell: dict, settings: Di
     With one seed the run is the trial folder itself; with several, each seed's run is a
     `seed_<s>/` folder in it and every evaluation is their aggregate. A diverged run is PRUNED
     at its step with the worst value (the sampler learns to avoid it); anything else that goes
-    wrong, from sampling to saving, makes the trial FAIL with its reason.
+    wrong, from sampling to saving, makes the trial FAIL with its reason. If another worker
+    failed and retried the trial meanwhile (this one paused past grace_period), training stops
+    at the next evaluation and trial.json says `taken_over`, as does the sweep summary.
     """
     trial_dir = sweep_dir / cell["name"] / f"trial_{trial.number:03d}"
     params, cfg, reason, value = {}, None, None, None
+    taken_over = False
     outcomes: list[SeedOutcome] = []
     evals = EvaluationLog(settings.seed_aggregate)
 
@@ -135,10 +192,12 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, cell: dict, settings: Di
         point = evals.add(step, summaries)
         if objectives.multi:  # Optuna cannot prune multi-objective trials
             return True
-        trial.report(objective_value(point, objectives.metrics[0], cfg.env.get("horizon"),
-                                     cfg.env.reports_success), step)
+        stored(trial, lambda: trial.report(objective_value(
+            point, objectives.metrics[0], cfg.env.get("horizon"), cfg.env.reports_success), step),
+            "reporting an evaluation")
         # A run that has spent its whole budget is finished, not pruned.
-        return step >= cfg.trainer.total_timesteps or not trial.should_prune()
+        return step >= cfg.trainer.total_timesteps or \
+            not stored(trial, trial.should_prune, "asking the pruner")
 
     def wandb_init(seed: int | None) -> dict:
         suffix = "" if seed is None else f"-seed{seed}"
@@ -163,6 +222,8 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, cell: dict, settings: Di
                                      wandb_init)
             state, reason, value = _conclude(trial, outcomes, evals, objectives, settings, cfg,
                                              time.perf_counter() - started)
+        except (TrialTakenOver, optuna.exceptions.UpdateFinishedTrialError):
+            state, taken_over = TrialState.FAIL, True  # its retry runs; nothing more to train
         except Exception as err:  # a failing trial is recorded with its reason; the sweep goes on
             if _interrupted.is_set():  # Ctrl-C, not the trial's fault: leave it RUNNING, so it
                 raise KeyboardInterrupt from err  # goes stale and is retried on resume
@@ -176,27 +237,33 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, cell: dict, settings: Di
         reports_success = cfg is None or cfg.env.get("reports_success", True)
         recent = evals.recent(settings.value_last_evals)
         intermediate = {}
-        try:
-            for key, val in (("env_steps", env_steps),
-                             # none on an env that reports no success: shown as "-", not 0
-                             ("success_rate", recent["success_rate"] if reports_success else None),
-                             ("mean_return", recent["mean_return"]),
-                             ("wall_time_s", wall), ("last_step", evals.last_step or env_steps),
-                             ("seeds", [o.seed for o in outcomes] or seeds),
-                             ("trial_dir", str(trial_dir)), ("worker", HydraConfig.get().job.num),
-                             ("fail_reason", reason)):
-                trial.set_user_attr(key, val)
-            values = value if state == TrialState.COMPLETE else None
-            frozen = study.tell(trial, values, state=state)
-            intermediate = frozen.intermediate_values
-        except (optuna.exceptions.UpdateFinishedTrialError, ValueError) as err:
-            # Its heartbeat went stale (e.g. a long database stall): another worker already
+        if not taken_over:
+            try:
+                state, reason, intermediate = _record_outcome(study, trial, state, reason, value, {
+                    "env_steps": env_steps,
+                    # none on an env that reports no success: shown as "-", not 0
+                    "success_rate": recent["success_rate"] if reports_success else None,
+                    "mean_return": recent["mean_return"], "wall_time_s": wall,
+                    "last_step": evals.last_step or env_steps,
+                    "seeds": [o.seed for o in outcomes] or seeds, "trial_dir": str(trial_dir),
+                    "worker": HydraConfig.get().job.num})
+            except TrialTakenOver:
+                taken_over = True
+        if taken_over:
+            # Its heartbeat went stale (a long pause, a stuck beat): another worker already
             # failed it and queued a retry. Keep this run's files; the retry counts.
-            state, reason = TrialState.FAIL, f"taken over by a retry: {err}"
+            state = TrialState.FAIL
+            reason = _takeover_reason(study, trial, settings.grace_period)
             log.warning("trial %s of %s %s", trial.number, cell["name"], reason)
+            try:
+                record_takeover(study, trial.number, reason)
+            except Exception as err:  # trial.json still says so
+                log.warning("could not record the takeover of trial %s in the storage: %s",
+                            trial.number, first_line(err))
 
     write_json_atomic(trial_dir / "trial.json", {
         "number": trial.number, "cell": cell["name"], "state": state.name, "params": params,
+        "taken_over": taken_over, "taken_over_reason": reason if taken_over else None,
         "value": (value[0] if value and not objectives.multi else value)
         if state == TrialState.COMPLETE else None,
         "last_step": evals.last_step or env_steps, "status": reason or "ok",
@@ -212,6 +279,23 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, cell: dict, settings: Di
     return state
 
 
+def _record_outcome(study: optuna.Study, trial: optuna.Trial, state: TrialState,
+                    reason: str | None, values: list[float] | None, attrs: dict[str, Any]
+                    ) -> tuple[TrialState, str | None, dict[int, float]]:
+    """Store the trial's totals and fail_reason as user attributes, then tell its end; return
+    the state and reason told and its intermediate values. TrialTakenOver if another worker
+    failed it meanwhile."""
+    for key, val in {**attrs, "fail_reason": reason}.items():
+        stored(trial, lambda: trial.set_user_attr(key, val), f"saving {key}")
+    try:
+        frozen = tell(study, trial, state, values if state == TrialState.COMPLETE else None)
+    except ValueError as err:  # Optuna refused the values (e.g. NaN): the trial's own failure
+        state, reason = TrialState.FAIL, first_line(f"{type(err).__name__}: {err}")
+        stored(trial, lambda: trial.set_user_attr("fail_reason", reason), "saving why")
+        frozen = tell(study, trial, state)
+    return state, reason, frozen.intermediate_values
+
+
 def _conclude(trial: optuna.Trial, outcomes: list[SeedOutcome], evals: EvaluationLog,
               objectives: Objectives, settings: DictConfig, cfg: DictConfig, wall: float
               ) -> tuple[TrialState, str | None, list[float] | None]:
@@ -224,8 +308,9 @@ def _conclude(trial: optuna.Trial, outcomes: list[SeedOutcome], evals: Evaluatio
     if diverged:
         seed, result = diverged[0]
         if not objectives.multi:  # ranked last at the step where it broke
-            trial.report(worst_value(objectives.directions[0]),
-                         max(result.env_steps, evals.last_step + 1))
+            stored(trial, lambda: trial.report(worst_value(objectives.directions[0]),
+                                               max(result.env_steps, evals.last_step + 1)),
+                   "reporting its divergence")
         which = f"seed {seed} " if len(outcomes) > 1 else ""
         return TrialState.PRUNED, f"{which}{result.describe()}", None
     pruned = [r for r in results if r.status is RunStatus.PRUNED]
@@ -286,7 +371,7 @@ def run_worker(cfg: DictConfig) -> dict[str, int]:
         claimed = None
         for cell in order:
             study = studies[cell["name"]]
-            optuna.storages.fail_stale_trials(study)  # dead workers' trials: failed, retried once
+            fail_stale_trials(study, storage)  # dead workers' trials: failed, retried once
             trial = claim_trial(study, storage)
             if trial is not None:
                 claimed = (study, trial, cell)
@@ -297,6 +382,7 @@ def run_worker(cfg: DictConfig) -> dict[str, int]:
                               sweep_dir, sweep_name, train)
             counts[state.name] += 1
             continue
-        if count_trials(studies.values(), TrialState.RUNNING) == 0:
+        if with_retries(lambda: count_trials(studies.values(), TrialState.RUNNING),
+                        "counting running trials") == 0:
             return counts
         time.sleep(min(settings.heartbeat_interval, 5))

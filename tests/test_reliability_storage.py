@@ -1,0 +1,312 @@
+"""A sweep and its storage under stress (issue 15): a RUNNING trial without any heartbeat, a
+live trial taken over after a long pause, transient database errors.
+
+Each test reproduces the fault for real: a trial planted the way a worker killed mid-claim
+leaves it, a worker process stopped with SIGSTOP, the SQLite file locked by another connection.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from contextlib import closing
+from dataclasses import asdict
+from pathlib import Path
+
+import optuna
+import psutil
+import pytest
+from optuna.trial import TrialState
+
+from hydra_plugins.rlsweep_sweeper.rlsweep_sweeper import RLSweeperConf
+from rlsweep.periodic import Periodic
+from rlsweep.sweep import study as study_module
+from rlsweep.sweep.study import SQLITE_LOCK_TIMEOUT_S, check_settings, claim_trial, make_storage
+from tests.conftest import ROOT
+from tests.faults import hold_write_lock
+from tests.test_sweeper import SYNTHETIC, study, summary, trial_files
+
+# The acceptance check's sweep: small, with heartbeats every second and a 3 s grace period.
+SMALL_SWEEP = ["algo=ppo", "hydra.sweeper.objective=rlsweep.sweep.synthetic.synthetic_objective",
+               "trainer.total_timesteps=200", "trainer.eval_freq=100", "hydra.sweeper.n_jobs=2",
+               "hydra.sweeper.n_trials=3", "hydra.sweeper.grace_period=3",
+               "hydra.sweeper.heartbeat_interval=1", "logger=none"]
+
+
+def run_bounded(sweep_dir: Path, *args: str, timeout: float) -> tuple[int, str]:
+    """Run a sweep to its end; a sweep still running after `timeout` s hung: kill its whole
+    process group (workers included) and fail the test."""
+    proc = subprocess.Popen([sys.executable, "-m", "rlsweep", "-m", *args,
+                             f"hydra.sweep.dir={sweep_dir}"], cwd=ROOT, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        pytest.fail(f"the sweep hung for {timeout} s; last output:\n{out[-2000:]}")
+    return proc.returncode, out
+
+
+def sqlite_storage(tmp_path: Path, monkeypatch, lock_timeout_s: float = 1):
+    """The worker's storage on a fresh SQLite file, waiting `lock_timeout_s` for a lock (the
+    real 15 s would make each test minutes long)."""
+    monkeypatch.setattr(study_module, "SQLITE_LOCK_TIMEOUT_S", lock_timeout_s)
+    return make_storage(f"sqlite:///{tmp_path / 'optuna.db'}", heartbeat_interval=1,
+                        grace_period=3)
+
+
+def heartbeatless_running_trials(db: Path) -> list[int]:
+    with closing(sqlite3.connect(db)) as connection:
+        return [row[0] for row in connection.execute(
+            "SELECT t.trial_id FROM trials t LEFT JOIN trial_heartbeats h "
+            "ON h.trial_id = t.trial_id WHERE t.state = 'RUNNING' AND h.trial_id IS NULL")]
+
+
+# ---------------------------------------------------------------- 1: no hang
+
+def test_running_trial_without_heartbeat_goes_stale_and_the_rerun_finishes(tmp_path):
+    code, out = run_bounded(tmp_path, *SMALL_SWEEP, timeout=300)
+    assert code == 0, out[-3000:]
+    # What a worker killed between the claim's commit and its first heartbeat leaves behind.
+    planted_study = study(tmp_path, "ppo-dense")
+    planted_study.enqueue_trial({})
+    planted = planted_study.get_trials()[-1]
+    planted_study._storage.set_trial_state_values(planted._trial_id, TrialState.RUNNING)
+    assert heartbeatless_running_trials(tmp_path / "optuna.db") == [planted._trial_id]
+
+    code, out = run_bounded(tmp_path, *SMALL_SWEEP, timeout=120)
+    assert code == 0, out[-3000:]
+    trials = {t.number: t for t in study(tmp_path, "ppo-dense").get_trials()}
+    assert trials[planted.number].state == TrialState.FAIL
+    (retry,) = [t for t in trials.values()
+                if t.system_attrs.get("failed_trial") == planted.number]
+    assert retry.state in (TrialState.COMPLETE, TrialState.PRUNED)  # it ran (the pruner may stop it)
+    s = summary(tmp_path)["ppo-dense"]
+    assert (s["n_running"], s["n_waiting"]) == (0, 0)
+
+
+def test_claim_and_first_heartbeat_commit_together(tmp_path, monkeypatch):
+    storage = sqlite_storage(tmp_path, monkeypatch)
+    cell = optuna.create_study(storage=storage, study_name="cell")
+    cell.enqueue_trial({})
+    db = tmp_path / "optuna.db"
+    with closing(sqlite3.connect(db)) as connection:  # the first heartbeat cannot be written
+        connection.execute("CREATE TRIGGER refuse_heartbeat BEFORE INSERT ON trial_heartbeats "
+                           "BEGIN SELECT RAISE(ABORT, 'injected: no heartbeat'); END")
+    claimed = claim_trial(cell, storage)
+    # Either the trial runs with its heartbeat or it is still WAITING for the next claim;
+    # never RUNNING without a heartbeat (no worker would ever fail it: the sweep would hang).
+    assert heartbeatless_running_trials(db) == []
+    assert claimed is None and cell.get_trials()[0].state == TrialState.WAITING
+    with closing(sqlite3.connect(db)) as connection:
+        connection.execute("DROP TRIGGER refuse_heartbeat")
+    assert claim_trial(cell, storage) is not None
+    assert heartbeatless_running_trials(db) == []
+
+
+# ---------------------------------------------------------------- 4: a live trial taken over
+
+def test_default_grace_period_outlasts_a_failed_heartbeat():
+    # A beat can wait SQLITE_LOCK_TIMEOUT_S for the lock and fail; the next is due an interval
+    # later. A healthy worker must survive that without being taken over.
+    defaults = RLSweeperConf()
+    assert defaults.grace_period > 2 * defaults.heartbeat_interval + SQLITE_LOCK_TIMEOUT_S
+
+
+def test_grace_period_below_two_beats_and_the_lock_timeout_warns_naming_the_field(caplog):
+    settings = {**asdict(RLSweeperConf()), "on_finish": None, "heartbeat_interval": 5,
+                "grace_period": 2 * 5 + SQLITE_LOCK_TIMEOUT_S - 1,
+                "objective": "rlsweep.sweep.synthetic.synthetic_objective"}
+    with caplog.at_level("WARNING", logger="rlsweep.sweep"):
+        check_settings(settings)
+    (warning,) = [r.getMessage() for r in caplog.records]
+    assert warning.startswith(f"hydra.sweeper.grace_period={settings['grace_period']} ")
+    assert "heartbeat_interval=5" in warning and "taken over" in warning
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="rlsweep.sweep"):
+        check_settings({**settings, "grace_period": 2 * 5 + SQLITE_LOCK_TIMEOUT_S + 1})
+    assert not caplog.records
+
+
+def test_a_slow_heartbeat_does_not_push_the_next_one_back():
+    starts = []
+
+    def slow_beat() -> None:  # the first beat waits for a lock, longer than the interval
+        starts.append(time.monotonic())
+        time.sleep(0.6 if len(starts) == 1 else 0)
+
+    with Periodic(0.4, slow_beat):
+        time.sleep(1.5)
+    # The second beat follows the slow one at once, not an interval (0.4 s) after it ended.
+    assert starts[1] - starts[0] < 0.6 + 0.2
+
+
+def _workers(proc: subprocess.Popen) -> list[psutil.Process]:
+    return [p for p in psutil.Process(proc.pid).children(recursive=True)
+            if "loky" in " ".join(p.cmdline()) and "popen" in " ".join(p.cmdline())]
+
+
+def _write_lock_free(db: Path) -> bool:
+    connection = sqlite3.connect(db, timeout=0.2, isolation_level=None)
+    try:
+        connection.execute("BEGIN IMMEDIATE")
+        connection.execute("ROLLBACK")
+        return True
+    except sqlite3.OperationalError:
+        return False
+    finally:
+        connection.close()
+
+
+def test_stopped_worker_finds_its_trial_taken_over_and_the_summary_counts_it(tmp_path):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rlsweep", "-m", "algo=ppo", *SYNTHETIC, "hydra.sweeper.n_trials=2",
+         "hydra.sweeper.n_jobs=2", "hydra.sweeper.pruner=none", "trainer.total_timesteps=6000",
+         "trainer.eval_freq=100", "hydra.sweeper.heartbeat_interval=1",
+         "hydra.sweeper.grace_period=3", f"hydra.sweep.dir={tmp_path}"],
+        cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        start_new_session=True)
+    try:
+        def both_mid_trial() -> bool:
+            if not (tmp_path / "optuna.db").exists():
+                return False
+            try:
+                trials = study(tmp_path, "ppo-dense").get_trials()
+            except KeyError:  # the study is not created yet
+                return False
+            return sum(t.state == TrialState.RUNNING and bool(t.intermediate_values)
+                       for t in trials) == 2
+
+        deadline = time.time() + 180
+        while not both_mid_trial():
+            assert time.time() < deadline, "the two trials never ran at once"
+            time.sleep(0.3)
+        worker = _workers(proc)[0]
+        # Stop it outside a storage transaction: a worker stopped holding SQLite's write lock
+        # would stall every other worker too (another fault, not this test's).
+        while True:
+            worker.send_signal(signal.SIGSTOP)
+            if _write_lock_free(tmp_path / "optuna.db"):
+                break
+            worker.send_signal(signal.SIGCONT)
+            time.sleep(0.05)
+
+        def retry_claimed() -> bool:  # the other worker failed the stopped trial and runs it again
+            return any("failed_trial" in t.system_attrs and t.state != TrialState.WAITING
+                       for t in study(tmp_path, "ppo-dense").get_trials())
+
+        deadline = time.time() + 120
+        while not retry_claimed():
+            assert time.time() < deadline, "the stopped worker's trial was never retried"
+            time.sleep(0.3)
+        worker.send_signal(signal.SIGCONT)
+        out, _ = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+    assert proc.returncode == 0, out[-3000:]
+    records = [json.loads(text) for text in trial_files(tmp_path).values()]
+    (taken,) = [r for r in records if r.get("taken_over")]
+    assert taken["state"] == "FAIL"
+    assert "hydra.sweeper.grace_period" in taken["taken_over_reason"]
+    s = summary(tmp_path)["ppo-dense"]
+    assert s["n_taken_over"] == 1 and s["n_complete"] == 2
+    assert "1 taken over" in out
+
+
+def test_table_and_progress_line_name_takeovers_only_when_there_are_some():
+    from rlsweep.sweep.summary import format_table, progress_line
+
+    cell = {"best_value": 0.5, "best_success_rate": 0.5, "best_mean_return": 63.2,
+            "best_params": {}, "n_complete": 3, "n_pruned": 0, "n_failed": 0, "n_running": 0,
+            "env_steps": 600, "wall_time_s": 5.0}
+    assert "taken over" not in format_table({"ppo-dense": {**cell, "n_taken_over": 0}})
+    assert "taken over" not in progress_line("ppo-dense", {**cell, "n_taken_over": 0}, 3)
+    table = format_table({"ppo-dense": {**cell, "n_taken_over": 2}})
+    assert table.splitlines()[-1].startswith("warning: 2 taken over in ppo-dense: ")
+    assert "(3 complete, 0 pruned, 0 failed, 2 taken over)" in progress_line(
+        "ppo-dense", {**cell, "n_taken_over": 2}, 3)
+
+
+# ---------------------------------------------------------------- 9: transient database errors
+
+def test_claim_waits_out_a_locked_database(tmp_path, monkeypatch, caplog):
+    storage = sqlite_storage(tmp_path, monkeypatch, lock_timeout_s=1)
+    cell = optuna.create_study(storage=storage, study_name="cell")
+    cell.enqueue_trial({})
+    hold_write_lock(tmp_path / "optuna.db", 2.5)  # longer than the 1 s lock timeout
+    with caplog.at_level("WARNING"):
+        claimed = claim_trial(cell, storage)
+    assert claimed is not None and cell.get_trials()[0].state == TrialState.RUNNING
+    assert any("database is locked" in r.getMessage() for r in caplog.records)
+
+
+def test_tell_waits_out_a_locked_database(tmp_path, monkeypatch):
+    from rlsweep.sweep.worker import tell
+
+    storage = sqlite_storage(tmp_path, monkeypatch, lock_timeout_s=1)
+    cell = optuna.create_study(storage=storage, study_name="cell", direction="maximize")
+    cell.enqueue_trial({})
+    trial = claim_trial(cell, storage)
+    hold_write_lock(tmp_path / "optuna.db", 2.5)
+    frozen = tell(cell, trial, TrialState.COMPLETE, [0.5])
+    assert frozen.state == TrialState.COMPLETE and frozen.value == 0.5
+
+
+def test_trial_completes_through_a_storage_locked_longer_than_the_lock_timeout(tmp_path):
+    # Locked across the first report and again at the trial's end: pre-fix, either made the
+    # trial FAIL with "database is locked" though nothing was wrong with it.
+    code, out = run_bounded(
+        tmp_path, "algo=ppo", *SYNTHETIC[1:], "hydra.sweeper.n_trials=1", "hydra.sweeper.n_jobs=1",
+        "hydra.sweeper.pruner=none", "hydra.sweeper.on_finish=null",
+        "hydra.sweeper.objective=tests.faults.synthetic_with_storage_locked",
+        "trainer.total_timesteps=300", "trainer.eval_freq=100", timeout=300)
+    assert code == 0, out[-3000:]
+    (trial,) = study(tmp_path, "ppo-dense").get_trials()
+    assert trial.state == TrialState.COMPLETE, trial.user_attrs.get("fail_reason")
+    assert trial.user_attrs["fail_reason"] is None
+    assert sorted(trial.intermediate_values) == [100, 200, 300]
+    assert "database is locked" in out  # the lock was really hit, and waited out
+
+
+def test_only_transient_database_errors_are_retried(tmp_path):
+    import sqlalchemy
+    from optuna.exceptions import StorageInternalError
+
+    from rlsweep.sweep.study import is_transient
+
+    engine = sqlalchemy.create_engine(f"sqlite:///{tmp_path / 'x.db'}")
+
+    def error_of(sql: str) -> BaseException:
+        with engine.connect() as connection:
+            try:
+                connection.exec_driver_sql(sql)
+            except sqlalchemy.exc.DBAPIError as err:
+                try:  # wrapped the way Optuna's storage wraps it
+                    raise StorageInternalError("An exception is raised during the commit.") \
+                        from err
+                except StorageInternalError as wrapped:
+                    return wrapped
+        raise AssertionError(f"{sql} did not fail")
+
+    hold_write_lock(tmp_path / "x.db", 1.5)
+    locked = sqlalchemy.create_engine(f"sqlite:///{tmp_path / 'x.db'}",
+                                      connect_args={"timeout": 0.1})
+    with locked.connect() as connection:
+        try:
+            connection.exec_driver_sql("CREATE TABLE t (x INTEGER)")
+        except sqlalchemy.exc.OperationalError as err:
+            assert is_transient(err)
+        else:
+            raise AssertionError("the lock was not hit")
+    assert not is_transient(error_of("SELECT * FROM no_such_table"))  # a bug, not a blip
+    assert not is_transient(ValueError("Cannot tell a FAIL trial."))
+
