@@ -179,8 +179,8 @@ def test_a_diverged_trial_is_pruned_at_its_step_and_ranked_last(tmp_path):
     tpe = optuna.load_study(study_name="ppo-dense", storage=f"sqlite:///{tmp_path}/optuna.db",
                             sampler=optuna.samplers.TPESampler(n_startup_trials=0, seed=0))
     dist = CategoricalDistribution([3e-4, 0.5])
-    picks = [tpe.ask({"algo.learning_rate": dist}).params["algo.learning_rate"] for _ in range(10)]
-    assert picks.count(3e-4) >= 8, picks
+    picks = [tpe.ask({"algo.learning_rate": dist}).params["algo.learning_rate"] for _ in range(20)]
+    assert picks.count(3e-4) >= 14, picks  # random would pick each half the time
 
 
 def test_k_seed_trials_report_aggregates_and_keep_each_seed(tmp_path):
@@ -229,7 +229,7 @@ def test_two_objective_sweep_has_a_pareto_front_in_summary_report_and_wandb(tmp_
 
 
 @pytest.mark.parametrize("args,words", [
-    (["trainer.total_timesteps=100", "trainer.eval_freq=500"], ["trainer.eval_freq=500", "pruning"]),
+    (["trainer.total_timesteps=2000", "trainer.eval_freq=5000"], ["trainer.eval_freq=5000", "pruning"]),
     (["algo.n_steps=interval(8,64)", "algo=sac"], ["algo.n_steps", "sac takes", "learning_rate"]),
     (["hydra.sweeper.metric=[success_rate,wall_time_s]", "hydra.sweeper.direction=[maximize,minimize]",
       "hydra.sweeper.pruner=median"], ["pruner=median", "multi-objective", "none"]),
