@@ -127,22 +127,30 @@ def write_summary(sweep_dir: Path, summary: dict[str, dict]) -> Path:
                              summary if front is None else {**summary, "pareto": front})
 
 
+def _params_text(params: dict[str, Any]) -> str:
+    """Parameters by their last key, floats to 3 significant digits: `learning_rate=0.0003`."""
+    return ", ".join(f"{k.split('.')[-1]}={v:.3g}" if isinstance(v, float)
+                     else f"{k.split('.')[-1]}={v}" for k, v in params.items())
+
+
+def _columns(rows: list[tuple[str, ...]]) -> str:
+    """Rows as left-aligned columns; the last column (parameters) is left unpadded."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1]
+                     for r in rows)
+
+
 def format_pareto(summary: dict[str, dict]) -> str | None:
     """The Pareto front across cells as a plain-text table (None if single-objective)."""
     front = sweep_pareto(summary)
     if front is None:
         return None
-    metrics = next(s for s in summary.values() if "pareto" in s)["metrics"]
-    directions = next(s for s in summary.values() if "pareto" in s)["directions"]
-    rows = [("cell", "trial", *[f"{m} ({d[:3]})" for m, d in zip(metrics, directions)],
-             "params")]
-    for p in front:
-        params = ", ".join(f"{k.split('.')[-1]}={v:.3g}" if isinstance(v, float)
-                           else f"{k.split('.')[-1]}={v}" for k, v in p["params"].items())
-        rows.append((p["cell"], str(p["trial"]), *[f"{v:.4g}" for v in p["values"]], params))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1] for r in rows]
-    return f"Pareto front across cells ({len(front)} trials):\n" + "\n".join(lines)
+    first = next(s for s in summary.values() if "pareto" in s)
+    rows = [("cell", "trial", *[f"{m} ({d[:3]})" for m, d in zip(first["metrics"],
+                                                                  first["directions"])], "params")]
+    rows += [(p["cell"], str(p["trial"]), *[f"{v:.4g}" for v in p["values"]],
+              _params_text(p["params"])) for p in front]
+    return f"Pareto front across cells ({len(front)} trials):\n" + _columns(rows)
 
 
 def format_table(summary: dict[str, dict]) -> str:
@@ -152,15 +160,11 @@ def format_table(summary: dict[str, dict]) -> str:
               "best params")
     rows = [header]
     for cell, s in summary.items():
-        params = ", ".join(f"{k.split('.')[-1]}={v:.3g}" if isinstance(v, float)
-                           else f"{k.split('.')[-1]}={v}" for k, v in s["best_params"].items())
         rows.append((cell, _number(s.get("best_success_rate"), ".2f"),
                      _number(s.get("best_mean_return"), ".1f"), str(s["n_complete"]),
                      str(s["n_pruned"]), str(s["n_failed"]), str(s["env_steps"]),
-                     f"{s['wall_time_s']:.0f}", params))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header) - 1)]
-    table = "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1]
-                      for r in rows)
+                     f"{s['wall_time_s']:.0f}", _params_text(s["best_params"])))
+    table = _columns(rows)
     taken_over = {cell: s["n_taken_over"] for cell, s in summary.items() if s.get("n_taken_over")}
     if taken_over:  # each ran twice: never silent
         cells = ", ".join(f"{n} taken over in {cell}" for cell, n in taken_over.items())
