@@ -17,6 +17,7 @@ from optuna.distributions import (CategoricalDistribution, distribution_to_json,
 
 from rlsweep.files import write_json_atomic, write_text_atomic
 from rlsweep.sweep.space import Cell
+from rlsweep.sweep.study import Objectives
 
 PLAN_FILE = "sweep_plan.json"
 
@@ -26,13 +27,15 @@ def sweep_name(sweep_dir: Path, study_name: str | None) -> str:
     return study_name or f"{sweep_dir.parent.name}_{sweep_dir.name}"
 
 
-def build_plan(cells: list[Cell], study_names: dict[str, str], name: str, settings: dict) -> dict:
-    """The plan as written to sweep_plan.json; `settings` keeps only what readers need (no
-    storage URL)."""
-    return {"sweep_name": name, "direction": _plain(settings["direction"]),
-            "metric": _plain(settings["metric"]),
-            "metrics": list(settings["metrics"]), "directions": list(settings["directions"]),
-            "n_trials": settings["n_trials"], "launcher": settings["launcher"],
+def build_plan(cells: list[Cell], study_names: dict[str, str], name: str,
+               objectives: Objectives, n_trials: int, launcher: str) -> dict:
+    """The plan as written to sweep_plan.json: only what readers need (no storage URL).
+    `metric`/`direction` are a name, or a list in a multi-objective sweep (as the user wrote
+    them); `metrics`/`directions` are always lists."""
+    return {"sweep_name": name, "direction": _plain(objectives.directions),
+            "metric": _plain(objectives.metrics),
+            "metrics": list(objectives.metrics), "directions": list(objectives.directions),
+            "n_trials": n_trials, "launcher": launcher,
             "cells": [{"name": c.name, "study_name": study_names[c.name], "choices": c.choices,
                        "overrides": c.overrides, "seeds": c.seeds,
                        "space": {k: distribution_to_json(d) for k, d in c.space.items()}}
@@ -117,9 +120,9 @@ def _plain_str(values: list) -> str:
     return values[0] if len(values) == 1 else "[" + ",".join(values) + "]"
 
 
-def _plain(value):
-    """A name, or a list of names (a multi-objective sweep), as JSON takes it."""
-    return value if isinstance(value, str) else list(value)
+def _plain(values: tuple[str, ...]) -> str | list[str]:
+    """One name, or a list of names (a multi-objective sweep), as JSON takes it."""
+    return values[0] if len(values) == 1 else list(values)
 
 
 def read_plan_file(sweep_dir: Path) -> dict:

@@ -268,11 +268,8 @@ def run_sweep(settings: Mapping[str, Any], config: DictConfig, config_loader, la
         for note in dict.fromkeys(all_notes):  # once each, in order
             print(f"note: {note}", flush=True)
         names = {c.name: study_name(settings["study_name"], c.name) for c in cells}
-        plan = build_plan(cells, names, sweep_name(sweep_dir, settings["study_name"]), {
-            **settings, "metrics": objectives.metrics, "directions": objectives.directions,
-            "metric": objectives.metrics if objectives.multi else objectives.metrics[0],
-            "direction": objectives.directions if objectives.multi else objectives.directions[0],
-            "launcher": launcher_name})
+        plan = build_plan(cells, names, sweep_name(sweep_dir, settings["study_name"]),
+                          objectives, settings["n_trials"], launcher_name)
         # Everything is checked before anything is written: a refused resume leaves the sweep
         # dir and the storage as they were.
         conflict = resume_conflict(sweep_dir, plan, base_configs)
