@@ -11,11 +11,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import VecEnv, sync_envs_normalization
 
 from rlsweep.checkpoint import Progress
-from rlsweep.evaluation import EvalResult, run_episodes
-
-# Called after every periodic evaluation with (env steps, result); returning False stops training.
-# The sweeper uses it to report to Optuna and prune.
-EvalHook = Callable[[int, EvalResult], bool]
+from rlsweep.evaluation import EvalHook, EvalResult, run_episodes
 
 
 class PeriodicEvaluation(BaseCallback):

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
-from stable_baselines3.common.vec_env import VecEnv
+
+if TYPE_CHECKING:  # a type only: the sweep worker imports this module without torch and SB3
+    from stable_baselines3.common.vec_env import VecEnv
 
 
 @dataclass
@@ -34,6 +36,11 @@ class EvalResult:
 
     def to_dict(self) -> dict:
         return {**self.summary(), **asdict(self)}
+
+
+# Called after every periodic evaluation with (env steps, result); returning False stops training.
+# The sweeper uses it to report to Optuna and prune.
+EvalHook = Callable[[int, EvalResult], bool]
 
 
 def run_episodes(act: Callable[[np.ndarray], np.ndarray], env: VecEnv, episodes: int,

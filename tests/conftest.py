@@ -31,9 +31,14 @@ def run_cli(*args: str, module: str = "rlsweep", env: dict | None = None,
                           capture_output=True, timeout=timeout, env={**os.environ, **(env or {})})
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def lift_env_factory():
-    """Build real Lift envs from config overrides (each call a new env)."""
+    """Build real Lift envs from config overrides (each call a new env), closed after the test.
+
+    Function scope on purpose: each Lift env holds ~100 MB resident and reserves a 1.3 GB MuJoCo
+    arena, and a test process that kept every env alive reached 4.5 GB resident / 43 GB virtual
+    (a CI run then failed to spawn ffmpeg with ENOMEM).
+    """
     from omegaconf import OmegaConf
 
     from rlsweep.envs.build import make_env

@@ -34,7 +34,7 @@ def wait_for(condition, timeout: float = 180) -> None:
 
 
 def running_mid_trial(sweep_dir: Path, cell: str, finished: int) -> bool:
-    if len(trial_files(sweep_dir)) < finished or not (sweep_dir / "optuna.db").exists():
+    if len(trial_files(sweep_dir)) < finished or not (sweep_dir / "sweep_plan.json").exists():
         return False
     return any(t.state == TrialState.RUNNING and t.intermediate_values
                for t in study(sweep_dir, cell).get_trials())

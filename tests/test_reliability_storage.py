@@ -175,7 +175,9 @@ def test_stopped_worker_finds_its_trial_taken_over_and_the_summary_counts_it(tmp
         start_new_session=True)
     try:
         def both_mid_trial() -> bool:
-            if not (tmp_path / "optuna.db").exists():
+            # The plan is written after the storage's tables: opening the database sooner
+            # races the sweep creating them ("table study_directions already exists").
+            if not (tmp_path / "sweep_plan.json").exists():
                 return False
             try:
                 trials = study(tmp_path, "ppo-dense").get_trials()

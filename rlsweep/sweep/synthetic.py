@@ -16,8 +16,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from rlsweep import run_result
-from rlsweep.callbacks import EvalHook
-from rlsweep.evaluation import EvalResult
+from rlsweep.evaluation import EvalHook, EvalResult
 from rlsweep.run_result import RunResult, RunStatus
 
 STEPS_PER_S = 1000.0  # the pretend env speed: eval_freq=100 costs 0.1 s

@@ -385,4 +385,6 @@ def run_worker(cfg: DictConfig) -> dict[str, int]:
         if with_retries(lambda: count_trials(studies.values(), TrialState.RUNNING),
                         "counting running trials") == 0:
             return counts
-        time.sleep(min(settings.heartbeat_interval, 5))
+        # Short: when the last running trial ends, every waiting worker (and so the launcher's
+        # batch) should end within a second, not a heartbeat later.
+        time.sleep(min(settings.heartbeat_interval, 1))
