@@ -13,12 +13,13 @@ import sys
 import time
 from pathlib import Path
 
-from bench import env_bench, sac_speed_bench, search_bench, solve_bench, sweeper_bench
+from bench import (env_bench, fault_bench, sac_speed_bench, search_bench, solve_bench,
+                   sweeper_bench)
 
 RESULTS = Path(__file__).resolve().parent
 SECTIONS = {
     "solve": solve_bench, "sac_speed": sac_speed_bench, "env": env_bench, "sweeper": sweeper_bench,
-    "search": search_bench,
+    "faults": fault_bench, "search": search_bench,
 }  # report order
 
 

@@ -60,6 +60,46 @@ def test_sigkilled_worker_trial_is_retried_and_the_sweep_finishes(tmp_path):
     assert (s["n_complete"], s["n_failed"], s["n_running"], s["n_waiting"]) == (6, 0, 0, 0)
 
 
+def test_a_killed_training_process_fails_its_trial_alone_and_the_other_worker_goes_on(tmp_path):
+    """One worker's training process dies (the OOM killer's pick: the process that trains): its
+    trial fails naming the signal and is retried once; the other worker's trial, running at the
+    same time, completes untouched and spends no retry; the launcher never aborts."""
+    proc = start_sweep("algo=ppo", *SYNTHETIC, "hydra.sweeper.n_trials=4", "hydra.sweeper.n_jobs=2",
+                       "hydra.sweeper.pruner=none", "trainer.total_timesteps=3000",
+                       "trainer.eval_freq=100", "hydra.sweeper.heartbeat_interval=1",
+                       "hydra.sweeper.grace_period=3", f"hydra.sweep.dir={tmp_path}")
+
+    def both_mid_trial() -> bool:
+        if not (tmp_path / "sweep_plan.json").exists():
+            return False
+        return sum(t.state == TrialState.RUNNING and len(t.intermediate_values) >= 2
+                   for t in study(tmp_path, "ppo-dense").get_trials()) == 2
+
+    wait_for(both_mid_trial)
+    in_flight = {t.number for t in study(tmp_path, "ppo-dense").get_trials()
+                 if t.state == TrialState.RUNNING}
+    trainers = [p for p in psutil.Process(proc.pid).children(recursive=True)
+                if "rlsweep.sweep.seeds" in " ".join(p.cmdline())]
+    assert len(trainers) == 2
+    trainers[0].send_signal(signal.SIGKILL)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out[-3000:]
+    assert "a worker died" not in out  # no launcher abort, no relaunch
+    trials = {t.number: t for t in study(tmp_path, "ppo-dense").get_trials()}
+    (killed,) = [n for n in in_flight if trials[n].state == TrialState.FAIL]
+    assert trials[killed].user_attrs["fail_reason"].startswith(
+        "its training process was killed by SIGKILL")
+    (survivor,) = in_flight - {killed}
+    assert trials[survivor].state == TrialState.COMPLETE
+    retried = [t.system_attrs.get("failed_trial") for t in trials.values()]
+    assert retried.count(killed) == 1 and survivor not in retried
+    (retry,) = [t for t in trials.values() if t.system_attrs.get("failed_trial") == killed]
+    assert retry.state == TrialState.COMPLETE and retry.params == trials[killed].params
+    assert [n for n, t in trials.items() if t.state == TrialState.FAIL] == [killed]
+    record = json.loads((tmp_path / "ppo-dense" / f"trial_{killed:03d}" / "trial.json").read_text())
+    assert record["state"] == "FAIL" and "killed by SIGKILL" in record["fail_reason"]
+
+
 def _fingerprint(trial_dir: Path) -> dict[str, str]:
     return {name: hashlib.sha256((trial_dir / name).read_bytes()).hexdigest()
             for name in ("trial.json", "metrics.json", "model.zip", "config.yaml")}

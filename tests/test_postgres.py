@@ -6,18 +6,15 @@ The fixture starts a throwaway PostgreSQL cluster on 127.0.0.1 (Debian's postgre
 
 from __future__ import annotations
 
-import glob
 import os
-import shutil
-import socket
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import optuna
 import pytest
 
+from bench.postgres import postgres_bindir, throwaway_postgres
 from tests.conftest import ROOT
 from tests.test_sweeper import SYNTHETIC
 
@@ -25,39 +22,13 @@ PG_PASSWORD = "planted0pg0password0" + "7" * 8
 SYNTHETIC_WITH_WANDB = [a for a in SYNTHETIC if a != "logger=none"]
 
 
-def _as_postgres(*cmd: str) -> None:
-    subprocess.run(["runuser", "-u", "postgres", "--", *cmd], check=True, capture_output=True,
-                   timeout=120)
-
-
 @pytest.fixture(scope="module")
 def postgres_url():
-    bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
-    if not bins:
+    if postgres_bindir() is None:
         assert not os.environ.get("CI"), "CI must install postgresql (.ci/run does)"
         pytest.skip("Debian's postgresql is not installed (.ci/run installs it)")
-    bindir = Path(bins[-1]).parent
-    root = Path(tempfile.mkdtemp(prefix="rlsweep-pg-"))  # /tmp: postgres must be able to enter it
-    root.chmod(0o755)
-    data = root / "data"
-    data.mkdir()
-    shutil.chown(data, "postgres", "postgres")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    _as_postgres(str(bindir / "initdb"), "-D", str(data), "-U", "postgres",
-                 "--auth-local=trust", "--auth-host=scram-sha-256")
-    _as_postgres(str(bindir / "pg_ctl"), "-D", str(data), "-w", "-l", str(data / "log"), "-o",
-                 f"-p {port} -k {data} -c listen_addresses=127.0.0.1 -c max_connections=200",
-                 "start")
-    try:
-        psql = [str(bindir / "psql"), "-h", str(data), "-p", str(port), "-U", "postgres", "-c"]
-        _as_postgres(*psql, f"CREATE ROLE rlsweep LOGIN PASSWORD '{PG_PASSWORD}'")
-        _as_postgres(*psql, "CREATE DATABASE optuna OWNER rlsweep")
-        yield f"postgresql://rlsweep:{PG_PASSWORD}@127.0.0.1:{port}/optuna"
-    finally:
-        _as_postgres(str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop")
-        shutil.rmtree(root, ignore_errors=True)
+    with throwaway_postgres(PG_PASSWORD) as url:
+        yield url
 
 
 def test_two_sweep_processes_share_one_study_without_leaking_the_password(postgres_url, tmp_path):

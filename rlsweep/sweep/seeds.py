@@ -1,21 +1,27 @@
-"""A trial's evaluations, aggregated over its seeds, and training k seeds of one trial at once.
+"""A trial's evaluations, aggregated over its seeds, and the processes that train its runs.
+
+Every run of a sweep trains in a trainer process of its worker (`python -m rlsweep.sweep.seeds`,
+kept across the worker's trials), never in the worker itself: a run that dies (out of memory, a
+segfault in native code, a `kill`) then takes down only its own trial, which the worker records
+as failed and retries once, while the launcher's other workers and their trials go on. (With
+joblib's process pool, the default launcher, one dead pool process aborts every other.)
 
 With `hydra.sweeper.seeds_per_trial=k` (or `seed=0,1,2` in a sweep) a trial trains the same
-parameters on k seeds. Each seed is its own process (`python -m rlsweep.sweep.seeds`, in
-`<trial dir>/seed_<s>/`), so the k runs use k cores when the machine has them. They run in
-lockstep: at each evaluation every seed waits until all have evaluated; the worker then reports
-the aggregate (mean or IQM) of their success rates and returns to Optuna, asks the pruner once,
-and tells every seed to go on or stop. One seed's pruning decision is everyone's.
+parameters on k seeds, each in its own trainer process (in `<trial dir>/seed_<s>/`), so the k
+runs use k cores when the machine has them. They run in lockstep: at each evaluation every seed
+waits until all have evaluated; the worker then reports the aggregate (mean or IQM) of their
+success rates and returns to Optuna, asks the pruner once, and tells every seed to go on or
+stop. One seed's pruning decision is everyone's. With one seed the run is the trial folder.
 
-Messages between the worker and a seed process go over a socket pair (`multiprocessing`'s
-Connection), never over stdout, which robosuite and SB3 write to.
+Messages between the worker and a trainer go over a socket pair (`multiprocessing`'s
+Connection), never over stdout, which robosuite and SB3 write to (into the run's train.log).
 """
-
 from __future__ import annotations
 
 import json
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -89,130 +95,222 @@ class SeedOutcome:
     run_dir: Path
     result: Optional[RunResult] = None
     error: Optional[str] = None
+    killed: Optional[str] = None   # how its training process died, if it did (no result, no error sent)
 
 
 # ------------------------------------------------------------------ the worker's side
 
+class Trainer:
+    """A process (`python -m rlsweep.sweep.seeds`) that trains one run at a time for its worker.
+
+    It is started at its first run and kept for the next ones (the objective's imports, seconds
+    of torch and robosuite, are paid once per worker, not per trial). A run that kills it (out
+    of memory, a crash in native code, a `kill`) ends only that run: the worker records the
+    trial's failure and the next run starts a fresh process. The process dies with its worker.
+
+    :param objective: import path of the training function (`hydra.sweeper.objective`)
+    """
+
+    def __init__(self, objective: str):
+        self.objective = objective
+        self.process: Optional[subprocess.Popen] = None
+        self.conn: Optional[Connection] = None
+
+    @property
+    def pid(self) -> Optional[int]:
+        return None if self.process is None else self.process.pid
+
+    def start_run(self, run_dir: Path, wandb_init: dict) -> None:
+        """Train the run whose config is `<run_dir>/config.yaml`, in this process."""
+        if self.process is None or self.process.poll() is not None:
+            self._spawn()
+        self.conn.send({"run_dir": str(run_dir), "wandb_init": wandb_init})
+
+    def _spawn(self) -> None:
+        self.close()
+        ours, theirs = socket.socketpair()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "rlsweep.sweep.seeds", str(theirs.fileno()), str(os.getpid()),
+             self.objective], pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        theirs.close()
+        self.conn = Connection(ours.detach())
+
+    def death(self) -> str:
+        """Why the process ended, once its connection closed: the signal that killed it or its
+        exit code."""
+        code = self.process.wait()
+        if code < 0:
+            name = signal.Signals(-code).name
+            hint = " (out of memory?)" if -code == signal.SIGKILL else ""
+            return f"its training process was killed by {name}{hint}"
+        return f"its training process exited with code {code}"
+
+    def stop(self) -> None:
+        """End the run in progress (the trial stopped early): kill the process; the next run
+        starts a fresh one."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+        self.close()
+
+    def close(self) -> None:
+        """End the process: it exits when its connection closes."""
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+        if self.process is not None:
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+            self.process = None
+
+
 @dataclass
-class _SeedProcess:
+class _Run:
     seed: int
     run_dir: Path
-    process: subprocess.Popen
-    conn: Connection
+    trainer: Trainer
     waiting_at: Optional[int] = None   # env step of the evaluation it waits an answer for
     last_summary: Optional[dict] = None
     outcome: Optional[SeedOutcome] = None
 
 
-def run_seeds(objective: str, cfg: DictConfig, seeds: Sequence[int], trial_dir: Path,
-              on_evaluation: Callable[[int, list[dict]], bool],
-              wandb_init: Callable[[int], dict]) -> list[SeedOutcome]:
-    """Train `cfg` once per seed, in parallel processes, in `<trial_dir>/seed_<s>/`.
+def run_dir_of(trial_dir: Path, seeds: Sequence[int], seed: int) -> Path:
+    """Where a seed's run of a trial lives: the trial folder itself with one seed."""
+    return trial_dir if len(seeds) == 1 else trial_dir / SEED_DIR.format(seed=seed)
 
-    :param objective: import path of the training function (`hydra.sweeper.objective`)
+
+def run_seeds(trainers: Sequence[Trainer], cfg: DictConfig, seeds: Sequence[int],
+              trial_dir: Path, on_evaluation: Callable[[int, list[dict]], bool],
+              wandb_init: Callable[[int], dict]) -> list[SeedOutcome]:
+    """Train `cfg` once per seed, each in one of `trainers` (in parallel), in lockstep.
+
+    :param trainers: one trainer process per seed (at least `len(seeds)`)
     :param cfg: the trial's config; each seed's run gets it with `seed` replaced
     :param seeds: the seeds to train
-    :param trial_dir: the trial's folder
+    :param trial_dir: the trial's folder (the run's folder with one seed, else `seed_<s>/` in it)
     :param on_evaluation: called once all seeds still training have evaluated at an env step,
         with that step and every seed's latest summary; False stops them all (pruned)
     :param wandb_init: a seed's `wandb.init` arguments
     :return: one outcome per seed, in the order of `seeds`
     """
-    procs = [_start(objective, cfg, seed, trial_dir, wandb_init(seed)) for seed in seeds]
+    runs = []
+    for seed, trainer in zip(seeds, trainers):
+        run_dir = run_dir_of(trial_dir, seeds, seed)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        seed_cfg = cfg.copy()
+        seed_cfg.seed = seed
+        OmegaConf.save(seed_cfg, run_dir / "config.yaml")
+        trainer.start_run(run_dir, wandb_init(seed))
+        runs.append(_Run(seed=seed, run_dir=run_dir, trainer=trainer))
+    name = (lambda run: "") if len(seeds) == 1 else (lambda run: f"seed {run.seed}: ")
     stop = False
     try:
-        while any(p.outcome is None for p in procs):
-            live = [p for p in procs if p.outcome is None]
-            for conn in wait([p.conn for p in live]):
-                proc = next(p for p in live if p.conn is conn)
-                _receive(proc)
-            live = [p for p in procs if p.outcome is None]
-            failed = any(p.outcome is not None and (p.outcome.error or not p.outcome.result.ok)
-                         for p in procs)
-            if live and all(p.waiting_at is not None for p in live):
-                step = max(p.waiting_at for p in live)
+        while any(r.outcome is None for r in runs):
+            live = [r for r in runs if r.outcome is None]
+            for conn in wait([r.trainer.conn for r in live]):
+                _receive(next(r for r in live if r.trainer.conn is conn), name)
+            live = [r for r in runs if r.outcome is None]
+            failed = any(r.outcome is not None and (r.outcome.error or not r.outcome.result.ok)
+                         for r in runs)
+            if live and all(r.waiting_at is not None for r in live):
+                step = max(r.waiting_at for r in live)
                 if not stop and not failed:
-                    go_on = on_evaluation(step, [p.last_summary for p in procs
-                                                 if p.last_summary is not None])
+                    go_on = on_evaluation(step, [r.last_summary for r in runs
+                                                 if r.last_summary is not None])
                     stop = not go_on
-                for p in live:
-                    p.waiting_at = None
-                    p.conn.send(not (stop or failed))
+                for r in live:
+                    r.waiting_at = None
+                    r.trainer.conn.send(not (stop or failed))
     finally:
-        for p in procs:
-            if p.process.poll() is None:
-                p.process.kill()
-            p.process.wait()
-            p.conn.close()
-    return [p.outcome for p in procs]
+        for r in runs:  # an unfinished run (an error here, Ctrl-C, a takeover): end its process
+            if r.outcome is None:
+                r.trainer.stop()
+    return [r.outcome for r in runs]
 
 
-def _start(objective: str, cfg: DictConfig, seed: int, trial_dir: Path,
-           wandb_init: dict) -> _SeedProcess:
-    run_dir = trial_dir / SEED_DIR.format(seed=seed)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    seed_cfg = cfg.copy()
-    seed_cfg.seed = seed
-    OmegaConf.save(seed_cfg, run_dir / "config.yaml")
-    ours, theirs = socket.socketpair()
-    log_file = open(run_dir / "seed.log", "ab")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "rlsweep.sweep.seeds", str(run_dir), str(theirs.fileno())],
-        pass_fds=(theirs.fileno(),), stdout=log_file, stderr=subprocess.STDOUT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    log_file.close()
-    theirs.close()
-    conn = Connection(ours.detach())
-    conn.send({"objective": objective, "wandb_init": wandb_init})
-    return _SeedProcess(seed=seed, run_dir=run_dir, process=process, conn=conn)
-
-
-def _receive(proc: _SeedProcess) -> None:
+def _receive(run: _Run, name: Callable[[_Run], str]) -> None:
     try:
-        message = proc.conn.recv()
+        message = run.trainer.conn.recv()
     except (EOFError, OSError):
-        code = proc.process.wait()
-        proc.outcome = SeedOutcome(proc.seed, proc.run_dir, error=(
-            f"seed {proc.seed}: its process died (exit code {code}; see "
-            f"{proc.run_dir / 'seed.log'})"))
+        death = run.trainer.death()
+        run.trainer.close()
+        log_file = run.run_dir / "train.log"
+        run.outcome = SeedOutcome(run.seed, run.run_dir, killed=death, error=(
+            f"{name(run)}{death} (see {log_file})"))
         return
     kind = message[0]
     if kind == "eval":
         _, step, summary = message
-        proc.waiting_at, proc.last_summary = step, summary
+        run.waiting_at, run.last_summary = step, summary
     elif kind == "done":
-        proc.outcome = SeedOutcome(proc.seed, proc.run_dir, result=RunResult.from_json(message[1]))
+        run.outcome = SeedOutcome(run.seed, run.run_dir, result=RunResult.from_json(message[1]))
     else:  # "error"
-        proc.outcome = SeedOutcome(proc.seed, proc.run_dir, error=f"seed {proc.seed}: {message[1]}")
+        run.outcome = SeedOutcome(run.seed, run.run_dir, error=f"{name(run)}{message[1]}")
 
 
-# ------------------------------------------------------------------ the seed process's side
+# ------------------------------------------------------------------ the trainer process's side
 
-def _seed_main(run_dir: Path, fd: int) -> int:
+def _die_with(parent: int) -> None:
+    """Have the kernel kill this process when its worker dies (Linux), so that a killed
+    worker leaves no orphan training on."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:  # the worker died before the line above
+        os._exit(1)
+
+
+def _log_to(path: Path) -> None:
+    """Send this process's stdout and stderr (SB3, robosuite, tracebacks) to the run's log."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+
+
+def _trainer_main(fd: int, parent: int, objective: str) -> int:
     from hydra.utils import get_method
 
     from rlsweep.config import first_line
 
+    _die_with(parent)
+    # Ctrl-C reaches the whole process group: the worker handles it (the trial is left to be
+    # retried on resume) and ends this process; a KeyboardInterrupt here would look like a crash.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - "
                         "%(message)s")
     conn = Connection(fd)
-    setup = conn.recv()
-    cfg = OmegaConf.load(run_dir / "config.yaml")
+    train = None
+    while True:
+        try:
+            setup = conn.recv()
+        except EOFError:  # the worker is done with this process
+            return 0
+        run_dir = Path(setup["run_dir"])
+        _log_to(run_dir / "train.log")
 
-    def hook(step: int, result) -> bool:
-        conn.send(("eval", step, result.summary()))
-        return conn.recv()
+        def hook(step: int, result) -> bool:
+            conn.send(("eval", step, result.summary()))
+            return conn.recv()
 
-    try:
-        result = get_method(setup["objective"])(cfg, run_dir, eval_hook=hook,
-                                                 wandb_init=setup["wandb_init"])
-    except Exception as err:  # the worker records it as the trial's failure reason
-        (run_dir / "error.log").write_text(traceback.format_exc())
-        conn.send(("error", first_line(f"{type(err).__name__}: {err}")))
-        return 1
-    conn.send(("done", json.loads(json.dumps(result.to_json()))))
-    return 0
+        try:
+            train = train or get_method(objective)
+            cfg = OmegaConf.load(run_dir / "config.yaml")
+            result = train(cfg, run_dir, eval_hook=hook, wandb_init=setup["wandb_init"])
+        except Exception as err:  # the worker records it as the trial's failure reason
+            (run_dir / "error.log").write_text(traceback.format_exc())
+            conn.send(("error", first_line(f"{type(err).__name__}: {err}")))
+            continue
+        conn.send(("done", json.loads(json.dumps(result.to_json()))))
 
 
 if __name__ == "__main__":
-    sys.exit(_seed_main(Path(sys.argv[1]), int(sys.argv[2])))
+    sys.exit(_trainer_main(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]))

@@ -613,7 +613,6 @@ def fail_stale_trials(study: optuna.Study, storage: RDBStorage) -> None:
                  f"checking {study.study_name} for trials without heartbeat")
     stale = with_retries(lambda: storage._get_stale_trial_ids(study._study_id),
                          f"checking {study.study_name} for stale trials")
-    retry = storage.get_heartbeat_stale_trial_callback()
     for trial_id in stale:
         try:
             failed = with_retries(
@@ -621,10 +620,19 @@ def fail_stale_trials(study: optuna.Study, storage: RDBStorage) -> None:
                 f"failing stale trial id {trial_id}")
         except optuna.exceptions.UpdateFinishedTrialError:  # it finished, or another worker
             continue                                         # failed it first
-        if failed and retry is not None:
-            frozen = with_retries(lambda: storage.get_trial(trial_id), "reading a stale trial")
-            with_retries(lambda: retry(study, copy.deepcopy(frozen)),
-                         f"queueing the retry of trial {frozen.number}")
+        if failed:
+            queue_retry(study, storage, trial_id)
+
+
+def queue_retry(study: optuna.Study, storage: RDBStorage, trial_id: int) -> None:
+    """Queue the one retry of a FAILED trial whose worker or training process died (Optuna's
+    retry callback: none if the trial is itself a retry)."""
+    retry = storage.get_heartbeat_stale_trial_callback()
+    if retry is None:
+        return
+    frozen = with_retries(lambda: storage.get_trial(trial_id), "reading a failed trial")
+    with_retries(lambda: retry(study, copy.deepcopy(frozen)),
+                 f"queueing the retry of trial {frozen.number}")
 
 
 def record_takeover(study: optuna.Study, number: int, reason: str) -> None:

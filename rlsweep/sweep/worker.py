@@ -34,10 +34,10 @@ from rlsweep.files import write_json_atomic
 from rlsweep.periodic import Periodic
 from rlsweep.run_result import RunStatus
 from rlsweep.sweep.plan import read_plan, read_sweep_name
-from rlsweep.sweep.seeds import EvaluationLog, SeedOutcome, run_seeds
+from rlsweep.sweep.seeds import EvaluationLog, SeedOutcome, Trainer, run_seeds
 from rlsweep.sweep.study import (Objectives, claim_trial, count_trials, fail_stale_trials,
                                  make_pruner, make_sampler, make_storage, objective_value,
-                                 record_takeover, sized_pruner_kwargs, sized_sampler_kwargs,
+                                 queue_retry, record_takeover, sized_pruner_kwargs, sized_sampler_kwargs,
                                  storage_url, with_retries)
 
 log = logging.getLogger("rlsweep.worker")
@@ -171,16 +171,18 @@ def worst_value(direction: str) -> float:
 
 def run_trial(study: optuna.Study, trial: optuna.Trial, cell: dict, settings: DictConfig,
               objectives: Objectives, seeds: list[int], storage, sweep_dir: Path,
-              sweep_name: str, train) -> TrialState:
+              sweep_name: str, trainers: list[Trainer]) -> TrialState:
     """Train one trial in `<sweep dir>/<cell>/trial_<number>` and tell Optuna how it ended.
 
-    `train` is the objective (rlsweep.train.train unless hydra.sweeper.objective says otherwise).
+    Each seed's run trains in one of `trainers` (processes running hydra.sweeper.objective).
     With one seed the run is the trial folder itself; with several, each seed's run is a
     `seed_<s>/` folder in it and every evaluation is their aggregate. A diverged run is PRUNED
     at its step with the worst value (the sampler learns to avoid it); anything else that goes
-    wrong, from sampling to saving, makes the trial FAIL with its reason. If another worker
-    failed and retried the trial meanwhile (this one paused past grace_period), training stops
-    at the next evaluation and trial.json says `taken_over`, as does the sweep summary.
+    wrong, from sampling to saving, makes the trial FAIL with its reason. A trial whose
+    training process died (killed, out of memory) is also retried once, like a dead worker's.
+    If another worker failed and retried the trial meanwhile (this one paused past
+    grace_period), training stops at the next evaluation and trial.json says `taken_over`, as
+    does the sweep summary.
     """
     trial_dir = sweep_dir / cell["name"] / f"trial_{trial.number:03d}"
     params, cfg, reason, value = {}, None, None, None
@@ -212,14 +214,12 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, cell: dict, settings: Di
         try:
             params, cfg = prepare_trial(trial, cell, trial_dir)
             validate(cfg)
-            if len(seeds) == 1:
-                cfg.seed = seeds[0]
-                result = train(cfg, trial_dir, wandb_init=wandb_init(None),
-                               eval_hook=lambda step, res: on_evaluation(step, [res.summary()]))
-                outcomes = [SeedOutcome(seeds[0], trial_dir, result=result)]
-            else:
-                outcomes = run_seeds(settings.objective, cfg, seeds, trial_dir, on_evaluation,
-                                     wandb_init)
+            while len(trainers) < len(seeds):
+                trainers.append(Trainer(settings.objective))
+            outcomes = run_seeds(trainers, cfg, seeds, trial_dir, on_evaluation,
+                                 lambda seed: wandb_init(None if len(seeds) == 1 else seed))
+            if _interrupted.is_set():  # Ctrl-C reached the trainer first: not the trial's fault
+                raise KeyboardInterrupt
             state, reason, value = _conclude(trial, outcomes, evals, objectives, settings, cfg,
                                              time.perf_counter() - started)
         except (TrialTakenOver, optuna.exceptions.UpdateFinishedTrialError):
@@ -249,6 +249,8 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, cell: dict, settings: Di
                     "worker": HydraConfig.get().job.num})
             except TrialTakenOver:
                 taken_over = True
+            if not taken_over and state == TrialState.FAIL and any(o.killed for o in outcomes):
+                queue_retry(study, storage, trial._trial_id)  # as if its worker had died
         if taken_over:
             # Its heartbeat went stale (a long pause, a stuck beat): another worker already
             # failed it and queued a retry. Keep this run's files; the retry counts.
@@ -328,13 +330,9 @@ def _conclude(trial: optuna.Trial, outcomes: list[SeedOutcome], evals: Evaluatio
 
 def run_worker(cfg: DictConfig) -> dict[str, int]:
     """Task function of one worker job (see module docstring). Returns its trial counts."""
-    from hydra.utils import get_method
-
     trap_ctrl_c()
     hydra_cfg = HydraConfig.get()
     settings = hydra_cfg.sweeper
-    # Import the objective (torch, SB3, robosuite: seconds) before claiming, not inside a trial.
-    train = get_method(settings.objective)
     sweep_dir = Path(hydra_cfg.sweep.dir)
     worker = hydra_cfg.job.num
     storage = make_storage(storage_url(settings.storage, sweep_dir), settings.heartbeat_interval,
@@ -365,8 +363,21 @@ def run_worker(cfg: DictConfig) -> dict[str, int]:
             pruner=make_pruner(pruner_name, pruner_kwargs))
     # Start at a different cell per worker so parallel workers spread over the grid.
     order = cells[worker % len(cells):] + cells[:worker % len(cells)]
-    counts = {state.name: 0 for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
     sweep_name = read_sweep_name(sweep_dir)
+    trainers: list[Trainer] = []  # started at the first trial, kept for the next ones
+    try:
+        return _claim_and_train(studies, order, storage, settings, objectives, sweep_dir,
+                                sweep_name, trainers)
+    finally:
+        for trainer in trainers:
+            trainer.close()
+
+
+def _claim_and_train(studies: dict[str, optuna.Study], order: list[dict], storage,
+                     settings: DictConfig, objectives: Objectives, sweep_dir: Path,
+                     sweep_name: str, trainers: list[Trainer]) -> dict[str, int]:
+    """Claim and train trials until none is left waiting or running; return the counts."""
+    counts = {state.name: 0 for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
     while True:
         claimed = None
         for cell in order:
@@ -379,7 +390,7 @@ def run_worker(cfg: DictConfig) -> dict[str, int]:
         if claimed is not None:
             study, trial, cell = claimed
             state = run_trial(study, trial, cell, settings, objectives, cell["seeds"], storage,
-                              sweep_dir, sweep_name, train)
+                              sweep_dir, sweep_name, trainers)
             counts[state.name] += 1
             continue
         if with_retries(lambda: count_trials(studies.values(), TrialState.RUNNING),

@@ -1,0 +1,55 @@
+"""A throwaway PostgreSQL cluster on 127.0.0.1 with a password-protected role, for the tests
+and the benchmarks that need a real server (Debian's postgresql, which .ci/run installs).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import shutil
+import socket
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Iterator, Optional
+
+
+def postgres_bindir() -> Optional[Path]:
+    """The newest installed PostgreSQL's bin directory, or None if there is none."""
+    bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    return Path(bins[-1]).parent if bins else None
+
+
+def _as_postgres(*cmd: str) -> None:
+    subprocess.run(["runuser", "-u", "postgres", "--", *cmd], check=True, capture_output=True,
+                   timeout=120)
+
+
+@contextlib.contextmanager
+def throwaway_postgres(password: str, max_connections: int = 200) -> Iterator[str]:
+    """Start a cluster with role `rlsweep` (that password) owning database `optuna`; yield its
+    URL; stop and delete the cluster on exit."""
+    bindir = postgres_bindir()
+    if bindir is None:
+        raise RuntimeError("Debian's postgresql is not installed (.ci/run installs it)")
+    root = Path(tempfile.mkdtemp(prefix="rlsweep-pg-"))  # /tmp: postgres must be able to enter it
+    root.chmod(0o755)
+    data = root / "data"
+    data.mkdir()
+    shutil.chown(data, "postgres", "postgres")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    _as_postgres(str(bindir / "initdb"), "-D", str(data), "-U", "postgres",
+                 "--auth-local=trust", "--auth-host=scram-sha-256")
+    _as_postgres(str(bindir / "pg_ctl"), "-D", str(data), "-w", "-l", str(data / "log"), "-o",
+                 f"-p {port} -k {data} -c listen_addresses=127.0.0.1 "
+                 f"-c max_connections={max_connections}", "start")
+    try:
+        psql = [str(bindir / "psql"), "-h", str(data), "-p", str(port), "-U", "postgres", "-c"]
+        _as_postgres(*psql, f"CREATE ROLE rlsweep LOGIN PASSWORD '{password}'")
+        _as_postgres(*psql, "CREATE DATABASE optuna OWNER rlsweep")
+        yield f"postgresql://rlsweep:{password}@127.0.0.1:{port}/optuna"
+    finally:
+        _as_postgres(str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop")
+        shutil.rmtree(root, ignore_errors=True)
