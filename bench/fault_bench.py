@@ -2,7 +2,7 @@
 storage and on a real PostgreSQL, while a chaos loop kills and pauses processes at random.
 
 One synthetic sweep per storage (rlsweep.sweep.synthetic: each trial sleeps 0.1 s over two
-evaluations; random sampler, no pruner; heartbeat 1 s, grace period 4 s). Every 1-4 s the chaos
+evaluations; random sampler, no pruner; heartbeat 1 s, grace period 4 s). Every 2-6 s the chaos
 loop picks one fault at random:
 - SIGKILL a training process (what the OOM killer picks): that trial fails and is retried once;
 - SIGSTOP a worker for 1-8 s, then SIGCONT: past the grace period its trial is taken over;
@@ -37,7 +37,7 @@ import psutil
 from bench.postgres import postgres_bindir, throwaway_postgres
 
 ROOT = Path(__file__).resolve().parent.parent
-TRIALS, WORKERS, TIMEOUT_S = 1000, 8, 1200
+TRIALS, WORKERS, TIMEOUT_S = 1000, 8, 2400
 GRACE_S = 4
 PASSWORD = "bench0fault0pw"
 
@@ -60,7 +60,7 @@ def _processes(sweep: psutil.Process, marker: str) -> list[psutil.Process]:
 
 
 class Chaos(threading.Thread):
-    """Inject one random fault every 1-4 s into the sweep's processes until told to stop."""
+    """Inject one random fault every 2-6 s into the sweep's processes until told to stop."""
 
     def __init__(self, sweep_pid: int, seed: int = 0):
         super().__init__(daemon=True)
@@ -70,7 +70,7 @@ class Chaos(threading.Thread):
         self.faults: Counter = Counter()
 
     def run(self) -> None:
-        while not self.done.wait(self.rng.uniform(1, 4)):
+        while not self.done.wait(self.rng.uniform(2, 6)):
             kind = self.rng.choice(["kill_trainer", "kill_trainer", "stop_worker", "stop_worker",
                                     "kill_worker"])
             if kind == "kill_worker" and self.faults["kill_worker"]:
@@ -173,7 +173,7 @@ def count_outcomes(trials: list, cell_dir: Path, log: str) -> dict:
 def markdown(results: dict) -> str:
     lines = ["## Faults under load (synthetic objective, issue 15)", "",
              f"{results['workers']} workers, {results['trials']} near-instant trials per storage; "
-             "every 1-4 s a random training process is SIGKILLed or a worker SIGSTOPped for "
+             "every 2-6 s a random training process is SIGKILLed or a worker SIGSTOPped for "
              f"1-8 s (grace period {results['grace_period_s']} s), and one worker is SIGKILLed "
              "once. Targets: lost 0, run twice 0, claimed twice 0, hung 0.", "",
              "| storage | faults injected | lost | run twice | claimed twice | hung | retries | "

@@ -12,8 +12,6 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
-from stable_baselines3.common.logger import KVWriter
-
 from rlsweep.run_result import RunResult, RunStatus
 
 
@@ -70,19 +68,3 @@ def finish_wandb_run(run, result: RunResult | None) -> None:
     run.summary.update(result.to_json() if result else {"status": "failed", "detail": "exception"})
     run.tags = tuple(run.tags) + (run_state(result),)
     run.finish(exit_code=0 if result else 1)
-
-
-class WandbWriter(KVWriter):
-    """SB3 logger output that streams every numeric value (rollout/, train/, eval/) to W&B."""
-
-    def __init__(self, run):
-        self.run = run
-
-    def write(self, key_values: dict[str, Any], key_excluded: dict, step: int = 0) -> None:
-        numbers = {k: v for k, v in key_values.items()
-                   if isinstance(v, (int, float)) and not isinstance(v, bool)}
-        if numbers:
-            self.run.log({**numbers, "env_steps": step})
-
-    def close(self) -> None:
-        pass

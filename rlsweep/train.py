@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 from stable_baselines3.common.monitor import Monitor
-from stable_baselines3.common.logger import Logger, make_output_format
+from stable_baselines3.common.logger import KVWriter, Logger, make_output_format
 from stable_baselines3.common.utils import set_random_seed
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecNormalize
 
@@ -29,9 +29,25 @@ from rlsweep.config import ConfigError, algo_kwargs, first_line, option_name
 from rlsweep.curves import write_learning_curve
 from rlsweep.envs.build import make_env
 from rlsweep.run_result import RunResult, RunStatus
-from rlsweep.tracking import WandbWriter, finish_wandb_run, start_wandb_run
+from rlsweep.tracking import finish_wandb_run, start_wandb_run
 
 EVAL_SEED_OFFSET = 10_000  # evaluation episodes never share seeds with training episodes
+
+
+class WandbWriter(KVWriter):
+    """SB3 logger output that streams every numeric value (rollout/, train/, eval/) to W&B."""
+
+    def __init__(self, run):
+        self.run = run
+
+    def write(self, key_values: dict[str, Any], key_excluded: dict, step: int = 0) -> None:
+        numbers = {k: v for k, v in key_values.items()
+                   if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        if numbers:
+            self.run.log({**numbers, "env_steps": step})
+
+    def close(self) -> None:
+        pass
 
 
 def make_vec_env(cfg: DictConfig, n_envs: int, seed: int, vec_env: str = "dummy",

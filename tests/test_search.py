@@ -172,7 +172,8 @@ def test_a_diverged_trial_is_pruned_at_its_step_and_ranked_last(tmp_path):
     assert diverged and all(t.state == TrialState.PRUNED for t in diverged)
     for t in diverged:  # the worst value at the step where it broke: samplers rank it last
         assert t.intermediate_values == {100: -math.inf}
-        assert "diverged" in t.user_attrs["fail_reason"]
+        assert "diverged" in t.user_attrs["fail_reason"] and t.user_attrs["diverged"] is True
+    assert not any(t.user_attrs["diverged"] for t in trials if t not in diverged)
     assert all(t.state == TrialState.COMPLETE for t in trials if t not in diverged)
     assert summary(tmp_path)["ppo-dense"]["n_diverged"] == len(diverged)
     # TPE learns from it: with the diverged trials in the study, it proposes the good value.

@@ -192,16 +192,17 @@ def test_unreachable_storage_is_named_without_its_password(tmp_path):
 
 @pytest.mark.slow
 def test_lift_grid_sweep_then_resume_reruns_nothing(tmp_path):
-    args = ["algo=ppo,sac", "reward=dense,sparse", "hydra.sweeper.n_trials=1",
+    # Two algorithms on real Lift (the algo x reward grid itself: test_grid_of_studies_…)
+    args = ["algo=ppo,sac", "reward=sparse", "hydra.sweeper.n_trials=1",
             "hydra.sweeper.n_jobs=2", *LIFT_TINY]
     first = sweep(tmp_path, *args)
     assert first.returncode == 0, first.stderr[-3000:]
     s = summary(tmp_path)
-    assert set(s) == {"ppo-dense", "ppo-sparse", "sac-dense", "sac-sparse"}
+    assert set(s) == {"ppo-sparse", "sac-sparse"}
     for cell in s.values():
         assert cell["n_complete"] == 1 and cell["env_steps"] == 160 and cell["best_params"]
     files = trial_files(tmp_path)
-    assert len(files) == 4
+    assert len(files) == 2
     for path in files:
         trial_dir = path.parent
         for artifact in ("config.yaml", "overrides.yaml", "metrics.json", "model.zip"):

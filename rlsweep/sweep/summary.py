@@ -8,7 +8,7 @@ from typing import Any, Sequence
 
 import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from rlsweep.files import write_json_atomic
 from rlsweep.sweep.study import taken_over_trials
@@ -79,8 +79,7 @@ def cell_summary(study: optuna.Study, metrics: Sequence[str] = ("success_then_re
         "best_mean_return": best.user_attrs.get("mean_return") if best else None,
         "n_complete": len(complete),
         "n_pruned": len(by_state[TrialState.PRUNED]),
-        "n_diverged": sum(1 for t in by_state[TrialState.PRUNED]
-                          if "diverged" in str(t.user_attrs.get("fail_reason") or "")),
+        "n_diverged": sum(1 for t in by_state[TrialState.PRUNED] if _diverged(t)),
         "n_failed": len(by_state[TrialState.FAIL]),
         "n_running": len(by_state[TrialState.RUNNING]),
         "n_waiting": len(by_state[TrialState.WAITING]),
@@ -182,3 +181,11 @@ def budget_note(trial_steps: int, env_name: str = "Lift") -> str | None:
             f"Lift: the fastest setup in the solve benchmark needed {LIFT_SOLVE_STEPS:,} env steps "
             "to reach 0.9 success (bench/results.md). Success 0 here says nothing about the "
             "hyperparameters; compare returns, or raise trainer.total_timesteps.")
+
+
+def _diverged(trial: FrozenTrial) -> bool:
+    """Whether the trial was pruned because its run diverged (the worker's `diverged` attr;
+    trials of sweeps from before it existed say so only in their reason)."""
+    if "diverged" in trial.user_attrs:
+        return bool(trial.user_attrs["diverged"])
+    return "diverged" in str(trial.user_attrs.get("fail_reason") or "")

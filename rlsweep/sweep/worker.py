@@ -246,6 +246,8 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, cell: dict, settings: Di
                     "mean_return": recent["mean_return"], "wall_time_s": wall,
                     "last_step": evals.last_step or env_steps,
                     "seeds": [o.seed for o in outcomes] or seeds, "trial_dir": str(trial_dir),
+                    "diverged": any(o.result is not None and o.result.status is RunStatus.DIVERGED
+                                    for o in outcomes),
                     "worker": HydraConfig.get().job.num})
             except TrialTakenOver:
                 taken_over = True
