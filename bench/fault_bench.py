@@ -2,10 +2,11 @@
 storage and on a real PostgreSQL, while a chaos loop kills and pauses processes at random.
 
 One synthetic sweep per storage (rlsweep.sweep.synthetic: each trial sleeps 0.1 s over two
-evaluations; random sampler, no pruner; heartbeat 1 s, grace period 4 s). Every 2-6 s the chaos
+evaluations; random sampler, no pruner; heartbeat 2 s, grace period 20 s). Every 4-10 s the chaos
 loop picks one fault at random:
 - SIGKILL a training process (what the OOM killer picks): that trial fails and is retried once;
-- SIGSTOP a worker for 1-8 s, then SIGCONT: past the grace period its trial is taken over;
+- SIGSTOP a worker for 1-30 s, then SIGCONT: past the grace period its trial is taken over
+  (and on SQLite a worker stopped inside a transaction stalls every other one meanwhile);
 - SIGKILL a worker itself, at most once per sweep (joblib then aborts and relaunches the batch,
   and the sweeper allows 3 launches).
 The sweep must end by itself (hung: it did not within TIMEOUT_S). Then, from the storage and
@@ -19,7 +20,6 @@ Targets: lost 0, run twice 0, claimed twice 0, hung 0.
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import signal
@@ -35,10 +35,11 @@ import optuna
 import psutil
 
 from bench.postgres import postgres_bindir, throwaway_postgres
+from rlsweep.sweep.records import TRIAL_FILE, TrialRecord
 
 ROOT = Path(__file__).resolve().parent.parent
 TRIALS, WORKERS, TIMEOUT_S = 1000, 8, 2400
-GRACE_S = 4
+HEARTBEAT_S, GRACE_S = 2, 20  # the grace SQLite needs: 2 beats + its 15 s lock timeout
 PASSWORD = "bench0fault0pw"
 
 
@@ -60,7 +61,7 @@ def _processes(sweep: psutil.Process, marker: str) -> list[psutil.Process]:
 
 
 class Chaos(threading.Thread):
-    """Inject one random fault every 2-6 s into the sweep's processes until told to stop."""
+    """Inject one random fault every 4-10 s into the sweep's processes until told to stop."""
 
     def __init__(self, sweep_pid: int, seed: int = 0):
         super().__init__(daemon=True)
@@ -70,7 +71,7 @@ class Chaos(threading.Thread):
         self.faults: Counter = Counter()
 
     def run(self) -> None:
-        while not self.done.wait(self.rng.uniform(2, 6)):
+        while not self.done.wait(self.rng.uniform(4, 10)):
             kind = self.rng.choice(["kill_trainer", "kill_trainer", "stop_worker", "stop_worker",
                                     "kill_worker"])
             if kind == "kill_worker" and self.faults["kill_worker"]:
@@ -83,7 +84,7 @@ class Chaos(threading.Thread):
             try:
                 if kind == "stop_worker":
                     target.send_signal(signal.SIGSTOP)
-                    self.done.wait(self.rng.uniform(1, 8))
+                    self.done.wait(self.rng.uniform(1, 30))
                     target.send_signal(signal.SIGCONT)
                 else:
                     target.send_signal(signal.SIGKILL)
@@ -101,7 +102,7 @@ def run_one(storage: str, url: str | None) -> dict:
         "hydra.sweeper.sampler=random", "hydra.sweeper.pruner=none",
         f"hydra.sweeper.n_trials={TRIALS}", f"hydra.sweeper.n_jobs={WORKERS}",
         "trainer.total_timesteps=100", "trainer.eval_freq=50",
-        "hydra.sweeper.heartbeat_interval=1", f"hydra.sweeper.grace_period={GRACE_S}",
+        f"hydra.sweeper.heartbeat_interval={HEARTBEAT_S}", f"hydra.sweeper.grace_period={GRACE_S}",
         f"hydra.sweep.dir={sweep_dir}"]
     env = None
     if url is not None:  # the password through the environment, as docs/cluster.md says
@@ -148,8 +149,9 @@ def count_outcomes(trials: list, cell_dir: Path, log: str) -> dict:
                       if t.state.name in ("COMPLETE", "PRUNED"))
     records = {}
     for t in trials:
-        path = cell_dir / f"trial_{t.number:03d}" / "trial.json"
-        records[t.number] = json.loads(path.read_text()) if path.exists() else None
+        trial_dir = cell_dir / f"trial_{t.number:03d}"
+        records[t.number] = (TrialRecord.read(trial_dir) if (trial_dir / TRIAL_FILE).exists()
+                             else None)
     unfinished = [t.number for t in trials if not t.state.is_finished()]
     no_record = [t.number for t in trials if t.state.name in ("COMPLETE", "PRUNED")
                  and records[t.number] is None]
@@ -158,7 +160,7 @@ def count_outcomes(trials: list, cell_dir: Path, log: str) -> dict:
         "trials_in_study": len(trials),
         "complete": sum(t.state.name == "COMPLETE" for t in trials),
         "retries": len(retry_of),
-        "taken_over": sum(bool(r and r.get("taken_over")) for r in records.values()),
+        "taken_over": sum(bool(r and r.taken_over) for r in records.values()),
         "lost": len(unfinished) + len(no_record),
         "run_twice": sum(n > 1 for n in results.values()),
         "claimed_twice": log.count("already reported") + log.count("already finished"),
@@ -173,8 +175,8 @@ def count_outcomes(trials: list, cell_dir: Path, log: str) -> dict:
 def markdown(results: dict) -> str:
     lines = ["## Faults under load (synthetic objective, issue 15)", "",
              f"{results['workers']} workers, {results['trials']} near-instant trials per storage; "
-             "every 2-6 s a random training process is SIGKILLed or a worker SIGSTOPped for "
-             f"1-8 s (grace period {results['grace_period_s']} s), and one worker is SIGKILLed "
+             "every 4-10 s a random training process is SIGKILLed or a worker SIGSTOPped for "
+             f"1-30 s (grace period {results['grace_period_s']} s), and one worker is SIGKILLed "
              "once. Targets: lost 0, run twice 0, claimed twice 0, hung 0.", "",
              "| storage | faults injected | lost | run twice | claimed twice | hung | retries | "
              "taken over | failed for good | relaunches | whole command |",

@@ -44,6 +44,7 @@ from pathlib import Path
 from statistics import mean
 
 from hydra_plugins.rlsweep_sweeper.rlsweep_sweeper import RLSweeperConf
+from rlsweep.sweep.records import TrialRecord, trial_dirs
 from rlsweep.sweep.synthetic import quality
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -119,25 +120,25 @@ def run_sweep(work: Path, sampler: str, n_trials: int, seed: int) -> dict:
             "reused": reuse, **scored}
 
 
-def read_trials(cell_dir: Path) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted(cell_dir.glob("trial_*/trial.json"))]
+def read_trials(cell_dir: Path) -> list[TrialRecord]:
+    return [TrialRecord.read(trial_dir) for trial_dir in trial_dirs(cell_dir)]
 
 
-def score(trials: list[dict]) -> dict:
+def score(trials: list[TrialRecord]) -> dict:
     """Best quality(learning_rate) among COMPLETE trials, its regret and learning rate, counts."""
-    complete = [t for t in trials if t["state"] == "COMPLETE" and PARAM in t["params"]]
-    best = max(complete, key=lambda t: quality(t["params"][PARAM]), default=None)
-    best_q = quality(best["params"][PARAM]) if best else None
-    sampled = [quality(t["params"][PARAM]) for t in trials if PARAM in t["params"]]
+    complete = [t for t in trials if t.state == "COMPLETE" and PARAM in t.params]
+    best = max(complete, key=lambda t: quality(t.params[PARAM]), default=None)
+    best_q = quality(best.params[PARAM]) if best else None
+    sampled = [quality(t.params[PARAM]) for t in trials if PARAM in t.params]
     return {"best_quality": best_q, "regret": None if best_q is None else 1 - best_q,
             # also counting pruned and failed trials: did the pruner stop the best one?
             "best_quality_any_state": max(sampled, default=None),
             # where the sampler put its trials, whatever became of them
             "sampled_quality_mean": mean(sampled) if sampled else None,
-            "best_learning_rate": best["params"][PARAM] if best else None,
+            "best_learning_rate": best.params[PARAM] if best else None,
             "n_complete": len(complete),
-            "n_pruned": sum(t["state"] == "PRUNED" for t in trials),
-            "n_failed": sum(t["state"] == "FAIL" for t in trials)}
+            "n_pruned": sum(t.state == "PRUNED" for t in trials),
+            "n_failed": sum(t.state == "FAIL" for t in trials)}
 
 
 def learning_rate_range(sweep_dir: Path) -> tuple[float, float]:

@@ -6,16 +6,20 @@ import random
 import pytest
 
 from bench import search_bench
+from rlsweep.sweep.records import TrialRecord
 from rlsweep.sweep.synthetic import quality
 
 
-def trial(state: str, lr: float) -> dict:
-    return {"state": state, "params": {"algo.learning_rate": lr, "algo.gamma": 0.99}}
+def trial(state: str, lr: float | None) -> TrialRecord:
+    params = {} if lr is None else {"algo.learning_rate": lr, "algo.gamma": 0.99}
+    return TrialRecord(number=0, cell="ppo-dense", state=state, params=params, value=None,
+                       last_step=0, status="ok", fail_reason=None, env_steps=0, wall_time_s=0.0,
+                       success_rate=None, mean_return=None)
 
 
 def test_score_counts_only_complete_trials():
     trials = [trial("COMPLETE", 1e-5), trial("PRUNED", 10 ** -3.5), trial("COMPLETE", 1e-3),
-              {"state": "FAIL", "params": {}}]
+              trial("FAIL", None)]
     scored = search_bench.score(trials)
     assert scored["best_learning_rate"] == 1e-3
     assert scored["best_quality"] == pytest.approx(math.exp(-0.5))

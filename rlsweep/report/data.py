@@ -18,6 +18,7 @@ from rlsweep.config import first_line
 from rlsweep.report.stats import FEW_SEEDS, Improvement, few_seeds_note
 from rlsweep.run_result import RunStatus
 from rlsweep.sweep.plan import read_plan_file
+from rlsweep.sweep.records import TrialRecord, trial_dirs
 from rlsweep.sweep.summary import SUMMARY_FILE
 
 CONFIRM_FILE = "confirm.json"
@@ -26,7 +27,10 @@ Interval = tuple[float, float, float]  # (estimate, 95% CI low, 95% CI high)
 
 
 @dataclass
-class TrialRecord:
+class ReportTrial:
+    """A trial as the report shows it: from its trial.json (rlsweep.sweep.records), with its
+    learning curve and where its model is."""
+
     number: int
     state: str
     params: dict
@@ -49,7 +53,7 @@ class CellData:
     name: str
     summary: dict
     space: dict
-    trials: list[TrialRecord]
+    trials: list[ReportTrial]
 
     def study(self, directions: str | list[str]) -> optuna.Study:
         """An in-memory Optuna study of the finished trials, for Optuna's plots."""
@@ -306,15 +310,14 @@ def load_sweep(path: Path) -> SweepData:
     cells = {}
     for cell in plan["cells"]:
         trials = []
-        for trial_json in sorted((path / cell["name"]).glob("trial_*/trial.json")):
-            t = json.loads(trial_json.read_text())
-            trials.append(TrialRecord(
-                number=t["number"], state=t["state"], params=t["params"], value=t["value"],
-                last_step=t["last_step"], trial_dir=trial_json.parent,
-                # a diverged trial's -inf is stored as null (JSON has no infinity)
-                intermediate_values={int(k): v for k, v in t.get("intermediate_values", {}).items()
-                                     if v is not None},
-                curve=_trial_curve(trial_json.parent), model_dir=_model_dir(trial_json.parent)))
+        for trial_dir in trial_dirs(path / cell["name"]):
+            t = TrialRecord.read(trial_dir)
+            trials.append(ReportTrial(
+                number=t.number, state=t.state, params=t.params, value=t.value,
+                last_step=t.last_step, trial_dir=trial_dir,
+                intermediate_values={k: v for k, v in t.intermediate_values.items()
+                                     if v is not None},  # a diverged trial's -inf
+                curve=_trial_curve(trial_dir), model_dir=_model_dir(trial_dir)))
         cells[cell["name"]] = CellData(
             name=cell["name"], summary=summary.get(cell["name"], {}), trials=trials,
             space={k: json_to_distribution(v) for k, v in cell["space"].items()})

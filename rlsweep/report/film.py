@@ -6,13 +6,13 @@ import logging
 from pathlib import Path
 
 from rlsweep.config import first_line
-from rlsweep.report.data import SweepData, TrialRecord
+from rlsweep.report.data import SweepData, ReportTrial
 
 STRIP_FILE = "best_policy.png"
 log = logging.getLogger("rlsweep.report")
 
 
-def best_trial(sweep: SweepData) -> tuple[str, TrialRecord] | None:
+def best_trial(sweep: SweepData) -> tuple[str, ReportTrial] | None:
     """The best complete trial over every cell that left a model, with its cell's name."""
     sign = 1 if sweep.direction == "maximize" else -1
     ranked = [(sign * t.first_value, name, t) for name, cell in sweep.cells.items()

@@ -30,10 +30,10 @@ from optuna.distributions import (BaseDistribution, CategoricalDistribution, Flo
 from optuna.trial import TrialState
 
 from rlsweep.config import first_line, validate
-from rlsweep.files import write_json_atomic
 from rlsweep.periodic import Periodic
 from rlsweep.run_result import RunStatus
 from rlsweep.sweep.plan import read_plan, read_sweep_name
+from rlsweep.sweep.records import SeedRecord, TrialRecord
 from rlsweep.sweep.seeds import EvaluationLog, SeedOutcome, Trainer, run_seeds
 from rlsweep.sweep.study import (Objectives, claim_trial, count_trials, fail_stale_trials,
                                  make_pruner, make_sampler, make_storage, objective_value,
@@ -265,21 +265,21 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, cell: dict, settings: Di
                 log.warning("could not record the takeover of trial %s in the storage: %s",
                             trial.number, first_line(err))
 
-    write_json_atomic(trial_dir / "trial.json", {
-        "number": trial.number, "cell": cell["name"], "state": state.name, "params": params,
-        "taken_over": taken_over, "taken_over_reason": reason if taken_over else None,
-        "value": (value[0] if value and not objectives.multi else value)
+    TrialRecord(
+        number=trial.number, cell=cell["name"], state=state.name, params=params,
+        value=(value[0] if value and not objectives.multi else value)
         if state == TrialState.COMPLETE else None,
-        "last_step": evals.last_step or env_steps, "status": reason or "ok",
-        "fail_reason": reason if state == TrialState.FAIL else None,
-        "env_steps": env_steps, "wall_time_s": wall,
-        "success_rate": recent["success_rate"], "mean_return": recent["mean_return"],
-        "seeds": [{"seed": o.seed, "run_dir": str(o.run_dir),
-                   "status": o.result.describe() if o.result else o.error,
-                   "success_rate": o.result.success_rate if o.result else None,
-                   "mean_return": o.result.mean_return if o.result else None} for o in outcomes],
-        "intermediate_values": {k: (v if math.isfinite(v) else None)
-                                for k, v in intermediate.items()}})
+        last_step=evals.last_step or env_steps, status=reason or "ok",
+        fail_reason=reason if state == TrialState.FAIL else None,
+        env_steps=env_steps, wall_time_s=wall,
+        success_rate=recent["success_rate"], mean_return=recent["mean_return"],
+        taken_over=taken_over, taken_over_reason=reason if taken_over else None,
+        seeds=[SeedRecord(seed=o.seed, run_dir=str(o.run_dir),
+                          status=o.result.describe() if o.result else o.error,
+                          success_rate=o.result.success_rate if o.result else None,
+                          mean_return=o.result.mean_return if o.result else None)
+               for o in outcomes],
+        intermediate_values=dict(intermediate)).write(trial_dir)
     return state
 
 
