@@ -40,22 +40,41 @@ def running_mid_trial(sweep_dir: Path, cell: str, finished: int) -> bool:
                for t in study(sweep_dir, cell).get_trials())
 
 
-def test_sigkilled_worker_trial_is_retried_and_the_sweep_finishes(tmp_path):
+def test_sigkilled_worker_aborts_its_batch_whose_trials_are_retried_without_spending_a_retry(
+        tmp_path):
+    """joblib kills every pool process when one dies: the sweeper relaunches, and every trial
+    the batch ran (the dead worker's and the healthy one's) is retried at once, its one retry
+    kept (the retry's history is the original's, not longer)."""
     proc = start_sweep("algo=ppo", *SYNTHETIC, "hydra.sweeper.n_trials=6", "hydra.sweeper.n_jobs=2",
-                       "hydra.sweeper.pruner=none", "trainer.total_timesteps=2000",
+                       "hydra.sweeper.pruner=none", "trainer.total_timesteps=3000",
                        "trainer.eval_freq=100", "hydra.sweeper.heartbeat_interval=1",
-                       "hydra.sweeper.grace_period=3", f"hydra.sweep.dir={tmp_path}")
-    wait_for(lambda: running_mid_trial(tmp_path, "ppo-dense", 1))
+                       "hydra.sweeper.grace_period=60", f"hydra.sweep.dir={tmp_path}")
+
+    def both_mid_trial() -> bool:
+        if not (tmp_path / "sweep_plan.json").exists():
+            return False
+        return sum(t.state == TrialState.RUNNING and len(t.intermediate_values) >= 2
+                   for t in study(tmp_path, "ppo-dense").get_trials()) == 2
+
+    wait_for(both_mid_trial)
+    in_flight = {t.number for t in study(tmp_path, "ppo-dense").get_trials()
+                 if t.state == TrialState.RUNNING}
     workers = [p for p in psutil.Process(proc.pid).children(recursive=True)
                if "loky" in " ".join(p.cmdline()) and "popen" in " ".join(p.cmdline())]
-    assert workers
+    assert len(workers) == 2
     workers[0].send_signal(signal.SIGKILL)
+    started = time.time()
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, out[-3000:]
-    assert "a worker died" in out
-    trials = study(tmp_path, "ppo-dense").get_trials()
-    retries = [t for t in trials if "failed_trial" in t.system_attrs]
-    assert retries, "the killed worker's trial was not retried"
+    assert "a worker died" in out and "queued again" in out
+    assert time.time() - started < 60  # no wait for a 60 s grace period
+    trials = {t.number: t for t in study(tmp_path, "ppo-dense").get_trials()}
+    for number in in_flight:
+        assert trials[number].state == TrialState.FAIL
+        assert "died with the launcher's batch" in trials[number].user_attrs["fail_reason"]
+        (retry,) = [t for t in trials.values() if t.system_attrs.get("failed_trial") == number]
+        assert retry.state == TrialState.COMPLETE and retry.params == trials[number].params
+        assert retry.system_attrs["retry_history"] == []  # its one retry still unspent
     s = summary(tmp_path)["ppo-dense"]
     assert (s["n_complete"], s["n_failed"], s["n_running"], s["n_waiting"]) == (6, 0, 0, 0)
 

@@ -100,15 +100,16 @@ def test_claim_and_first_heartbeat_commit_together(tmp_path, monkeypatch):
     with closing(sqlite3.connect(db)) as connection:  # the first heartbeat cannot be written
         connection.execute("CREATE TRIGGER refuse_heartbeat BEFORE INSERT ON trial_heartbeats "
                            "BEGIN SELECT RAISE(ABORT, 'injected: no heartbeat'); END")
-    claimed = claim_trial(cell, storage)
+    claimed = claim_trial(cell, storage, "host:1:0")
     # Either the trial runs with its heartbeat or it is still WAITING for the next claim;
     # never RUNNING without a heartbeat (no worker would ever fail it: the sweep would hang).
     assert heartbeatless_running_trials(db) == []
     assert claimed is None and cell.get_trials()[0].state == TrialState.WAITING
     with closing(sqlite3.connect(db)) as connection:
         connection.execute("DROP TRIGGER refuse_heartbeat")
-    assert claim_trial(cell, storage) is not None
-    assert heartbeatless_running_trials(db) == []
+    claimed = claim_trial(cell, storage, "host:1:0")
+    assert claimed is not None and heartbeatless_running_trials(db) == []
+    assert cell.get_trials()[0].user_attrs["claimed_by"] == "host:1:0"  # same transaction
 
 
 # ---------------------------------------------------------------- 4: a live trial taken over
@@ -246,7 +247,7 @@ def test_claim_waits_out_a_locked_database(tmp_path, monkeypatch, caplog):
     cell.enqueue_trial({})
     hold_write_lock(tmp_path / "optuna.db", 2.5)  # longer than the 1 s lock timeout
     with caplog.at_level("WARNING"):
-        claimed = claim_trial(cell, storage)
+        claimed = claim_trial(cell, storage, "host:1:0")
     assert claimed is not None and cell.get_trials()[0].state == TrialState.RUNNING
     assert any("database is locked" in r.getMessage() for r in caplog.records)
 
@@ -257,7 +258,7 @@ def test_tell_waits_out_a_locked_database(tmp_path, monkeypatch):
     storage = sqlite_storage(tmp_path, monkeypatch, lock_timeout_s=1)
     cell = optuna.create_study(storage=storage, study_name="cell", direction="maximize")
     cell.enqueue_trial({})
-    trial = claim_trial(cell, storage)
+    trial = claim_trial(cell, storage, "host:1:0")
     hold_write_lock(tmp_path / "optuna.db", 2.5)
     frozen = tell(cell, trial, TrialState.COMPLETE, [0.5])
     assert frozen.state == TrialState.COMPLETE and frozen.value == 0.5

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import copy
 import itertools
+import json
 import logging
 import random
+import socket
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -45,6 +47,7 @@ BUDGET_ATTR = "rlsweep_n_trials"
 # On the study, not the trial: a failed trial no longer takes attributes, and its retry may have
 # finished too by the time the original worker wakes up.
 TAKEN_OVER_ATTR_PREFIX = "rlsweep_taken_over_trial_"
+CLAIMED_BY_ATTR = "claimed_by"  # user attr of a claimed trial: worker_identity()
 # A worker waits this long for SQLite's write lock before the call fails. A heartbeat may wait
 # it and fail, so grace_period must outlast it plus two beats (see check_settings).
 SQLITE_LOCK_TIMEOUT_S = 15
@@ -533,28 +536,37 @@ def _rdb_models():
     return models
 
 
-def claim_trial(study: optuna.Study, storage: RDBStorage) -> optuna.Trial | None:
+def worker_identity(parent_pid: int, job_num: int) -> str:
+    """Who holds a claimed trial: host, the sweep process that launched the worker, and the
+    worker's Hydra job number (`claimed_by`). The sweep process can then tell which RUNNING
+    trials were its dead workers' (requeue_orphans)."""
+    return f"{socket.gethostname()}:{parent_pid}:{job_num}"
+
+
+def claim_trial(study: optuna.Study, storage: RDBStorage, claimed_by: str
+                ) -> optuna.Trial | None:
     """Atomically take one WAITING trial of `study` (None when its budget is used up).
 
     Like `Study.ask` popping its queue (minus its fallback of creating trials beyond the
     budget), the state change succeeds for exactly one claimant per trial; and the trial's first
-    heartbeat is written in the same transaction, so no trial is ever RUNNING without one
-    (Optuna never finds such a trial stale: a worker killed between two commits, or a first beat
-    failing, would leave the sweep waiting forever). Transient storage errors are retried.
+    heartbeat and its `claimed_by` attribute are written in the same transaction, so no trial is
+    ever RUNNING without them (Optuna never finds a trial without heartbeat stale: a worker
+    killed between two commits, or a first beat failing, would leave the sweep waiting
+    forever). Transient storage errors are retried.
     """
     waiting = with_retries(lambda: study.get_trials(deepcopy=False, states=(TrialState.WAITING,)),
                            "listing waiting trials")
     for trial in waiting:
-        if with_retries(lambda: _claim(storage, trial._trial_id),
+        if with_retries(lambda: _claim(storage, trial._trial_id, claimed_by),
                         f"claiming trial {trial.number} of {study.study_name}"):
             return optuna.Trial(study, trial._trial_id)
     return None
 
 
-def _claim(storage: RDBStorage, trial_id: int) -> bool:
-    """WAITING -> RUNNING with its start time and first heartbeat, in one transaction (SQLite:
-    BEGIN IMMEDIATE; others: the row lock of SELECT ... FOR UPDATE). False if another worker
-    claimed it first, or the transaction was refused (rolled back: the trial stays WAITING)."""
+def _claim(storage: RDBStorage, trial_id: int, claimed_by: str) -> bool:
+    """WAITING -> RUNNING with its start time, first heartbeat and claimant, in one transaction
+    (SQLite: BEGIN IMMEDIATE; others: the row lock of SELECT ... FOR UPDATE). False if another
+    worker claimed it first, or the transaction was refused (rolled back: still WAITING)."""
     import sqlalchemy
     from sqlalchemy.exc import IntegrityError
 
@@ -571,9 +583,49 @@ def _claim(storage: RDBStorage, trial_id: int) -> bool:
                 session.add(models.TrialHeartbeatModel(trial_id=trial_id))
             else:
                 beat.heartbeat = session.execute(sqlalchemy.func.now()).scalar()
+            attr = models.TrialUserAttributeModel.find_by_trial_and_key(
+                trial, CLAIMED_BY_ATTR, session)  # a retry inherits its original's
+            if attr is None:
+                session.add(models.TrialUserAttributeModel(
+                    trial_id=trial_id, key=CLAIMED_BY_ATTR, value_json=json.dumps(claimed_by)))
+            else:
+                attr.value_json = json.dumps(claimed_by)
     except IntegrityError:
         return False
     return True
+
+
+def requeue_orphans(studies: Mapping[str, optuna.Study], storage: RDBStorage,
+                    claimants: set[str], reason: str) -> list[int]:
+    """Fail the RUNNING trials held by `claimants` (workers known dead) and queue each a retry
+    that does not count against its one retry: the worker died with its launcher's batch (joblib
+    kills every pool process when one dies), not because of the trial. Returns their numbers.
+
+    Done by the sweep process at once, instead of waiting for their heartbeats to go stale.
+    """
+    requeued = []
+    for study in studies.values():
+        running = with_retries(
+            lambda: study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)),
+            "listing running trials")
+        for trial in running:
+            if trial.user_attrs.get(CLAIMED_BY_ATTR) not in claimants:
+                continue
+            try:
+                with_retries(lambda: storage.set_trial_user_attr(
+                    trial._trial_id, "fail_reason", reason), "saving why")
+                with_retries(lambda: storage.set_trial_state_values(
+                    trial._trial_id, state=TrialState.FAIL), f"failing trial {trial.number}")
+            except optuna.exceptions.UpdateFinishedTrialError:  # it ended meanwhile
+                continue
+            system_attrs = {"failed_trial": trial.number, "retry_history": [],
+                            **trial.system_attrs}  # history not extended: the retry is free
+            with_retries(lambda: study.add_trial(optuna.trial.create_trial(
+                state=TrialState.WAITING, params=trial.params,
+                distributions=trial.distributions, system_attrs=system_attrs)),
+                f"queueing the retry of trial {trial.number}")
+            requeued.append(trial.number)
+    return requeued
 
 
 def adopt_heartbeatless_trials(study: optuna.Study, storage: RDBStorage) -> list[int]:

@@ -27,10 +27,9 @@ from rlsweep.sweep.plan import build_plan, resume_conflict, sweep_name, write_pl
 from rlsweep.sweep.space import (SWEEP_GROUPS, Cell, declared_space, grid_cells,
                                  parse_sweep_request)
 from rlsweep.sweep.study import (Objectives, check_existing_study, check_grid, check_settings,
-                                 count_trials,
-                                 make_sampler, make_storage, mask_url, open_cell_study,
-                                 sized_pruner_kwargs, sized_sampler_kwargs, storage_url,
-                                 study_name)
+                                 count_trials, make_sampler, make_storage, mask_url,
+                                 open_cell_study, requeue_orphans, sized_pruner_kwargs,
+                                 sized_sampler_kwargs, storage_url, study_name, worker_identity)
 from rlsweep.sweep.summary import (budget_note, cell_summary, format_pareto, format_table,
                                    progress_line,
                                    write_summary)
@@ -207,20 +206,29 @@ def _work_left(studies: Mapping[str, Any]) -> bool:
     return count_trials(studies.values(), TrialState.WAITING, TrialState.RUNNING) > 0
 
 
-def _launch_until_done(launcher, n_jobs: int, studies: Mapping[str, Any]) -> Any:
-    """Launch n_jobs workers; if a worker process dies (killed, out of memory), the launcher
-    may abort the whole batch (joblib does): launch again while trials are left. The dead
-    worker's trial goes stale and the new workers fail and retry it (heartbeat)."""
+def _launch_until_done(launcher, n_jobs: int, studies: Mapping[str, Any], storage) -> Any:
+    """Launch n_jobs workers; if a worker process dies (killed, a bug), the launcher may abort
+    the whole batch (joblib kills every pool process when one dies): launch again while trials
+    are left. The batch's trials are failed at once and retried without spending their one
+    retry (their workers died together, whatever the trials did); a trial no worker of ours
+    held (another sweep process's) is left to its heartbeat."""
     returns = None
     for launch in range(MAX_LAUNCHES):
-        jobs = [[f"hydra.sweep.subdir=workers/{launch * n_jobs + k}", "hydra.output_subdir=null"]
-                for k in range(n_jobs)]
+        numbers = [launch * n_jobs + k for k in range(n_jobs)]
+        jobs = [[f"hydra.sweep.subdir=workers/{n}", "hydra.output_subdir=null"] for n in numbers]
         try:
-            returns = launcher.launch(jobs, initial_job_idx=launch * n_jobs)
+            returns = launcher.launch(jobs, initial_job_idx=numbers[0])
         except Exception as err:  # not KeyboardInterrupt: Ctrl-C stops the sweep
             reason = first_line(err)
             print(f"rlsweep: a worker died ({type(err).__name__}: {reason}); "
                   "relaunching workers for the trials left", file=sys.stderr, flush=True)
+            requeued = requeue_orphans(
+                studies, storage, {worker_identity(os.getpid(), n) for n in numbers},
+                "its worker died with the launcher's batch (another worker died); retried "
+                "without spending its retry")
+            if requeued:
+                print(f"rlsweep: trials {', '.join(map(str, requeued))} queued again",
+                      file=sys.stderr, flush=True)
             returns = None
         if not _work_left(studies):
             break
@@ -294,7 +302,7 @@ def run_sweep(settings: Mapping[str, Any], config: DictConfig, config_loader, la
     returns = None
     try:
         with ProgressPrinter(studies, settings["n_trials"], objectives.metrics) as progress:
-            returns = _launch_until_done(launcher, settings["n_jobs"], studies)
+            returns = _launch_until_done(launcher, settings["n_jobs"], studies, storage)
             progress.poll()
     finally:  # also on Ctrl-C: what finished is in the storage and in its trial folder
         summary = {cell: cell_summary(study, objectives.metrics)

@@ -37,7 +37,7 @@ from rlsweep.sweep.records import SeedRecord, TrialRecord
 from rlsweep.sweep.seeds import EvaluationLog, SeedOutcome, Trainer, run_seeds
 from rlsweep.sweep.study import (Objectives, claim_trial, count_trials, fail_stale_trials,
                                  make_pruner, make_sampler, make_storage, objective_value,
-                                 queue_retry, record_takeover, sized_pruner_kwargs, sized_sampler_kwargs,
+                                 queue_retry, record_takeover, worker_identity, sized_pruner_kwargs, sized_sampler_kwargs,
                                  storage_url, with_retries)
 
 log = logging.getLogger("rlsweep.worker")
@@ -380,12 +380,13 @@ def _claim_and_train(studies: dict[str, optuna.Study], order: list[dict], storag
                      sweep_name: str, trainers: list[Trainer]) -> dict[str, int]:
     """Claim and train trials until none is left waiting or running; return the counts."""
     counts = {state.name: 0 for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
+    claimed_by = worker_identity(os.getppid(), HydraConfig.get().job.num)
     while True:
         claimed = None
         for cell in order:
             study = studies[cell["name"]]
             fail_stale_trials(study, storage)  # dead workers' trials: failed, retried once
-            trial = claim_trial(study, storage)
+            trial = claim_trial(study, storage, claimed_by)
             if trial is not None:
                 claimed = (study, trial, cell)
                 break
