@@ -121,7 +121,7 @@ def run_one(storage: str, url: str | None) -> dict:
             hung = 0
         except subprocess.TimeoutExpired:
             hung = 1
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)  # the sweep and every worker it started
             proc.wait()
         chaos.done.set()
         chaos.join()

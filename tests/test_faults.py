@@ -119,6 +119,31 @@ def test_a_killed_training_process_fails_its_trial_alone_and_the_other_worker_go
     assert record["state"] == "FAIL" and "killed by SIGKILL" in record["fail_reason"]
 
 
+def test_pool_processes_of_a_killed_sweep_stop_claiming(tmp_path):
+    """Only the sweep process is killed (its pool processes outlive it): they end their trial
+    and stop, leaving the rest of the budget WAITING for the resume, instead of draining it
+    unwatched."""
+    log = (tmp_path.parent / f"{tmp_path.name}.log").open("w")  # not a pipe nobody reads
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rlsweep", "-m", "algo=ppo", *SYNTHETIC, "hydra.sweeper.n_trials=40",
+         "hydra.sweeper.n_jobs=2", "hydra.sweeper.pruner=none", "trainer.total_timesteps=1000",
+         "trainer.eval_freq=100", f"hydra.sweep.dir={tmp_path}"],
+        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    wait_for(lambda: running_mid_trial(tmp_path, "ppo-dense", 1))
+    workers = [p for p in psutil.Process(proc.pid).children(recursive=True)
+               if "popen_loky" in " ".join(p.cmdline())]
+    assert len(workers) == 2
+    proc.kill()  # the sweep process alone, not its group
+    proc.wait()
+    trainers = [c for w in workers for c in w.children()
+                if "rlsweep.sweep.seeds" in " ".join(c.cmdline())]
+    assert trainers
+    gone, alive = psutil.wait_procs(workers + trainers, timeout=60)
+    assert not alive, "pool processes or their trainers kept running after their sweep died"
+    states = [t.state for t in study(tmp_path, "ppo-dense").get_trials()]
+    assert states.count(TrialState.WAITING) >= 30  # the budget left for a resume
+
+
 def _fingerprint(trial_dir: Path) -> dict[str, str]:
     return {name: hashlib.sha256((trial_dir / name).read_bytes()).hexdigest()
             for name in ("trial.json", "metrics.json", "model.zip", "config.yaml")}

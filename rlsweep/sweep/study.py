@@ -536,6 +536,9 @@ def _rdb_models():
     return models
 
 
+SWEEP_PID_ENV = "RLSWEEP_SWEEP_PID"  # set by the sweep process for the workers it launches
+
+
 def worker_identity(parent_pid: int, job_num: int) -> str:
     """Who holds a claimed trial: host, the sweep process that launched the worker, and the
     worker's Hydra job number (`claimed_by`). The sweep process can then tell which RUNNING

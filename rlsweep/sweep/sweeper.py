@@ -26,10 +26,11 @@ from rlsweep.periodic import Periodic
 from rlsweep.sweep.plan import build_plan, resume_conflict, sweep_name, write_plan
 from rlsweep.sweep.space import (SWEEP_GROUPS, Cell, declared_space, grid_cells,
                                  parse_sweep_request)
-from rlsweep.sweep.study import (Objectives, check_existing_study, check_grid, check_settings,
-                                 count_trials, make_sampler, make_storage, mask_url,
-                                 open_cell_study, requeue_orphans, sized_pruner_kwargs,
-                                 sized_sampler_kwargs, storage_url, study_name, worker_identity)
+from rlsweep.sweep.study import (SWEEP_PID_ENV, Objectives, check_existing_study, check_grid,
+                                 check_settings, count_trials, make_sampler, make_storage,
+                                 mask_url, open_cell_study, requeue_orphans,
+                                 sized_pruner_kwargs, sized_sampler_kwargs, storage_url,
+                                 study_name, worker_identity)
 from rlsweep.sweep.summary import (budget_note, cell_summary, format_pareto, format_table,
                                    progress_line,
                                    write_summary)
@@ -213,6 +214,7 @@ def _launch_until_done(launcher, n_jobs: int, studies: Mapping[str, Any], storag
     retry (their workers died together, whatever the trials did); a trial no worker of ours
     held (another sweep process's) is left to its heartbeat."""
     returns = None
+    os.environ[SWEEP_PID_ENV] = str(os.getpid())  # the workers' claims name this process
     for launch in range(MAX_LAUNCHES):
         numbers = [launch * n_jobs + k for k in range(n_jobs)]
         jobs = [[f"hydra.sweep.subdir=workers/{n}", "hydra.output_subdir=null"] for n in numbers]

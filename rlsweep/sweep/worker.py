@@ -35,10 +35,11 @@ from rlsweep.run_result import RunStatus
 from rlsweep.sweep.plan import read_plan, read_sweep_name
 from rlsweep.sweep.records import SeedRecord, TrialRecord
 from rlsweep.sweep.seeds import EvaluationLog, SeedOutcome, Trainer, run_seeds
-from rlsweep.sweep.study import (Objectives, claim_trial, count_trials, fail_stale_trials,
-                                 make_pruner, make_sampler, make_storage, objective_value,
-                                 queue_retry, record_takeover, worker_identity, sized_pruner_kwargs, sized_sampler_kwargs,
-                                 storage_url, with_retries)
+from rlsweep.sweep.study import (SWEEP_PID_ENV, Objectives, claim_trial, count_trials,
+                                 fail_stale_trials, make_pruner, make_sampler, make_storage,
+                                 objective_value, queue_retry, record_takeover,
+                                 sized_pruner_kwargs, sized_sampler_kwargs, storage_url,
+                                 with_retries, worker_identity)
 
 log = logging.getLogger("rlsweep.worker")
 
@@ -380,8 +381,17 @@ def _claim_and_train(studies: dict[str, optuna.Study], order: list[dict], storag
                      sweep_name: str, trainers: list[Trainer]) -> dict[str, int]:
     """Claim and train trials until none is left waiting or running; return the counts."""
     counts = {state.name: 0 for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
-    claimed_by = worker_identity(os.getppid(), HydraConfig.get().job.num)
+    sweep_pid = int(os.environ.get(SWEEP_PID_ENV, os.getppid()))
+    claimed_by = worker_identity(sweep_pid, HydraConfig.get().job.num)
+    pool_process = os.getppid() == sweep_pid  # a local pool's process, child of the sweep
     while True:
+        if pool_process and os.getppid() != sweep_pid:
+            # The sweep process died and this pool process outlived it (joblib's do): stop
+            # claiming, as a killed sweep should, and exit (nobody is left to take a result).
+            log.warning("the sweep process died: worker %s stops", claimed_by)
+            for trainer in trainers:
+                trainer.close()
+            os._exit(0)
         claimed = None
         for cell in order:
             study = studies[cell["name"]]
