@@ -124,7 +124,12 @@ class Trainer:
         """Train the run whose config is `<run_dir>/config.yaml`, in this process."""
         if self.process is None or self.process.poll() is not None:
             self._spawn()
-        self.conn.send({"run_dir": str(run_dir), "wandb_init": wandb_init})
+        setup = {"run_dir": str(run_dir), "wandb_init": wandb_init}
+        try:
+            self.conn.send(setup)
+        except OSError:  # it died since its last run (killed while idle): a fresh one
+            self._spawn()
+            self.conn.send(setup)
 
     def _spawn(self) -> None:
         self.close()
@@ -139,7 +144,11 @@ class Trainer:
     def death(self) -> str:
         """Why the process ended, once its connection closed: the signal that killed it or its
         exit code."""
-        code = self.process.wait()
+        try:
+            code = self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:  # its connection broke but it lives on: end it
+            self.process.kill()
+            code = self.process.wait()
         if code < 0:
             name = signal.Signals(-code).name
             hint = " (out of memory?)" if -code == signal.SIGKILL else ""
@@ -223,7 +232,10 @@ def run_seeds(trainers: Sequence[Trainer], cfg: DictConfig, seeds: Sequence[int]
                     stop = not go_on
                 for r in live:
                     r.waiting_at = None
-                    r.trainer.conn.send(not (stop or failed))
+                    try:
+                        r.trainer.conn.send(not (stop or failed))
+                    except OSError:  # it died after sending its evaluation
+                        _died(r, name)
     finally:
         for r in runs:  # an unfinished run (an error here, Ctrl-C, a takeover): end its process
             if r.outcome is None:
@@ -231,15 +243,19 @@ def run_seeds(trainers: Sequence[Trainer], cfg: DictConfig, seeds: Sequence[int]
     return [r.outcome for r in runs]
 
 
+def _died(run: _Run, name: Callable[[_Run], str]) -> None:
+    """The run's trainer process died: the run ends with how (the worker retries the trial)."""
+    death = run.trainer.death()
+    run.trainer.close()
+    run.outcome = SeedOutcome(run.seed, run.run_dir, killed=death, error=(
+        f"{name(run)}{death} (see {run.run_dir / 'train.log'})"))
+
+
 def _receive(run: _Run, name: Callable[[_Run], str]) -> None:
     try:
         message = run.trainer.conn.recv()
     except (EOFError, OSError):
-        death = run.trainer.death()
-        run.trainer.close()
-        log_file = run.run_dir / "train.log"
-        run.outcome = SeedOutcome(run.seed, run.run_dir, killed=death, error=(
-            f"{name(run)}{death} (see {log_file})"))
+        _died(run, name)
         return
     kind = message[0]
     if kind == "eval":
