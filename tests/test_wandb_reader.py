@@ -25,6 +25,9 @@ def run_dir(tmp_path_factory) -> Path:
     run.summary["status"] = "ok"
     run.tags = run.tags + ("complete",)
     run.finish()
+    # Shut the W&B service down: it writes the .wandb file, and a busy machine once read it
+    # empty right after finish() returned.
+    wandb.teardown()
     [found] = find_offline_runs(tmp_path)
     return found
 
