@@ -40,6 +40,19 @@ def running_mid_trial(sweep_dir: Path, cell: str, finished: int) -> bool:
                for t in study(sweep_dir, cell).get_trials())
 
 
+def wait_for_both_workers_mid_trial(sweep_dir: Path) -> set[int]:
+    """Wait until two trials of ppo-dense run past their second evaluation; their numbers."""
+    def both_mid_trial() -> bool:
+        if not (sweep_dir / "sweep_plan.json").exists():  # its tables may not exist yet
+            return False
+        return sum(t.state == TrialState.RUNNING and len(t.intermediate_values) >= 2
+                   for t in study(sweep_dir, "ppo-dense").get_trials()) == 2
+
+    wait_for(both_mid_trial)
+    return {t.number for t in study(sweep_dir, "ppo-dense").get_trials()
+            if t.state == TrialState.RUNNING}
+
+
 def test_sigkilled_worker_aborts_its_batch_whose_trials_are_retried_without_spending_a_retry(
         tmp_path):
     """joblib kills every pool process when one dies: the sweeper relaunches, and every trial
@@ -49,16 +62,7 @@ def test_sigkilled_worker_aborts_its_batch_whose_trials_are_retried_without_spen
                        "hydra.sweeper.pruner=none", "trainer.total_timesteps=3000",
                        "trainer.eval_freq=100", "hydra.sweeper.heartbeat_interval=1",
                        "hydra.sweeper.grace_period=60", f"hydra.sweep.dir={tmp_path}")
-
-    def both_mid_trial() -> bool:
-        if not (tmp_path / "sweep_plan.json").exists():
-            return False
-        return sum(t.state == TrialState.RUNNING and len(t.intermediate_values) >= 2
-                   for t in study(tmp_path, "ppo-dense").get_trials()) == 2
-
-    wait_for(both_mid_trial)
-    in_flight = {t.number for t in study(tmp_path, "ppo-dense").get_trials()
-                 if t.state == TrialState.RUNNING}
+    in_flight = wait_for_both_workers_mid_trial(tmp_path)
     workers = [p for p in psutil.Process(proc.pid).children(recursive=True)
                if "loky" in " ".join(p.cmdline()) and "popen" in " ".join(p.cmdline())]
     assert len(workers) == 2
@@ -87,16 +91,7 @@ def test_a_killed_training_process_fails_its_trial_alone_and_the_other_worker_go
                        "hydra.sweeper.pruner=none", "trainer.total_timesteps=3000",
                        "trainer.eval_freq=100", "hydra.sweeper.heartbeat_interval=1",
                        "hydra.sweeper.grace_period=3", f"hydra.sweep.dir={tmp_path}")
-
-    def both_mid_trial() -> bool:
-        if not (tmp_path / "sweep_plan.json").exists():
-            return False
-        return sum(t.state == TrialState.RUNNING and len(t.intermediate_values) >= 2
-                   for t in study(tmp_path, "ppo-dense").get_trials()) == 2
-
-    wait_for(both_mid_trial)
-    in_flight = {t.number for t in study(tmp_path, "ppo-dense").get_trials()
-                 if t.state == TrialState.RUNNING}
+    in_flight = wait_for_both_workers_mid_trial(tmp_path)
     trainers = [p for p in psutil.Process(proc.pid).children(recursive=True)
                 if "rlsweep.sweep.seeds" in " ".join(p.cmdline())]
     assert len(trainers) == 2
