@@ -28,6 +28,8 @@ sweep-quick: install
 test: install
 	$(PY) -m pytest -q -n auto --dist loadfile --durations=15
 
+# The in-process layer (no `python -m rlsweep` subprocess; tests/conftest.py enforces it):
+# configs, validation, storages, claims, in-process sweeps on the synthetic objective.
 test-fast: install
 	$(PY) -m pytest -q -n auto --dist loadfile -m "not slow"
 

@@ -16,6 +16,49 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["env.horizon=40", "trainer.eval_episodes=1"]
 
+# The test layers: `make test-fast` runs the tests not marked slow, which stay in this process
+# (plus the sweep's own trainer processes). A test that starts a command-line app (a Hydra
+# subprocess: `python -m rlsweep ...`, `rlsweep.confirm`, `bench`, ...) belongs to the slow layer;
+# the guard below makes an unmarked one fail instead of quietly slowing the fast layer down.
+IN_PROCESS_MODULES = {"rlsweep.sweep.seeds"}  # the trainer process a worker keeps, not an app
+_cli_forbidden = False
+
+
+def _starts_an_app(args) -> str | None:
+    argv = [str(a) for a in ([args] if isinstance(args, (str, bytes, os.PathLike)) else args)]
+    for flag, module in zip(argv, argv[1:]):
+        if flag == "-m" and module.split(".")[0] in {"rlsweep", "bench"} \
+                and module not in IN_PROCESS_MODULES:
+            return module
+    return None
+
+
+class _LayeredPopen(subprocess.Popen):
+    def __init__(self, args, *rest, **kwargs):
+        module = _starts_an_app(args)
+        if _cli_forbidden and module:
+            raise RuntimeError(f"this test starts `python -m {module}`: mark it "
+                               "@pytest.mark.slow (the fast layer stays in process)")
+        super().__init__(args, *rest, **kwargs)
+
+
+subprocess.Popen = _LayeredPopen
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_setup(item):
+    # Set before the item's fixtures (module-scoped ones included) start anything.
+    global _cli_forbidden
+    _cli_forbidden = item.get_closest_marker("slow") is None
+    yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    yield
+    global _cli_forbidden
+    _cli_forbidden = False
+
 
 def compose_cfg(*overrides: str):
     """The run config exactly as `python -m rlsweep <overrides>` composes it."""

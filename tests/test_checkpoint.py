@@ -55,6 +55,7 @@ def copy_of(killed_run, tmp_path) -> Path:
     return target
 
 
+@pytest.mark.slow
 def test_checkpoint_holds_model_replay_buffer_and_curve(killed_run):
     from stable_baselines3 import SAC
 
@@ -69,6 +70,7 @@ def test_checkpoint_holds_model_replay_buffer_and_curve(killed_run):
     assert model.replay_buffer.size() == 300  # every transition so far, none lost
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_where_it_stopped_and_is_then_never_overwritten(copy_of):
     before = json.loads((copy_of / "checkpoint" / "state.json").read_text())["curve"]
     done = run_cli(*RUN, f"hydra.run.dir={copy_of}", env={"WANDB_MODE": "disabled"})
@@ -91,6 +93,7 @@ def test_killed_run_resumes_where_it_stopped_and_is_then_never_overwritten(copy_
     assert (copy_of / "metrics.json").read_text() == finished
 
 
+@pytest.mark.slow
 def test_resume_with_a_changed_config_is_refused_in_one_line(copy_of):
     done = run_cli(*RUN, "algo.learning_rate=0.001", f"hydra.run.dir={copy_of}",
                    env={"WANDB_MODE": "disabled"})

@@ -88,6 +88,7 @@ def test_validate_rejects_bad_values_naming_field_and_allowed(override, field, a
     assert "\n" not in message and field in message and allowed in message, message
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args,field", [
     (["algo=foo"], "algo"),
     (["reward=dense,nope", "-m"], "reward"),
@@ -105,6 +106,21 @@ def test_cli_bad_input_is_one_line_and_builds_nothing(tmp_path, args, field):
     assert len(lines) == 1 and lines[0].startswith("error: ") and field in lines[0], result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "run").exists() and not (tmp_path / "sweep").exists()
+
+
+# ray_cluster extends Hydra's Ray launcher, which the `[ray]` extra installs (not in `.[dev]`).
+@pytest.mark.parametrize("launcher", [o for o in group_options("hydra/launcher")
+                                      if o != "ray_cluster"])
+def test_every_launcher_option_composes_with_the_sweeper(launcher):
+    from rlsweep.cli import compose_config
+
+    cfg = compose_config([f"hydra/launcher={launcher}", "hydra/sweeper=rlsweep"],
+                         return_hydra_config=True)
+    from hydra.plugins.launcher import Launcher
+    from hydra.utils import get_class
+
+    assert issubclass(get_class(cfg.hydra.launcher._target_), Launcher)
+    assert cfg.hydra.sweeper._target_.endswith("RLSweeper")
 
 
 def test_slurm_launcher_preset_composes_on_hydras_submitit_launcher():

@@ -53,6 +53,7 @@ def wait_for_both_workers_mid_trial(sweep_dir: Path) -> set[int]:
             if t.state == TrialState.RUNNING}
 
 
+@pytest.mark.slow
 def test_sigkilled_worker_aborts_its_batch_whose_trials_are_retried_without_spending_a_retry(
         tmp_path):
     """joblib kills every pool process when one dies: the sweeper relaunches, and every trial
@@ -83,6 +84,7 @@ def test_sigkilled_worker_aborts_its_batch_whose_trials_are_retried_without_spen
     assert (s["n_complete"], s["n_failed"], s["n_running"], s["n_waiting"]) == (6, 0, 0, 0)
 
 
+@pytest.mark.slow
 def test_a_killed_training_process_fails_its_trial_alone_and_the_other_worker_goes_on(tmp_path):
     """One worker's training process dies (the OOM killer's pick: the process that trains): its
     trial fails naming the signal and is retried once; the other worker's trial, running at the
@@ -114,6 +116,7 @@ def test_a_killed_training_process_fails_its_trial_alone_and_the_other_worker_go
     assert record["state"] == "FAIL" and "killed by SIGKILL" in record["fail_reason"]
 
 
+@pytest.mark.slow
 def test_pool_processes_of_a_killed_sweep_stop_claiming(tmp_path):
     """Only the sweep process is killed (its pool processes outlive it): they end their trial
     and stop, leaving the rest of the budget WAITING for the resume, instead of draining it
@@ -207,11 +210,13 @@ def assert_unwritable_error(sweep_dir: Path, reason: str) -> None:
     assert "Traceback" not in result.stderr and "Launching" not in result.stdout
 
 
+@pytest.mark.slow
 def test_full_disk_is_a_clear_error_before_any_job(full_disk):
     assert_unwritable_error(full_disk / "sweep", "No space left on device")
     assert not (full_disk / "sweep" / "optuna.db").exists()
 
 
+@pytest.mark.slow
 def test_sweep_dir_under_a_file_is_a_clear_error_before_any_job(tmp_path):
     (tmp_path / "a_file").write_text("")
     assert_unwritable_error(tmp_path / "a_file" / "sweep", "Not a directory")

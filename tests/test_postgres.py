@@ -31,6 +31,7 @@ def postgres_url():
         yield url
 
 
+@pytest.mark.slow
 def test_two_sweep_processes_share_one_study_without_leaking_the_password(postgres_url, tmp_path):
     def start(name: str) -> subprocess.Popen:
         return subprocess.Popen(

@@ -107,6 +107,7 @@ def test_other_robosuite_task_trains_with_ppo(tmp_path):
     assert (tmp_path / "model.zip").exists()
 
 
+@pytest.mark.slow
 def test_algorithm_that_cannot_act_in_the_env_is_one_line(tmp_path):
     done = run_cli("env=gym", "env.id=Pendulum-v1", "algo=dqn", "logger=none",
                    f"hydra.run.dir={tmp_path}")
@@ -114,6 +115,7 @@ def test_algorithm_that_cannot_act_in_the_env_is_one_line(tmp_path):
     assert "action space" in done.stderr and "dqn" in done.stderr
 
 
+@pytest.mark.slow
 def test_user_reward_and_algo_from_a_config_dir(tmp_path):
     """A wrapper and an algorithm option that live outside rlsweep work with no code change."""
     package = tmp_path / "pkg"
@@ -157,6 +159,7 @@ def test_user_reward_and_algo_from_a_config_dir(tmp_path):
     assert bad.returncode == 2 and "zeroed" in bad.stderr and "Traceback" not in bad.stderr
 
 
+@pytest.mark.slow
 def test_success_metric_on_an_env_without_success_is_refused_before_any_job(tmp_path):
     done = run_cli("-m", "env=gym", "hydra.sweeper.metric=success_rate", "logger=none",
                    f"hydra.sweep.dir={tmp_path}")

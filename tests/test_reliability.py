@@ -43,6 +43,7 @@ def finished_sweep(tmp_path_factory):
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("change,words", [
     (["algo.n_steps=choice(128,512)"], ["algo.n_steps", "choice(128, 256) -> choice(128, 512)"]),
     (["algo.n_steps=choice(128,256)", "algo.gae_lambda=0.9"],
@@ -67,6 +68,7 @@ def test_a_resume_that_changes_the_search_is_refused_before_writing(finished_swe
                                  storage=f"sqlite:///{finished_sweep}/optuna.db").trials) == trials_before
 
 
+@pytest.mark.slow
 def test_the_same_command_with_a_larger_budget_resumes(finished_sweep, tmp_path):
     result = sweep(finished_sweep, "algo=ppo", *SYNTHETIC, "hydra.sweeper.n_trials=3",
                    "algo.n_steps=choice(128,256)")
@@ -74,6 +76,7 @@ def test_the_same_command_with_a_larger_budget_resumes(finished_sweep, tmp_path)
     assert len(list(finished_sweep.rglob("trial.json"))) == 3
 
 
+@pytest.mark.slow
 def test_a_study_of_another_direction_in_a_shared_storage_is_refused_before_writing(tmp_path):
     storage = f"sqlite:///{tmp_path}/shared.db"
     optuna.create_study(storage=storage, study_name="ppo-sparse", direction="minimize")
@@ -97,6 +100,7 @@ def test_a_sweep_where_every_trial_fails_exits_non_zero_saying_why(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("storage,words", [
     ("sqlite:///{tmp}/corrupt.db", ["hydra.sweeper.storage", "file is not a database"]),
     ("sqlite:///:memory:", ["hydra.sweeper.storage=sqlite:///:memory:", "in-memory"]),

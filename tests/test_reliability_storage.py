@@ -71,6 +71,7 @@ def heartbeatless_running_trials(db: Path) -> list[int]:
 
 # ---------------------------------------------------------------- 1: no hang
 
+@pytest.mark.slow
 def test_running_trial_without_heartbeat_goes_stale_and_the_rerun_finishes(tmp_path):
     code, out = run_bounded(tmp_path, *SMALL_SWEEP, timeout=300)
     assert code == 0, out[-3000:]
@@ -166,6 +167,7 @@ def _write_lock_free(db: Path) -> bool:
         connection.close()
 
 
+@pytest.mark.slow
 def test_stopped_worker_finds_its_trial_taken_over_and_the_summary_counts_it(tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-m", "rlsweep", "-m", "algo=ppo", *SYNTHETIC, "hydra.sweeper.n_trials=2",
@@ -264,6 +266,7 @@ def test_tell_waits_out_a_locked_database(tmp_path, monkeypatch):
     assert frozen.state == TrialState.COMPLETE and frozen.value == 0.5
 
 
+@pytest.mark.slow
 def test_trial_completes_through_a_storage_locked_longer_than_the_lock_timeout(tmp_path):
     # Locked across the first report and again at the trial's end: pre-fix, either made the
     # trial FAIL with "database is locked" though nothing was wrong with it.

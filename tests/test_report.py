@@ -109,6 +109,7 @@ def test_report_html_numbers_match_the_summary(sweep_dir):
     assert "optimization history" in page.lower() and "pruned here" in page
 
 
+@pytest.mark.slow
 def test_report_films_the_best_trial(sweep_dir):
     import imageio.v3 as iio
 

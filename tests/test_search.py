@@ -150,6 +150,7 @@ def test_pareto_front_keeps_only_undominated_points():
 
 # ---------------------------------------------------------------- real sweeps (synthetic)
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sampler", [s for s in SAMPLERS if s != "grid"])
 def test_every_sampler_runs_its_trials_across_two_workers(tmp_path, sampler):
     result = sweep(tmp_path, "algo=ppo", *SYNTHETIC, "hydra.sweeper.n_trials=5",
@@ -162,6 +163,7 @@ def test_every_sampler_runs_its_trials_across_two_workers(tmp_path, sampler):
     assert len({t.params["algo.learning_rate"] for t in trials}) >= 3  # sampled, not one point
 
 
+@pytest.mark.slow
 def test_a_diverged_trial_is_pruned_at_its_step_and_ranked_last(tmp_path):
     result = sweep(tmp_path, "algo=ppo", *SYNTHETIC, "hydra.sweeper.n_trials=6",
                    "hydra.sweeper.sampler=random", "algo.learning_rate=choice(3e-4,0.5)",
@@ -186,6 +188,7 @@ def test_a_diverged_trial_is_pruned_at_its_step_and_ranked_last(tmp_path):
     assert picks.count(3e-4) >= 110, picks.count(3e-4)
 
 
+@pytest.mark.slow
 def test_k_seed_trials_report_aggregates_and_keep_each_seed(tmp_path):
     result = sweep(tmp_path, "algo=ppo", *SYNTHETIC, "hydra.sweeper.n_trials=2",
                    "seed=4,9", "hydra.sweeper.pruner=none")
@@ -204,6 +207,7 @@ def test_k_seed_trials_report_aggregates_and_keep_each_seed(tmp_path):
     assert summary(tmp_path)["ppo-dense"]["env_steps"] == 2 * 2 * 400  # every seed's compute
 
 
+@pytest.mark.slow
 def test_two_objective_sweep_has_a_pareto_front_in_summary_report_and_wandb(tmp_path):
     with_wandb = [a for a in SYNTHETIC if a != "logger=none"]  # offline: conftest's environment
     result = sweep(tmp_path, "algo=ppo,a2c", *with_wandb, "hydra.sweeper.n_trials=4",
@@ -231,6 +235,7 @@ def test_two_objective_sweep_has_a_pareto_front_in_summary_report_and_wandb(tmp_
     assert {"pareto_table", "ppo-dense/pareto_front"} <= {k for row in summary_run.history for k in row}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args,words", [
     (["trainer.total_timesteps=2000", "trainer.eval_freq=5000"], ["trainer.eval_freq=5000", "pruning"]),
     (["algo.n_steps=interval(8,64)", "algo=sac"], ["algo.n_steps", "sac takes", "learning_rate"]),

@@ -74,6 +74,7 @@ def test_mask_credentials_masks_every_line_and_every_url():
     assert shown.count("\n") == 1 and shown.startswith("a=postgresql://u:***@")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("multirun", [True, False])
 def test_unparsable_password_is_one_masked_line_and_writes_nothing(tmp_path, multirun):
     run_dir = tmp_path / "run"
@@ -88,6 +89,7 @@ def test_unparsable_password_is_one_masked_line_and_writes_nothing(tmp_path, mul
     assert not run_dir.exists()
 
 
+@pytest.mark.slow
 def test_unparsable_override_elsewhere_still_gets_hydra_reason():
     result = run_cli("algo=ppo", "hydra.sweeper.storage=postgresql://u:pw@127.0.0.1:1/none",
                      "trainer.total_timesteps=(1")
@@ -95,6 +97,7 @@ def test_unparsable_override_elsewhere_still_gets_hydra_reason():
     assert "'trainer.total_timesteps=(1' cannot be parsed: " in line
 
 
+@pytest.mark.slow
 def test_hydra_message_echoing_an_override_is_masked(tmp_path):
     """Hydra's "To append to your config use +<override>" advice repeats the whole override."""
     result = run_cli("-m", "algo=ppo", "hydra.sweeper.storag=postgresql://u:hunter2pw@h:1/none",
@@ -132,6 +135,7 @@ def test_literal_password_refused_for_launchers_that_pickle_the_config(overrides
             check_storage_password(cfg, multirun=True)
 
 
+@pytest.mark.slow
 def test_literal_password_refused_in_a_single_run(tmp_path):
     """A single run never uses the storage but writes its Hydra config to .hydra/hydra.yaml."""
     run_dir = tmp_path / "run"
@@ -143,6 +147,7 @@ def test_literal_password_refused_in_a_single_run(tmp_path):
     assert not run_dir.exists()
 
 
+@pytest.mark.slow
 def test_submitit_literal_password_is_refused_before_any_job(postgres_url, tmp_path):  # noqa: F811
     result = sweep(tmp_path, "algo=ppo", *SYNTHETIC, "hydra/launcher=submitit_local",
                    f"hydra.sweeper.storage={postgres_url}", "hydra.sweeper.n_trials=2",
@@ -155,6 +160,7 @@ def test_submitit_literal_password_is_refused_before_any_job(postgres_url, tmp_p
     assert not (tmp_path / ".submitit").exists()
 
 
+@pytest.mark.slow
 def test_submitit_sweep_with_the_password_from_the_environment_leaves_it_nowhere(
         postgres_url, tmp_path):  # noqa: F811
     """The recommended form (docs/cluster.md) on the submitit path: the job pickles hold the

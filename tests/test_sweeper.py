@@ -44,6 +44,7 @@ def trial_files(sweep_dir: Path) -> dict[Path, str]:
 
 # ---------------------------------------------------------------- synthetic objective (fast)
 
+@pytest.mark.slow
 def test_pruned_trials_free_their_worker_at_once(tmp_path):
     result = sweep(tmp_path, "algo=ppo", *SYNTHETIC, "hydra.sweeper.n_trials=12",
                    "hydra.sweeper.n_jobs=2", "trainer.total_timesteps=1000",
@@ -71,6 +72,7 @@ def test_pruned_trials_free_their_worker_at_once(tmp_path):
     assert "[ppo-dense] 12/12 done" in result.stdout
 
 
+@pytest.mark.slow
 def test_grid_of_studies_with_exact_budget_per_cell(tmp_path):
     result = sweep(tmp_path, "algo=ppo,a2c", "reward=dense,sparse", *SYNTHETIC,
                    "hydra.sweeper.n_trials=3", "hydra.sweeper.n_jobs=2",
@@ -92,6 +94,7 @@ def test_grid_of_studies_with_exact_budget_per_cell(tmp_path):
     assert set(summary(tmp_path)) == names
 
 
+@pytest.mark.slow
 def test_submitit_local_launcher_runs_the_workers(tmp_path):
     result = sweep(tmp_path, "algo=ppo", *SYNTHETIC, "hydra/launcher=submitit_local",
                    "hydra.sweeper.n_trials=4", "hydra.sweeper.n_jobs=2",
@@ -103,6 +106,7 @@ def test_submitit_local_launcher_runs_the_workers(tmp_path):
     assert (tmp_path / ".submitit").is_dir()
 
 
+@pytest.mark.slow
 def test_sigkilled_sweep_resumes_retries_the_running_trial_and_loses_nothing(tmp_path):
     args = ["-m", "algo=ppo", *SYNTHETIC, "hydra.sweeper.n_trials=6", "hydra.sweeper.n_jobs=2",
             "hydra.sweeper.pruner=none", "trainer.total_timesteps=3000", "trainer.eval_freq=100",
@@ -141,6 +145,7 @@ def test_sigkilled_sweep_resumes_retries_the_running_trial_and_loses_nothing(tmp
     assert s["n_complete"] == 6 and s["n_failed"] == 0 and s["n_running"] == 0
 
 
+@pytest.mark.slow
 def test_grid_sampler_runs_grid_points_once_each(tmp_path):
     result = sweep(tmp_path, "algo=a2c", *SYNTHETIC[:2], "hydra.sweeper.sampler=grid",
                    "algo.learning_rate=choice(1e-4,1e-3)", "algo.gae_lambda=choice(0.95)",
@@ -168,6 +173,7 @@ def test_grid_sampler_runs_grid_points_once_each(tmp_path):
     (["algo.learning_rate=interval(1e-5"], ["algo.learning_rate"]),
     (["reward=dense,nope"], ["reward", "sparse"]),
 ])
+@pytest.mark.slow
 def test_bad_sweep_input_is_one_line_before_any_job(tmp_path, args, words):
     result = sweep(tmp_path, "algo=ppo", *args)
     assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
@@ -177,6 +183,7 @@ def test_bad_sweep_input_is_one_line_before_any_job(tmp_path, args, words):
     assert not list(tmp_path.rglob("trial.json")) and "Launching" not in result.stdout
 
 
+@pytest.mark.slow
 def test_unreachable_storage_is_named_without_its_password(tmp_path):
     result = sweep(tmp_path, "algo=ppo",
                    "hydra.sweeper.storage=postgresql://user:hunter2pw@127.0.0.1:1/none")

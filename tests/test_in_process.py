@@ -1,0 +1,100 @@
+"""The fast layer's sweeps: Hydra's own in-process sweep runner, no `python -m rlsweep` subprocess.
+
+As Hydra's plugin tests do: the plugin is discovered, then whole sweeps run in this process on a
+temporary SQLite storage with the synthetic objective (its trainer processes are the sweep's own),
+and what they wrote is read back through the files' owners (plan, records, summary).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import optuna
+import pytest
+from hydra.core.plugins import Plugins
+from hydra.plugins.sweeper import Sweeper
+from omegaconf import OmegaConf
+
+from rlsweep.sweep.plan import PLAN_FILE, build_plan, read_plan, resume_conflict, write_plan
+from rlsweep.sweep.records import TrialRecord, trial_dirs
+from rlsweep.sweep.space import Cell
+from rlsweep.sweep.study import Objectives
+from tests.conftest import ROOT, compose_cfg
+
+SYNTHETIC = ["hydra.sweeper.objective=rlsweep.sweep.synthetic.synthetic_objective", "logger=none",
+             "hydra.sweeper.sampler=random", "trainer.total_timesteps=400",
+             "trainer.eval_freq=100", "trainer.eval_episodes=1"]
+
+
+def test_hydra_discovers_the_sweeper_plugin():
+    from hydra_plugins.rlsweep_sweeper.rlsweep_sweeper import RLSweeper
+
+    assert RLSweeper.__name__ in [p.__name__ for p in Plugins.instance().discover(Sweeper)]
+
+
+def in_process_sweep(hydra_sweep_runner, sweep_dir: Path, *overrides: str):
+    """`python -m rlsweep -m <overrides>`, run by Hydra in this process (basic launcher). Hydra
+    leaves logging alone (`none`): reconfiguring it would close pytest's capture handlers."""
+    return hydra_sweep_runner(
+        calling_file=str(ROOT / "rlsweep" / "__main__.py"), calling_module=None,
+        task_function=None, config_path="../conf", config_name="config",
+        overrides=["hydra/launcher=basic", "hydra/job_logging=none",
+                   "hydra/hydra_logging=none", *overrides], temp_dir=sweep_dir)
+
+
+def test_an_in_process_sweep_fills_each_cells_budget_and_writes_its_files(
+        hydra_sweep_runner, tmp_path, capsys):
+    sweep_dir = tmp_path / "sweep"
+    with in_process_sweep(hydra_sweep_runner, sweep_dir, "algo=ppo,a2c", *SYNTHETIC,
+                          "hydra.sweeper.n_trials=3", "hydra.sweeper.n_jobs=1", "hydra.sweeper.pruner=none",
+                          "hydra.sweeper.on_finish=null"):
+        cells = read_plan(sweep_dir)  # read before the runner removes its temp dir
+        storage = f"sqlite:///{sweep_dir}/optuna.db"
+        studies = {c["name"]: optuna.load_study(study_name=c["study_name"], storage=storage)
+                   for c in cells}
+        records = {c["name"]: [TrialRecord.read(d)
+                               for d in trial_dirs(sweep_dir / c["name"])] for c in cells}
+        summary = json.loads((sweep_dir / "sweep_summary.json").read_text())
+    assert [c["name"] for c in cells] == ["ppo-dense", "a2c-dense"]
+    for name, study in studies.items():
+        states = [t.state for t in study.trials]
+        assert states == [optuna.trial.TrialState.COMPLETE] * 3, (name, states)
+        assert sorted(r.number for r in records[name]) == [0, 1, 2]
+        assert all(r.env_steps == 400 for r in records[name])
+        assert summary[name]["n_complete"] == 3 and summary[name]["env_steps"] == 3 * 400
+    assert "ppo-dense" in capsys.readouterr().out  # the table a user reads
+
+
+def test_an_in_process_sweep_refuses_bad_input_before_writing(hydra_sweep_runner, tmp_path,
+                                                              capsys):
+    sweep_dir = tmp_path / "bad"
+    with pytest.raises(SystemExit) as stop:
+        with in_process_sweep(hydra_sweep_runner, sweep_dir, "algo=ppo", *SYNTHETIC,
+                              "hydra.sweeper.pruner=nosuch"):
+            pass
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "hydra.sweeper.pruner" in err[0] and "median" in err[0]
+    assert not (sweep_dir / PLAN_FILE).exists()
+
+
+def test_the_plan_round_trips_and_an_unchanged_plan_resumes(tmp_path):
+    from optuna.distributions import FloatDistribution
+
+    cfg = compose_cfg("algo=ppo")
+    cell = Cell(name="ppo-dense", choices={"algo": "ppo", "reward": "dense"}, overrides=[],
+                seeds=[0, 1], space={"algo.learning_rate": FloatDistribution(1e-4, 1e-2, log=True)})
+    objectives = Objectives(metrics=("success_rate", "wall_time_s"),
+                            directions=("maximize", "minimize"))
+    plan = build_plan([cell], {"ppo-dense": "night-ppo-dense"}, "night", objectives, 5, "joblib")
+    write_plan(tmp_path, plan, {"ppo-dense": cfg})
+    (read,) = read_plan(tmp_path)
+    assert read["study_name"] == "night-ppo-dense" and read["seeds"] == [0, 1]
+    assert read["space"] == cell.space
+    assert OmegaConf.to_container(read["base_config"]) == OmegaConf.to_container(cfg, resolve=True)
+    assert resume_conflict(tmp_path, plan, {"ppo-dense": cfg}) is None
+    changed = build_plan([cell], {"ppo-dense": "night-ppo-dense"}, "night", objectives, 5, "joblib")
+    changed["cells"][0]["space"]["algo.learning_rate"] = \
+        '{"name": "FloatDistribution", "attributes": {"step": null, "low": 0.001, "high": 0.01, "log": true}}'
+    assert "algo.learning_rate" in resume_conflict(tmp_path, changed, {"ppo-dense": cfg})
