@@ -26,9 +26,9 @@ def main(cfg: DictConfig) -> float:
     except ConfigError as err:  # found once the run dir is known (trainer.resume): one line
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
-    log.info("%s: success_rate=%s mean_return=%s env_steps=%d (%.0f env steps/s) -> %s",
-             result.describe(), result.success_rate, result.mean_return, result.env_steps,
-             result.env_steps_per_s, run_dir)
+    success = f"success_rate={result.success_rate} " if cfg.env.reports_success else ""
+    log.info("%s: %smean_return=%s env_steps=%d (%.0f env steps/s) -> %s", result.describe(),
+             success, result.mean_return, result.env_steps, result.env_steps_per_s, run_dir)
     return result.success_rate
 
 

@@ -87,12 +87,16 @@ class ProgressLine(BaseCallback):
     :param total_timesteps: the run's budget in env steps
     :param interval_s: seconds between lines
     :param write: where lines go (a logger's info, print, ...)
+    :param reports_success: whether the env reports task success (Pendulum does not: no
+        success rate is shown, only the return)
     """
 
     def __init__(self, evaluation: PeriodicEvaluation, total_timesteps: int,
-                 interval_s: float = 30.0, write: Callable[[str], None] = print):
+                 interval_s: float = 30.0, write: Callable[[str], None] = print,
+                 reports_success: bool = True):
         super().__init__()
         self.evaluation, self.total_timesteps = evaluation, total_timesteps
+        self.reports_success = reports_success
         self.interval_s, self.write = interval_s, write
         self._started = self._last_line = time.perf_counter()
         self._first_step, self._eval_before = 0, 0.0
@@ -112,8 +116,8 @@ class ProgressLine(BaseCallback):
                 f" | ETA {_duration(left)}")
         if self.evaluation.curve:
             last = self.evaluation.curve[-1]
-            text += (f" | eval at {last['env_steps']:,}: success {last['success_rate']:.2f}, "
-                     f"return {last['mean_return']:.1f}")
+            success = f"success {last['success_rate']:.2f}, " if self.reports_success else ""
+            text += f" | eval at {last['env_steps']:,}: {success}return {last['mean_return']:.1f}"
         return text
 
     def _on_step(self) -> bool:

@@ -78,6 +78,8 @@ def load_policy(run_dir: Path, seed: int | None = None, render: bool = False):
 def evaluate_run(run_dir: Path, episodes: int, video: bool = False, seed: int | None = None,
                  deterministic: bool = True) -> dict:
     """Replay the saved model of `run_dir` for `episodes` episodes; optionally film the first."""
+    from omegaconf import OmegaConf
+
     from rlsweep.evaluation import run_episodes
 
     model, env, seed = load_policy(run_dir, seed, render=video)
@@ -90,6 +92,8 @@ def evaluate_run(run_dir: Path, episodes: int, video: bool = False, seed: int | 
                           env, episodes, on_step=film_first_episode)
     env.close()
     report = {"run_dir": str(run_dir), "episodes": episodes, "seed": seed, **result.to_dict()}
+    if not OmegaConf.load(run_config(run_dir)).env.reports_success:  # Pendulum has no success
+        report["success_rate"], report["successes"] = None, None
     if video:
         import imageio
 
@@ -129,8 +133,10 @@ def main(argv: list[str]) -> int:
     report = evaluate_run(Path(args["run_dir"]), int(args["episodes"]), args["video"] == "true",
                           None if args["seed"] is None else int(args["seed"]),
                           args["deterministic"] == "true")
-    print(f"{report['episodes']} episodes: success_rate={report['success_rate']:.2f} "
-          f"mean_return={report['mean_return']:.2f} ± {report['std_return']:.2f}"
+    success = report["success_rate"]
+    print(f"{report['episodes']} episodes: "
+          + ("" if success is None else f"success_rate={success:.2f} ")
+          + f"mean_return={report['mean_return']:.2f} ± {report['std_return']:.2f}"
           + (f" video={report['video']}" if "video" in report else ""))
     return 0
 

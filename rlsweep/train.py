@@ -147,7 +147,8 @@ def _learn_and_save(cfg: DictConfig, run_dir: Path, eval_hook: EvalHook | None, 
         callbacks.append(solved)
     if progress is not None and cfg.trainer.progress_s > 0:
         callbacks.append(ProgressLine(evaluation, cfg.trainer.total_timesteps,
-                                      cfg.trainer.progress_s, progress))
+                                      cfg.trainer.progress_s, progress,
+                                      reports_success=cfg.env.reports_success))
     saving = None
 
     def learn_seconds() -> float:

@@ -37,3 +37,6 @@ def test_progress_line_shows_steps_speed_eta_and_last_evaluation():
     evaluation.curve = curve(0.25)
     evaluation.eval_seconds = 0.0
     assert progress.line().endswith("| eval at 1,000: success 0.25, return 2.5")
+    without_success = ProgressLine(evaluation, total_timesteps=300_000, reports_success=False)
+    without_success.num_timesteps = 30_000
+    assert without_success.line().endswith("| eval at 1,000: return 2.5")  # Pendulum: no success

@@ -78,6 +78,24 @@ def test_algorithm_trains_saves_and_reloads(tmp_path, algo):
     OmegaConf.save(cfg, tmp_path / "config.yaml")  # where a sweep trial keeps its config
     replay = evaluate_run(tmp_path, episodes=1)
     assert replay["mean_return"] == pytest.approx(result.mean_return, abs=1e-4)  # its episode
+    assert replay["success_rate"] is None  # gym envs report no success: none shown, not 0
+
+
+def test_a_gym_run_is_filmed(tmp_path):
+    """Gymnasium's classic-control envs draw with pygame (a dependency): the replay films."""
+    import imageio.v3 as iio
+    from omegaconf import OmegaConf
+
+    from rlsweep.evaluate import evaluate_run
+    from rlsweep.train import train
+
+    cfg = compose_cfg("algo=td3", *ALGO_ENVS["td3"], *TINY_GYM, "trainer.eval_freq=1000")
+    train(cfg, tmp_path)
+    OmegaConf.save(cfg, tmp_path / "config.yaml")
+    replay = evaluate_run(tmp_path, episodes=1, video=True)
+    frames = list(iio.imiter(replay["video"]))
+    assert len(frames) >= 150 and frames[0].ndim == 3  # Pendulum's 200-step episode
+    assert frames[0].std() > 0  # a drawing, not a blank frame
 
 
 def test_td3_action_noise_is_built_from_config(tmp_path):
