@@ -98,3 +98,22 @@ def test_the_plan_round_trips_and_an_unchanged_plan_resumes(tmp_path):
     changed["cells"][0]["space"]["algo.learning_rate"] = \
         '{"name": "FloatDistribution", "attributes": {"step": null, "low": 0.001, "high": 0.01, "log": true}}'
     assert "algo.learning_rate" in resume_conflict(tmp_path, changed, {"ppo-dense": cfg})
+
+
+@pytest.mark.slow  # real (tiny) training
+def test_the_added_algorithms_train_inside_a_sweep(hydra_sweep_runner, tmp_path):
+    # sac, sbx_sac, ppo and a2c sweep in other tests (Lift, sweep_quick); dqn in the acceptance.
+    algos = ["td3", "tqc", "sbx_tqc", "sbx_td3", "crossq"]
+    sweep_dir = tmp_path / "sweep"
+    with in_process_sweep(hydra_sweep_runner, sweep_dir, f"algo={','.join(algos)}",
+                          "env=gym", "env.id=Pendulum-v1", "logger=none",
+                          "trainer.total_timesteps=300", "trainer.eval_freq=300",
+                          "trainer.eval_episodes=1", "algo.learning_starts=100",
+                          "hydra.sweeper.n_trials=1", "hydra.sweeper.n_jobs=1",
+                          "hydra.sweeper.pruner=none", "hydra.sweeper.on_finish=null"):
+        summary = json.loads((sweep_dir / "sweep_summary.json").read_text())
+        models = {name: (sweep_dir / name / "trial_000" / "model.zip").exists() for name in summary}
+    assert sorted(summary) == sorted(f"{a}-dense" for a in algos)
+    assert {name: s["n_complete"] for name, s in summary.items()} == {n: 1 for n in summary}
+    assert all(s["best_success_rate"] is None for s in summary.values())  # Pendulum: return only
+    assert all(models.values()), models
