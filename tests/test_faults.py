@@ -85,6 +85,39 @@ def test_sigkilled_worker_aborts_its_batch_whose_trials_are_retried_without_spen
 
 
 @pytest.mark.slow
+def test_a_sigtermed_worker_requeues_its_trial_unspent_and_exits_cleanly(tmp_path):
+    """SIGTERM (scancel, preemption, a time limit) is not a failure: the worker stops claiming,
+    its running trial is queued again at once with its one retry unspent, the worker's job ends
+    normally (no launcher abort), and the other worker's trial completes untouched."""
+    proc = start_sweep("algo=ppo", *SYNTHETIC, "hydra.sweeper.n_trials=4", "hydra.sweeper.n_jobs=2",
+                       "hydra.sweeper.pruner=none", "trainer.total_timesteps=3000",
+                       "trainer.eval_freq=100", "hydra.sweeper.heartbeat_interval=1",
+                       "hydra.sweeper.grace_period=60", f"hydra.sweep.dir={tmp_path}")
+    in_flight = wait_for_both_workers_mid_trial(tmp_path)
+    workers = [p for p in psutil.Process(proc.pid).children(recursive=True)
+               if "loky" in " ".join(p.cmdline()) and "popen" in " ".join(p.cmdline())]
+    assert len(workers) == 2
+    workers[0].send_signal(signal.SIGTERM)
+    started = time.time()
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out[-3000:]
+    assert "a worker died" not in out  # the job ended normally: no launcher abort
+    assert time.time() - started < 60  # requeued at once, no wait for the 60 s grace period
+    trials = {t.number: t for t in study(tmp_path, "ppo-dense").get_trials()}
+    (preempted,) = [n for n in in_flight if trials[n].state == TrialState.FAIL]
+    assert trials[preempted].user_attrs["fail_reason"].startswith("preempted: its worker got SIGTERM")
+    (retry,) = [t for t in trials.values() if t.system_attrs.get("failed_trial") == preempted]
+    assert retry.state == TrialState.COMPLETE and retry.params == trials[preempted].params
+    assert retry.system_attrs["retry_history"] == []  # its one retry still unspent
+    (survivor,) = in_flight - {preempted}
+    assert trials[survivor].state == TrialState.COMPLETE
+    assert [n for n, t in trials.items() if t.state == TrialState.FAIL] == [preempted]
+    assert not workers[0].is_running()  # the preempted worker exited
+    s = summary(tmp_path)["ppo-dense"]
+    assert (s["n_complete"], s["n_failed"], s["n_running"], s["n_waiting"]) == (4, 0, 0, 0)
+
+
+@pytest.mark.slow
 def test_a_killed_training_process_fails_its_trial_alone_and_the_other_worker_goes_on(tmp_path):
     """One worker's training process dies (the OOM killer's pick: the process that trains): its
     trial fails naming the signal and is retried once; the other worker's trial, running at the

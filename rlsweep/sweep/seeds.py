@@ -301,6 +301,9 @@ def _trainer_main(fd: int, parent: int, objective: str) -> int:
     # Ctrl-C reaches the whole process group: the worker handles it (the trial is left to be
     # retried on resume) and ends this process; a KeyboardInterrupt here would look like a crash.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # SIGTERM (scancel, preemption) reaches the whole job too: the worker requeues the trial
+    # and then ends this process; dying first would look like a crash of the trial.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - "
                         "%(message)s")
     conn = Connection(fd)

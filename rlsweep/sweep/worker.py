@@ -37,7 +37,7 @@ from rlsweep.sweep.records import SeedRecord, TrialRecord
 from rlsweep.sweep.seeds import EvaluationLog, SeedOutcome, Trainer, run_seeds
 from rlsweep.sweep.study import (SWEEP_PID_ENV, Objectives, claim_trial, count_trials,
                                  fail_stale_trials, make_pruner, make_sampler, make_storage,
-                                 objective_value, queue_retry, record_takeover,
+                                 objective_value, queue_retry, record_takeover, requeue_orphans,
                                  sized_pruner_kwargs, sized_sampler_kwargs, storage_url,
                                  with_retries, worker_identity)
 
@@ -66,9 +66,27 @@ def _on_sigint(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
-def trap_ctrl_c() -> None:
+class Preempted(BaseException):
+    """SIGTERM reached this worker: `scancel`, a preemption, a job's time limit, a lost Ray
+    node. Not an error of the trial: a BaseException, so trial code does not catch it."""
+
+
+# Set with Preempted, for the same reason as _interrupted.
+_preempted = threading.Event()
+PREEMPTED_REASON = ("preempted: its worker got SIGTERM (scancel, preemption, time limit); "
+                    "retried without spending its retry")
+
+
+def _on_sigterm(signum, frame) -> None:
+    _preempted.set()
+    raise Preempted
+
+
+def trap_signals() -> None:
+    """Ctrl-C leaves the running trial to be retried on resume; SIGTERM requeues it now."""
     try:
         signal.signal(signal.SIGINT, _on_sigint)
+        signal.signal(signal.SIGTERM, _on_sigterm)
     except ValueError:  # not the process's main thread: leave signals to the launcher
         pass
 
@@ -226,6 +244,8 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, cell: dict, settings: Di
         except (TrialTakenOver, optuna.exceptions.UpdateFinishedTrialError):
             state, taken_over = TrialState.FAIL, True  # its retry runs; nothing more to train
         except Exception as err:  # a failing trial is recorded with its reason; the sweep goes on
+            if _preempted.is_set():  # SIGTERM, turned into another exception on its way
+                raise Preempted from err
             if _interrupted.is_set():  # Ctrl-C, not the trial's fault: leave it RUNNING, so it
                 raise KeyboardInterrupt from err  # goes stale and is retried on resume
             state, reason = TrialState.FAIL, first_line(f"{type(err).__name__}: {err}")
@@ -333,7 +353,7 @@ def _conclude(trial: optuna.Trial, outcomes: list[SeedOutcome], evals: Evaluatio
 
 def run_worker(cfg: DictConfig) -> dict[str, int]:
     """Task function of one worker job (see module docstring). Returns its trial counts."""
-    trap_ctrl_c()
+    trap_signals()
     hydra_cfg = HydraConfig.get()
     settings = hydra_cfg.sweeper
     sweep_dir = Path(hydra_cfg.sweep.dir)
@@ -384,31 +404,43 @@ def _claim_and_train(studies: dict[str, optuna.Study], order: list[dict], storag
     sweep_pid = int(os.environ.get(SWEEP_PID_ENV, os.getppid()))
     claimed_by = worker_identity(sweep_pid, HydraConfig.get().job.num)
     pool_process = os.getppid() == sweep_pid  # a local pool's process, child of the sweep
-    while True:
-        if pool_process and os.getppid() != sweep_pid:
-            # The sweep process died and this pool process outlived it (joblib's do): stop
-            # claiming, as a killed sweep should, and exit (nobody is left to take a result).
-            log.warning("the sweep process died: worker %s stops", claimed_by)
-            for trainer in trainers:
-                trainer.close()
-            os._exit(0)
-        claimed = None
-        for cell in order:
-            study = studies[cell["name"]]
-            fail_stale_trials(study, storage)  # dead workers' trials: failed, retried once
-            trial = claim_trial(study, storage, claimed_by)
-            if trial is not None:
-                claimed = (study, trial, cell)
-                break
-        if claimed is not None:
-            study, trial, cell = claimed
-            state = run_trial(study, trial, cell, settings, objectives, cell["seeds"], storage,
-                              sweep_dir, sweep_name, trainers)
-            counts[state.name] += 1
-            continue
-        if with_retries(lambda: count_trials(studies.values(), TrialState.RUNNING),
-                        "counting running trials") == 0:
-            return counts
-        # Short: when the last running trial ends, every waiting worker (and so the launcher's
-        # batch) should end within a second, not a heartbeat later.
-        time.sleep(min(settings.heartbeat_interval, 1))
+    try:
+        while True:
+            if pool_process and os.getppid() != sweep_pid:
+                # The sweep process died and this pool process outlived it (joblib's do): stop
+                # claiming, as a killed sweep should, and exit (nobody is left to take a result).
+                log.warning("the sweep process died: worker %s stops", claimed_by)
+                for trainer in trainers:
+                    trainer.close()
+                os._exit(0)
+            claimed = None
+            for cell in order:
+                study = studies[cell["name"]]
+                fail_stale_trials(study, storage)  # dead workers' trials: failed, retried once
+                trial = claim_trial(study, storage, claimed_by)
+                if trial is not None:
+                    claimed = (study, trial, cell)
+                    break
+            if claimed is not None:
+                study, trial, cell = claimed
+                state = run_trial(study, trial, cell, settings, objectives, cell["seeds"],
+                                  storage, sweep_dir, sweep_name, trainers)
+                counts[state.name] += 1
+                continue
+            if with_retries(lambda: count_trials(studies.values(), TrialState.RUNNING),
+                            "counting running trials") == 0:
+                return counts
+            # Short: when the last running trial ends, every waiting worker (and so the
+            # launcher's batch) should end within a second, not a heartbeat later.
+            time.sleep(min(settings.heartbeat_interval, 1))
+    except Preempted:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut this short
+        # Stop claiming; the running trial goes back to the queue at once (its retry unspent:
+        # the machine went away, not the trial) instead of going stale; the job exits cleanly.
+        for trainer in trainers:
+            trainer.stop()
+        requeued = requeue_orphans(studies, storage, {claimed_by}, PREEMPTED_REASON)
+        log.warning("worker %s got SIGTERM: stopped%s", claimed_by,
+                    f", trial(s) {', '.join(map(str, requeued))} queued again" if requeued else "")
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the process may be ended now
+        return counts
