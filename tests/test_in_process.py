@@ -117,3 +117,24 @@ def test_the_added_algorithms_train_inside_a_sweep(hydra_sweep_runner, tmp_path)
     assert {name: s["n_complete"] for name, s in summary.items()} == {n: 1 for n in summary}
     assert all(s["best_success_rate"] is None for s in summary.values())  # Pendulum: return only
     assert all(models.values()), models
+
+
+def test_a_trial_past_its_wall_clock_limit_is_stopped_failed_and_frees_its_worker(
+        hydra_sweep_runner, tmp_path, capsys):
+    sweep_dir = tmp_path / "sweep"
+    with pytest.raises(SystemExit) as stop:  # every trial failed: the sweep says so, non-zero
+        with in_process_sweep(hydra_sweep_runner, sweep_dir, "algo=ppo", *SYNTHETIC,
+                              "trainer.total_timesteps=60000", "trainer.eval_freq=1000",
+                              "hydra.sweeper.trial_timeout_s=2", "hydra.sweeper.n_trials=2",
+                              "hydra.sweeper.n_jobs=1", "hydra.sweeper.pruner=none",
+                              "hydra.sweeper.on_finish=null"):
+            pass
+    assert stop.value.code != 0
+    study = optuna.load_study(study_name="ppo-dense", storage=f"sqlite:///{sweep_dir}/optuna.db")
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.FAIL] * 2  # no retries
+    for trial in study.trials:
+        assert trial.user_attrs["fail_reason"].startswith(
+            "TrialTimeout: the trial trained longer than hydra.sweeper.trial_timeout_s=2 s")
+        # stopped mid-run (60,000 synthetic steps take 60 s), the worker then took the next
+        assert TrialRecord.read(sweep_dir / "ppo-dense" / f"trial_{trial.number:03d}").env_steps \
+            < 60000

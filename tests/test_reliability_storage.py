@@ -316,3 +316,15 @@ def test_only_transient_database_errors_are_retried(tmp_path):
     assert not is_transient(error_of("SELECT * FROM no_such_table"))  # a bug, not a blip
     assert not is_transient(ValueError("Cannot tell a FAIL trial."))
 
+
+
+@pytest.mark.parametrize("timeout", [0, -5, "soon", True])
+def test_a_trial_timeout_that_is_not_a_positive_number_is_one_line(timeout):
+    from rlsweep.config import ConfigError
+
+    settings = {**asdict(RLSweeperConf()), "on_finish": None, "trial_timeout_s": timeout,
+                "objective": "rlsweep.sweep.synthetic.synthetic_objective"}
+    with pytest.raises(ConfigError, match=r"hydra.sweeper.trial_timeout_s=.* is invalid: must be "
+                                          r"a number of seconds > 0, or null"):
+        check_settings(settings)
+    check_settings({**settings, "trial_timeout_s": 3600})

@@ -50,6 +50,9 @@ class RLSweeperConf:
     # SQLite's 15 s lock timeout plus the next beat (2 x 10 + 15 = 35 s), or a live trial can
     # be taken over; smaller values (e.g. in tests) get a warning.
     grace_period: int = 60
+    # s of wall time after which a trial that is still training (hung, or far slower than
+    # planned) is stopped and recorded FAIL, freeing its worker; null: no limit.
+    trial_timeout_s: Optional[float] = None
     # What a trial runs: a function with rlsweep.train.train's signature returning a RunResult
     # (rlsweep/run_result.py, the Objective protocol). The synthetic one
     # (rlsweep.sweep.synthetic.synthetic_objective) measures the sweeper itself in tests/bench.

@@ -25,6 +25,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 import traceback
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
@@ -191,9 +192,14 @@ def run_dir_of(trial_dir: Path, seeds: Sequence[int], seed: int) -> Path:
     return trial_dir if len(seeds) == 1 else trial_dir / SEED_DIR.format(seed=seed)
 
 
+class TrialTimeout(Exception):
+    """The trial trained longer than `hydra.sweeper.trial_timeout_s`."""
+
+
 def run_seeds(trainers: Sequence[Trainer], cfg: DictConfig, seeds: Sequence[int],
               trial_dir: Path, on_evaluation: Callable[[int, list[dict]], bool],
-              wandb_init: Callable[[int], dict]) -> list[SeedOutcome]:
+              wandb_init: Callable[[int], dict],
+              timeout_s: Optional[float] = None) -> list[SeedOutcome]:
     """Train `cfg` once per seed, each in one of `trainers` (in parallel), in lockstep.
 
     :param trainers: one trainer process per seed (at least `len(seeds)`)
@@ -203,8 +209,11 @@ def run_seeds(trainers: Sequence[Trainer], cfg: DictConfig, seeds: Sequence[int]
     :param on_evaluation: called once all seeds still training have evaluated at an env step,
         with that step and every seed's latest summary; False stops them all (pruned)
     :param wandb_init: a seed's `wandb.init` arguments
+    :param timeout_s: wall seconds after which the runs still training are stopped and
+        `TrialTimeout` is raised (None: no limit)
     :return: one outcome per seed, in the order of `seeds`
     """
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
     runs = []
     for seed, trainer in zip(seeds, trainers):
         run_dir = run_dir_of(trial_dir, seeds, seed)
@@ -219,7 +228,11 @@ def run_seeds(trainers: Sequence[Trainer], cfg: DictConfig, seeds: Sequence[int]
     try:
         while any(r.outcome is None for r in runs):
             live = [r for r in runs if r.outcome is None]
-            for conn in wait([r.trainer.conn for r in live]):
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:  # `finally` below ends the trainers
+                raise TrialTimeout(f"the trial trained longer than hydra.sweeper.trial_timeout_s="
+                                   f"{timeout_s:g} s and was stopped")
+            for conn in wait([r.trainer.conn for r in live], timeout=left):
                 _receive(next(r for r in live if r.trainer.conn is conn), name)
             live = [r for r in runs if r.outcome is None]
             failed = any(r.outcome is not None and (r.outcome.error or not r.outcome.result.ok)

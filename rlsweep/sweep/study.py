@@ -389,6 +389,11 @@ def check_settings(settings: Mapping[str, Any]) -> Objectives:
         value = settings[field]
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ConfigError(f"hydra.sweeper.{field}={value!r} is invalid: must be an integer >= 1")
+    timeout = settings.get("trial_timeout_s")
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+                                or not timeout > 0):
+        raise ConfigError(f"hydra.sweeper.trial_timeout_s={timeout!r} is invalid: must be a "
+                          "number of seconds > 0, or null (no limit)")
     interval, grace = settings["heartbeat_interval"], settings["grace_period"]
     if grace <= interval:
         raise ConfigError(f"hydra.sweeper.grace_period={grace!r} is invalid: must exceed "

@@ -236,7 +236,8 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, cell: dict, settings: Di
             while len(trainers) < len(seeds):
                 trainers.append(Trainer(settings.objective))
             outcomes = run_seeds(trainers, cfg, seeds, trial_dir, on_evaluation,
-                                 lambda seed: wandb_init(None if len(seeds) == 1 else seed))
+                                 lambda seed: wandb_init(None if len(seeds) == 1 else seed),
+                                 settings.get("trial_timeout_s"))
             if _interrupted.is_set():  # Ctrl-C reached the trainer first: not the trial's fault
                 raise KeyboardInterrupt
             state, reason, value = _conclude(trial, outcomes, evals, objectives, settings, cfg,
