@@ -138,3 +138,45 @@ def test_a_trial_past_its_wall_clock_limit_is_stopped_failed_and_frees_its_worke
         # stopped mid-run (60,000 synthetic steps take 60 s), the worker then took the next
         assert TrialRecord.read(sweep_dir / "ppo-dense" / f"trial_{trial.number:03d}").env_steps \
             < 60000
+
+
+SLURM = "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
+RAY = "hydra_plugins.hydra_ray_launcher.ray_launcher.RayLauncher"
+LOCAL = ["hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher",
+         "hydra._internal.core_plugins.basic_launcher.BasicLauncher",
+         "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher"]
+SQLITE, POSTGRES = "sqlite:////s/optuna.db", "postgresql://u:${oc.env:P}@db/optuna"
+
+
+@pytest.mark.parametrize("url,launcher,single_node,refused", [
+    (SQLITE, SLURM, False, True), (SQLITE, RAY, False, True),
+    (SQLITE, SLURM, True, False),  # the opt-in: a one-node cluster
+    (POSTGRES, SLURM, False, False), (POSTGRES, RAY, False, False),
+    *[(SQLITE, local, False, False) for local in LOCAL],
+])
+def test_sqlite_is_refused_with_launchers_that_reach_other_machines(url, launcher, single_node,
+                                                                     refused):
+    from rlsweep.config import ConfigError
+    from rlsweep.sweep.sweeper import check_storage_reachable
+
+    if not refused:
+        check_storage_reachable(url, launcher, single_node)
+        return
+    with pytest.raises(ConfigError) as err:
+        check_storage_reachable(url, launcher, single_node)
+    message = str(err.value)
+    assert "\n" not in message and "hydra.sweeper.storage" in message
+    assert "postgresql://" in message and "hydra.sweeper.single_node=true" in message
+
+
+def test_a_slurm_sweep_on_the_default_sqlite_is_refused_before_any_job(hydra_sweep_runner,
+                                                                      tmp_path, capsys):
+    sweep_dir = tmp_path / "sweep"
+    with pytest.raises(SystemExit) as stop:
+        with in_process_sweep(hydra_sweep_runner, sweep_dir, "algo=ppo", *SYNTHETIC,
+                              "hydra/launcher=submitit_slurm"):
+            pass
+    assert stop.value.code == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error: hydra.sweeper.storage is SQLite") and "SlurmLauncher" in line
+    assert not (sweep_dir / PLAN_FILE).exists() and not (sweep_dir / ".submitit").exists()

@@ -44,6 +44,9 @@ class RLSweeperConf:
     seed_aggregate: str = "mean"       # mean | iqm
     seed: Optional[int] = 0            # sampler seed, mixed with worker, cell and process id
     storage: Optional[str] = None      # any Optuna RDB URL; default: SQLite in the sweep dir
+    # SQLite with a launcher that can run jobs on other machines (Slurm, Ray) is refused; true
+    # says every job runs on this machine (a one-node cluster), where SQLite is safe.
+    single_node: bool = False
     study_name: Optional[str] = None   # study of a cell: <study_name>-<cell>, or just <cell>
     heartbeat_interval: int = 10       # s between a running trial's heartbeats
     # s without heartbeat before a trial is failed and retried. Must outlast one beat stuck on

@@ -188,6 +188,28 @@ MAX_LAUNCHES = 3
 LOCAL_LAUNCHERS = ("joblib", "basic", "submitit_local")  # workers on this machine's cores
 
 
+# Launchers whose jobs run on this machine (by class, so a user's preset extending one counts).
+LOCAL_LAUNCHER_CLASSES = ("JoblibLauncher", "BasicLauncher", "LocalLauncher")
+
+
+def check_storage_reachable(url: str, launcher_target: str, single_node: bool) -> None:
+    """Refuse SQLite when the launcher may run workers on other machines: each would open its own
+    copy of the file (or one on NFS, where SQLite's locking breaks) and the sweep would split or
+    corrupt. `hydra.sweeper.single_node=true` says a cluster launcher stays on this machine.
+
+    :param url: the storage URL the workers will use
+    :param launcher_target: the launcher's `_target_` class path
+    :param single_node: the user's opt-in (`hydra.sweeper.single_node`)
+    """
+    local = launcher_target.rsplit(".", 1)[-1] in LOCAL_LAUNCHER_CLASSES
+    if url.startswith("sqlite") and not local and not single_node:
+        raise ConfigError(
+            f"hydra.sweeper.storage is SQLite ({mask_url(url)}) but hydra/launcher "
+            f"{launcher_target.rsplit('.', 1)[-1]} may start workers on other machines, which "
+            "cannot share it: set hydra.sweeper.storage=postgresql://... (docs/cluster.md), or "
+            "hydra.sweeper.single_node=true if every job runs on this machine")
+
+
 def _user_set(config: DictConfig, key: str) -> bool:
     """Whether `key` was given on the command line (not a default)."""
     return any(o.split("=", 1)[0].lstrip("+~") == key for o in config.hydra.overrides.hydra)
@@ -288,6 +310,7 @@ def run_sweep(settings: Mapping[str, Any], config: DictConfig, config_loader, la
                               f"changes {conflict}; nothing was written (start another sweep "
                               "with a new hydra.sweep.dir)")
         url = storage_url(settings["storage"], sweep_dir)
+        check_storage_reachable(url, config.hydra.launcher._target_, settings["single_node"])
         storage = make_storage(url, settings["heartbeat_interval"], settings["grace_period"])
         for cell in cells:
             check_existing_study(storage, names[cell.name], objectives.directions)
