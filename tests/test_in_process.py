@@ -8,6 +8,7 @@ and what they wrote is read back through the files' owners (plan, records, summa
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import optuna
@@ -180,3 +181,45 @@ def test_a_slurm_sweep_on_the_default_sqlite_is_refused_before_any_job(hydra_swe
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith("error: hydra.sweeper.storage is SQLite") and "SlurmLauncher" in line
     assert not (sweep_dir / PLAN_FILE).exists() and not (sweep_dir / ".submitit").exists()
+
+
+class _BlockedLaunch:
+    """Stands in for submitit's launcher waiting on a job Slurm no longer reports (the case the
+    watch exists for; the real one needs a cluster without accounting)."""
+
+    def __init__(self, returns=None, error=None, block: bool = True):
+        self.returns, self.error, self.release = returns, error, threading.Event()
+        if not block:
+            self.release.set()
+
+    def launch(self, jobs, initial_job_idx):
+        self.release.wait()
+        if self.error:
+            raise self.error
+        return self.returns
+
+
+def test_a_launcher_still_waiting_after_the_storage_says_done_is_left_behind():
+    from rlsweep.sweep.sweeper import LauncherStillWaiting, launch_watching_the_storage
+
+    work = {"left": True}
+    launcher = _BlockedLaunch()
+    threading.Timer(0.3, lambda: work.update(left=False)).start()  # the last trial finishes
+    with pytest.raises(LauncherStillWaiting, match="still waits for its jobs after 0.5 s"):
+        launch_watching_the_storage(launcher, [[]], 0, lambda: work["left"], grace_s=0.5,
+                                    poll_s=0.05)
+    launcher.release.set()
+
+
+def test_a_launcher_that_ends_is_waited_for_and_its_result_or_error_kept():
+    from rlsweep.sweep.sweeper import launch_watching_the_storage
+
+    done = _BlockedLaunch(returns=["r0", "r1"], block=False)
+    assert launch_watching_the_storage(done, [[], []], 0, lambda: True, poll_s=0.05) == ["r0", "r1"]
+    with pytest.raises(RuntimeError, match="job died"):
+        launch_watching_the_storage(_BlockedLaunch(error=RuntimeError("job died"), block=False),
+                                    [[]], 0, lambda: True, poll_s=0.05)
+    still_working = _BlockedLaunch(returns="late")  # work left: no grace period runs
+    threading.Timer(0.4, still_working.release.set).start()
+    assert launch_watching_the_storage(still_working, [[]], 0, lambda: True, grace_s=0.1,
+                                       poll_s=0.05) == "late"

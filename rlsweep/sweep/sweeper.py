@@ -14,6 +14,8 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -192,6 +194,11 @@ LOCAL_LAUNCHERS = ("joblib", "basic", "submitit_local")  # workers on this machi
 LOCAL_LAUNCHER_CLASSES = ("JoblibLauncher", "BasicLauncher", "LocalLauncher")
 
 
+def launcher_class(config: DictConfig) -> str:
+    """The launcher's class name (JoblibLauncher, SlurmLauncher, ...)."""
+    return config.hydra.launcher._target_.rsplit(".", 1)[-1]
+
+
 def check_storage_reachable(url: str, launcher_target: str, single_node: bool) -> None:
     """Refuse SQLite when the launcher may run workers on other machines: each would open its own
     copy of the file (or one on NFS, where SQLite's locking breaks) and the sweep would split or
@@ -229,19 +236,84 @@ def _work_left(studies: Mapping[str, Any]) -> bool:
     return count_trials(studies.values(), TrialState.WAITING, TrialState.RUNNING) > 0
 
 
-def _launch_until_done(launcher, n_jobs: int, studies: Mapping[str, Any], storage) -> Any:
+class LauncherStillWaiting(Exception):
+    """Every trial is finished in the storage, yet the launcher still waits for its jobs."""
+
+
+# How long the sweep waits for a cluster launcher once the storage says every trial finished.
+LAUNCHER_GRACE_S = 60.0
+
+
+def launch_watching_the_storage(launcher, jobs: list[list[str]], initial_job_idx: int,
+                                work_left, grace_s: float = LAUNCHER_GRACE_S,
+                                poll_s: float = 1.0) -> Any:
+    """`launcher.launch(jobs)`, ended early when the storage says the work is done.
+
+    A cluster launcher learns that a job ended from the cluster: submitit asks Slurm's
+    accounting (`sacct`), and without it never learns that a cancelled job is gone, so it waits
+    forever. The storage knows better: once `work_left()` has been false for `grace_s` seconds
+    (workers end within a second of the last trial), stop waiting and raise
+    `LauncherStillWaiting`. The launch runs in a daemon thread, which ends with the process.
+
+    :param launcher: a Hydra launcher
+    :param jobs: the jobs' override lists
+    :param initial_job_idx: index of the first job
+    :param work_left: returns whether any trial is still waiting or running
+    :param grace_s: seconds the launcher may go on waiting once no work is left
+    :param poll_s: seconds between looks at the storage
+    """
+    outcome: dict[str, Any] = {}
+
+    def launch() -> None:
+        try:
+            outcome["returns"] = launcher.launch(jobs, initial_job_idx=initial_job_idx)
+        except BaseException as err:  # handed to the sweep's thread below
+            outcome["error"] = err
+
+    thread = threading.Thread(target=launch, name="launcher", daemon=True)
+    thread.start()
+    done_since = None
+    while True:
+        thread.join(poll_s)
+        if not thread.is_alive():
+            break
+        if work_left():
+            done_since = None
+        elif done_since is None:
+            done_since = time.monotonic()
+        elif time.monotonic() - done_since >= grace_s:
+            raise LauncherStillWaiting(
+                f"every trial is finished in the storage, but the launcher still waits for its "
+                f"jobs after {grace_s:g} s (a job it cannot see end, e.g. Slurm without "
+                "accounting after scancel): not waiting longer")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome.get("returns")
+
+
+def _launch_until_done(launcher, n_jobs: int, studies: Mapping[str, Any], storage,
+                       on_this_machine: bool = True) -> Any:
     """Launch n_jobs workers; if a worker process dies (killed, a bug), the launcher may abort
     the whole batch (joblib kills every pool process when one dies): launch again while trials
     are left. The batch's trials are failed at once and retried without spending their one
     retry (their workers died together, whatever the trials did); a trial no worker of ours
-    held (another sweep process's) is left to its heartbeat."""
+    held (another sweep process's) is left to its heartbeat. A launcher of other machines'
+    jobs is not waited for once the storage says every trial finished
+    (`launch_watching_the_storage`)."""
     returns = None
     os.environ[SWEEP_PID_ENV] = str(os.getpid())  # the workers' claims name this process
     for launch in range(MAX_LAUNCHES):
         numbers = [launch * n_jobs + k for k in range(n_jobs)]
         jobs = [[f"hydra.sweep.subdir=workers/{n}", "hydra.output_subdir=null"] for n in numbers]
         try:
-            returns = launcher.launch(jobs, initial_job_idx=numbers[0])
+            if on_this_machine:  # local processes: the launcher sees them end
+                returns = launcher.launch(jobs, initial_job_idx=numbers[0])
+            else:
+                returns = launch_watching_the_storage(launcher, jobs, numbers[0],
+                                                      lambda: _work_left(studies))
+        except LauncherStillWaiting as err:
+            print(f"rlsweep: {err}", file=sys.stderr, flush=True)
+            return None
         except Exception as err:  # not KeyboardInterrupt: Ctrl-C stops the sweep
             reason = first_line(err)
             print(f"rlsweep: a worker died ({type(err).__name__}: {reason}); "
@@ -327,7 +399,9 @@ def run_sweep(settings: Mapping[str, Any], config: DictConfig, config_loader, la
     returns = None
     try:
         with ProgressPrinter(studies, settings["n_trials"], objectives.metrics) as progress:
-            returns = _launch_until_done(launcher, settings["n_jobs"], studies, storage)
+            returns = _launch_until_done(
+                launcher, settings["n_jobs"], studies, storage,
+                on_this_machine=launcher_class(config) in LOCAL_LAUNCHER_CLASSES)
             progress.poll()
     finally:  # also on Ctrl-C: what finished is in the storage and in its trial folder
         summary = {cell: cell_summary(study, objectives.metrics)
