@@ -24,8 +24,10 @@ IN_PROCESS_MODULES = {"rlsweep.sweep.seeds"}  # the trainer process a worker kee
 _cli_forbidden = False
 
 
-def _starts_an_app(args) -> str | None:
-    argv = [str(a) for a in ([args] if isinstance(args, (str, bytes, os.PathLike)) else args)]
+def _starts_an_app(argv: list) -> str | None:
+    if not argv or "python" not in os.path.basename(str(argv[0])):
+        return None
+    argv = [str(a) for a in argv]
     for flag, module in zip(argv, argv[1:]):
         if flag == "-m" and module.split(".")[0] in {"rlsweep", "bench"} \
                 and module not in IN_PROCESS_MODULES:
@@ -35,7 +37,9 @@ def _starts_an_app(args) -> str | None:
 
 class _LayeredPopen(subprocess.Popen):
     def __init__(self, args, *rest, **kwargs):
-        module = _starts_an_app(args)
+        if not isinstance(args, (str, bytes, os.PathLike)):
+            args = list(args)  # an iterator would be used up by the check
+        module = _starts_an_app([args] if isinstance(args, (str, bytes, os.PathLike)) else args)
         if _cli_forbidden and module:
             raise RuntimeError(f"this test starts `python -m {module}`: mark it "
                                "@pytest.mark.slow (the fast layer stays in process)")

@@ -318,7 +318,7 @@ def test_only_transient_database_errors_are_retried(tmp_path):
 
 
 
-@pytest.mark.parametrize("timeout", [0, -5, "soon", True])
+@pytest.mark.parametrize("timeout", [0, -5, "soon", True, float("inf")])
 def test_a_trial_timeout_that_is_not_a_positive_number_is_one_line(timeout):
     from rlsweep.config import ConfigError
 
@@ -328,3 +328,23 @@ def test_a_trial_timeout_that_is_not_a_positive_number_is_one_line(timeout):
                                           r"a number of seconds > 0, or null"):
         check_settings(settings)
     check_settings({**settings, "trial_timeout_s": 3600})
+
+
+def test_a_trial_requeued_for_free_three_times_is_left_failed(tmp_path, monkeypatch):
+    """A trial whose worker is preempted every time (longer than its job's time limit) must not
+    be requeued for free forever: the fourth time it stays FAIL, saying why."""
+    from rlsweep.sweep.study import MAX_FREE_RETRIES, requeue_orphans
+
+    storage = sqlite_storage(tmp_path, monkeypatch)
+    cell = optuna.create_study(storage=storage, study_name="cell")
+    cell.enqueue_trial({"x": 1.0})
+    for attempt in range(MAX_FREE_RETRIES + 1):
+        trial = claim_trial(cell, storage, "host:1:0")
+        assert trial is not None, f"attempt {attempt}: nothing was requeued"
+        requeue_orphans({"cell": cell}, storage, {"host:1:0"}, "preempted: SIGTERM; retried free")
+    trials = cell.get_trials()
+    assert [t.state for t in trials] == [TrialState.FAIL] * (MAX_FREE_RETRIES + 1)
+    assert [t.system_attrs.get("free_retries", 0) for t in trials] == [0, 1, 2, 3]
+    assert trials[-1].user_attrs["fail_reason"].startswith(
+        "preempted: SIGTERM; not retried: requeued 3 times already")
+    assert all("retried free" in t.user_attrs["fail_reason"] for t in trials[:-1])

@@ -199,7 +199,8 @@ class TrialTimeout(Exception):
 def run_seeds(trainers: Sequence[Trainer], cfg: DictConfig, seeds: Sequence[int],
               trial_dir: Path, on_evaluation: Callable[[int, list[dict]], bool],
               wandb_init: Callable[[int], dict],
-              timeout_s: Optional[float] = None) -> list[SeedOutcome]:
+              timeout_s: Optional[float] = None,
+              check_stop: Callable[[], None] = lambda: None) -> list[SeedOutcome]:
     """Train `cfg` once per seed, each in one of `trainers` (in parallel), in lockstep.
 
     :param trainers: one trainer process per seed (at least `len(seeds)`)
@@ -211,6 +212,8 @@ def run_seeds(trainers: Sequence[Trainer], cfg: DictConfig, seeds: Sequence[int]
     :param wandb_init: a seed's `wandb.init` arguments
     :param timeout_s: wall seconds after which the runs still training are stopped and
         `TrialTimeout` is raised (None: no limit)
+    :param check_stop: called at least every second while the runs train; what it raises
+        (the worker's `Preempted` on SIGTERM) ends them
     :return: one outcome per seed, in the order of `seeds`
     """
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
@@ -232,7 +235,9 @@ def run_seeds(trainers: Sequence[Trainer], cfg: DictConfig, seeds: Sequence[int]
             if left is not None and left <= 0:  # `finally` below ends the trainers
                 raise TrialTimeout(f"the trial trained longer than hydra.sweeper.trial_timeout_s="
                                    f"{timeout_s:g} s and was stopped")
-            for conn in wait([r.trainer.conn for r in live], timeout=left):
+            check_stop()
+            for conn in wait([r.trainer.conn for r in live],
+                             timeout=1.0 if left is None else min(left, 1.0)):
                 _receive(next(r for r in live if r.trainer.conn is conn), name)
             live = [r for r in runs if r.outcome is None]
             failed = any(r.outcome is not None and (r.outcome.error or not r.outcome.result.ok)

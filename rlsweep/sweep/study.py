@@ -14,6 +14,7 @@ import copy
 import itertools
 import json
 import logging
+import math
 import random
 import socket
 import time
@@ -391,7 +392,7 @@ def check_settings(settings: Mapping[str, Any]) -> Objectives:
             raise ConfigError(f"hydra.sweeper.{field}={value!r} is invalid: must be an integer >= 1")
     timeout = settings.get("trial_timeout_s")
     if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
-                                or not timeout > 0):
+                                or not 0 < timeout < math.inf):
         raise ConfigError(f"hydra.sweeper.trial_timeout_s={timeout!r} is invalid: must be a "
                           "number of seconds > 0, or null (no limit)")
     interval, grace = settings["heartbeat_interval"], settings["grace_period"]
@@ -603,6 +604,11 @@ def _claim(storage: RDBStorage, trial_id: int, claimed_by: str) -> bool:
     return True
 
 
+# A trial requeued this often without spending its retry (its worker preempted or its batch
+# aborted each time) is left FAIL: it cannot finish where it is being run.
+FREE_RETRIES_ATTR, MAX_FREE_RETRIES = "free_retries", 3
+
+
 def requeue_orphans(studies: Mapping[str, optuna.Study], storage: RDBStorage,
                     claimants: set[str], reason: str) -> list[int]:
     """Fail the RUNNING trials held by `claimants` (workers known dead) and queue each a retry
@@ -619,15 +625,22 @@ def requeue_orphans(studies: Mapping[str, optuna.Study], storage: RDBStorage,
         for trial in running:
             if trial.user_attrs.get(CLAIMED_BY_ATTR) not in claimants:
                 continue
+            free = trial.system_attrs.get(FREE_RETRIES_ATTR, 0)
+            why = reason if free < MAX_FREE_RETRIES else (
+                f"{reason.split(';')[0]}; not retried: requeued {free} times already (a trial "
+                "longer than its job's time limit?)")
             try:
                 with_retries(lambda: storage.set_trial_user_attr(
-                    trial._trial_id, "fail_reason", reason), "saving why")
+                    trial._trial_id, "fail_reason", why), "saving why")
                 with_retries(lambda: storage.set_trial_state_values(
                     trial._trial_id, state=TrialState.FAIL), f"failing trial {trial.number}")
             except optuna.exceptions.UpdateFinishedTrialError:  # it ended meanwhile
                 continue
+            if free >= MAX_FREE_RETRIES:  # else requeued for free forever: FAIL stays
+                continue
             system_attrs = {"failed_trial": trial.number, "retry_history": [],
-                            **trial.system_attrs}  # history not extended: the retry is free
+                            **trial.system_attrs,  # history not extended: the retry is free
+                            FREE_RETRIES_ATTR: free + 1}
             with_retries(lambda: study.add_trial(optuna.trial.create_trial(
                 state=TrialState.WAITING, params=trial.params,
                 distributions=trial.distributions, system_attrs=system_attrs)),

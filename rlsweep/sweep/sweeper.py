@@ -277,7 +277,12 @@ def launch_watching_the_storage(launcher, jobs: list[list[str]], initial_job_idx
         thread.join(poll_s)
         if not thread.is_alive():
             break
-        if work_left():
+        try:
+            left = work_left()
+        except Exception as err:  # a storage blip: look again at the next poll
+            log.warning("could not count the trials left: %s", first_line(err))
+            left = True
+        if left:
             done_since = None
         elif done_since is None:
             done_since = time.monotonic()

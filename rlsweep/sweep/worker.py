@@ -71,7 +71,9 @@ class Preempted(BaseException):
     node. Not an error of the trial: a BaseException, so trial code does not catch it."""
 
 
-# Set with Preempted, for the same reason as _interrupted.
+# Set by SIGTERM. The handler only sets it; the worker raises Preempted at points where no
+# storage update is half done (`stop_if_preempted`: before each claim, and every second while
+# a trial trains), so a signal never splits "fail the trial" from "queue its retry".
 _preempted = threading.Event()
 PREEMPTED_REASON = ("preempted: its worker got SIGTERM (scancel, preemption, time limit); "
                     "retried without spending its retry")
@@ -79,16 +81,28 @@ PREEMPTED_REASON = ("preempted: its worker got SIGTERM (scancel, preemption, tim
 
 def _on_sigterm(signum, frame) -> None:
     _preempted.set()
-    raise Preempted
 
 
-def trap_signals() -> None:
-    """Ctrl-C leaves the running trial to be retried on resume; SIGTERM requeues it now."""
+def stop_if_preempted() -> None:
+    if _preempted.is_set():
+        raise Preempted
+
+
+def trap_signals() -> dict[int, Any]:
+    """Ctrl-C leaves the running trial to be retried on resume; SIGTERM requeues it now.
+    Returns the handlers replaced, for `release_signals` (a pool process runs other jobs)."""
+    _interrupted.clear()
+    _preempted.clear()
     try:
-        signal.signal(signal.SIGINT, _on_sigint)
-        signal.signal(signal.SIGTERM, _on_sigterm)
+        return {signal.SIGINT: signal.signal(signal.SIGINT, _on_sigint),
+                signal.SIGTERM: signal.signal(signal.SIGTERM, _on_sigterm)}
     except ValueError:  # not the process's main thread: leave signals to the launcher
-        pass
+        return {}
+
+
+def release_signals(previous: dict[int, Any]) -> None:
+    for signum, handler in previous.items():
+        signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
 
 
 def heartbeat(storage, trial_id: int, interval: int) -> Periodic:
@@ -237,7 +251,7 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, cell: dict, settings: Di
                 trainers.append(Trainer(settings.objective))
             outcomes = run_seeds(trainers, cfg, seeds, trial_dir, on_evaluation,
                                  lambda seed: wandb_init(None if len(seeds) == 1 else seed),
-                                 settings.get("trial_timeout_s"))
+                                 settings.get("trial_timeout_s"), stop_if_preempted)
             if _interrupted.is_set():  # Ctrl-C reached the trainer first: not the trial's fault
                 raise KeyboardInterrupt
             state, reason, value = _conclude(trial, outcomes, evals, objectives, settings, cfg,
@@ -245,8 +259,6 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, cell: dict, settings: Di
         except (TrialTakenOver, optuna.exceptions.UpdateFinishedTrialError):
             state, taken_over = TrialState.FAIL, True  # its retry runs; nothing more to train
         except Exception as err:  # a failing trial is recorded with its reason; the sweep goes on
-            if _preempted.is_set():  # SIGTERM, turned into another exception on its way
-                raise Preempted from err
             if _interrupted.is_set():  # Ctrl-C, not the trial's fault: leave it RUNNING, so it
                 raise KeyboardInterrupt from err  # goes stale and is retried on resume
             state, reason = TrialState.FAIL, first_line(f"{type(err).__name__}: {err}")
@@ -354,7 +366,14 @@ def _conclude(trial: optuna.Trial, outcomes: list[SeedOutcome], evals: Evaluatio
 
 def run_worker(cfg: DictConfig) -> dict[str, int]:
     """Task function of one worker job (see module docstring). Returns its trial counts."""
-    trap_signals()
+    previous_handlers = trap_signals()
+    try:
+        return _run_worker(cfg)
+    finally:
+        release_signals(previous_handlers)
+
+
+def _run_worker(cfg: DictConfig) -> dict[str, int]:
     hydra_cfg = HydraConfig.get()
     settings = hydra_cfg.sweeper
     sweep_dir = Path(hydra_cfg.sweep.dir)
@@ -407,6 +426,7 @@ def _claim_and_train(studies: dict[str, optuna.Study], order: list[dict], storag
     pool_process = os.getppid() == sweep_pid  # a local pool's process, child of the sweep
     try:
         while True:
+            stop_if_preempted()
             if pool_process and os.getppid() != sweep_pid:
                 # The sweep process died and this pool process outlived it (joblib's do): stop
                 # claiming, as a killed sweep should, and exit (nobody is left to take a result).
@@ -435,7 +455,6 @@ def _claim_and_train(studies: dict[str, optuna.Study], order: list[dict], storag
             # launcher's batch) should end within a second, not a heartbeat later.
             time.sleep(min(settings.heartbeat_interval, 1))
     except Preempted:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut this short
         # Stop claiming; the running trial goes back to the queue at once (its retry unspent:
         # the machine went away, not the trial) instead of going stale; the job exits cleanly.
         for trainer in trainers:
@@ -443,5 +462,6 @@ def _claim_and_train(studies: dict[str, optuna.Study], order: list[dict], storag
         requeued = requeue_orphans(studies, storage, {claimed_by}, PREEMPTED_REASON)
         log.warning("worker %s got SIGTERM: stopped%s", claimed_by,
                     f", trial(s) {', '.join(map(str, requeued))} queued again" if requeued else "")
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the process may be ended now
+        if os.getpid() == sweep_pid:  # the basic launcher: SIGTERM was for the sweep itself
+            raise SystemExit(128 + signal.SIGTERM)  # after its summary (run_sweep's finally)
         return counts
