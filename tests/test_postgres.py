@@ -66,3 +66,26 @@ def test_two_sweep_processes_share_one_study_without_leaking_the_password(postgr
     for path in tmp_path.rglob("*"):
         if path.is_file():
             assert PG_PASSWORD.encode() not in path.read_bytes(), path
+
+
+def test_workers_beyond_the_servers_connections_are_refused_and_pools_are_bounded():
+    """A server with max_connections=12 (3 reserved for superusers) has room for a sweep and 2
+    workers at 3 connections each, not for 8 workers: refused in one line before any job."""
+    from rlsweep.config import ConfigError
+    from rlsweep.sweep.study import CONNECTIONS_PER_PROCESS, check_connection_budget, make_storage
+
+    if postgres_bindir() is None:
+        assert not os.environ.get("CI"), "CI must install postgresql (.ci/run does)"
+        pytest.skip("Debian's postgresql is not installed (.ci/run installs it)")
+    with throwaway_postgres(PG_PASSWORD, max_connections=12) as url:
+        storage = make_storage(url, heartbeat_interval=10, grace_period=60)
+        pool = storage.engine.pool
+        assert pool.size() + pool._max_overflow == CONNECTIONS_PER_PROCESS
+        check_connection_budget(storage, n_jobs=1)
+        with pytest.raises(ConfigError) as err:
+            check_connection_budget(storage, n_jobs=8)
+        message = str(err.value)
+        assert message.startswith("hydra.sweeper.n_jobs=8 is invalid for this PostgreSQL server")
+        assert "max_connections=12" in message and "use n_jobs <= " in message
+        assert PG_PASSWORD not in message and "\n" not in message
+        storage.engine.dispose()

@@ -79,6 +79,38 @@ def storage_url(storage: str | None, sweep_dir: Path) -> str:
     return storage or f"sqlite:///{Path(sweep_dir).resolve() / DB_FILE}"
 
 
+CONNECTIONS_PER_PROCESS = 3  # the most a sweep or worker process opens to a server storage
+
+
+def check_connection_budget(storage: RDBStorage, n_jobs: int) -> None:
+    """Refuse, before any job, more workers than the PostgreSQL server has connections for:
+    each process (the workers and this sweep) may hold CONNECTIONS_PER_PROCESS; the server
+    keeps `superuser_reserved_connections` back, and other clients already hold some.
+
+    :param storage: the sweep's storage (a no-op for SQLite, which has no server)
+    :param n_jobs: the workers this sweep starts (`hydra.sweeper.n_jobs`)
+    """
+    if storage.engine.dialect.name != "postgresql":
+        return
+    from sqlalchemy import text
+
+    with storage.engine.connect() as connection:
+        limit = int(connection.execute(text("SHOW max_connections")).scalar())
+        reserved = int(connection.execute(text("SHOW superuser_reserved_connections")).scalar())
+        in_use = int(connection.execute(text(
+            "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'"
+        )).scalar())
+    free = limit - reserved - in_use
+    needed = (n_jobs + 1) * CONNECTIONS_PER_PROCESS
+    if needed > free:
+        fits = max(free // CONNECTIONS_PER_PROCESS - 1, 0)
+        raise ConfigError(
+            f"hydra.sweeper.n_jobs={n_jobs} is invalid for this PostgreSQL server: {n_jobs} "
+            f"workers and the sweep may open {needed} connections ({CONNECTIONS_PER_PROCESS} "
+            f"each), it has {free} free (max_connections={limit}, {reserved} reserved, "
+            f"{in_use} in use): use n_jobs <= {fits}, or raise max_connections")
+
+
 def make_storage(url: str, heartbeat_interval: int, grace_period: int) -> RDBStorage:
     """An RDB storage with heartbeats (so dead workers' trials are failed and retried once)."""
     engine_kwargs: dict[str, Any] = {}
@@ -92,7 +124,11 @@ def make_storage(url: str, heartbeat_interval: int, grace_period: int) -> RDBSto
         # less than a heartbeat's grace period, so a waiting worker's trial never goes stale.
         engine_kwargs["connect_args"] = {"timeout": SQLITE_LOCK_TIMEOUT_S}
     else:
-        engine_kwargs["pool_pre_ping"] = True
+        # Pooled and bounded: a process uses at most its main thread's and its heartbeat's (or
+        # progress printer's) connections, plus one spare; n_jobs workers x 15 (SQLAlchemy's
+        # default 5 + 10 overflow) could exhaust the server (see check_connection_budget).
+        engine_kwargs.update(pool_pre_ping=True, pool_size=CONNECTIONS_PER_PROCESS - 1,
+                             max_overflow=1)
     for attempt in range(5):
         try:
             if url.startswith("sqlite"):

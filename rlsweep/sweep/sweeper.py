@@ -28,7 +28,8 @@ from rlsweep.periodic import Periodic
 from rlsweep.sweep.plan import build_plan, resume_conflict, sweep_name, write_plan
 from rlsweep.sweep.space import (SWEEP_GROUPS, Cell, declared_space, grid_cells,
                                  parse_sweep_request)
-from rlsweep.sweep.study import (SWEEP_PID_ENV, Objectives, check_existing_study, check_grid,
+from rlsweep.sweep.study import (SWEEP_PID_ENV, Objectives, check_connection_budget,
+                                 check_existing_study, check_grid,
                                  check_settings, count_trials, make_sampler, make_storage,
                                  mask_url, open_cell_study, requeue_orphans,
                                  sized_pruner_kwargs, sized_sampler_kwargs, storage_url,
@@ -389,6 +390,7 @@ def run_sweep(settings: Mapping[str, Any], config: DictConfig, config_loader, la
         url = storage_url(settings["storage"], sweep_dir)
         check_storage_reachable(url, config.hydra.launcher._target_, settings["single_node"])
         storage = make_storage(url, settings["heartbeat_interval"], settings["grace_period"])
+        check_connection_budget(storage, settings["n_jobs"])
         for cell in cells:
             check_existing_study(storage, names[cell.name], objectives.directions)
         write_plan(sweep_dir, plan, base_configs)
