@@ -102,6 +102,16 @@ class RunConfig:
 ConfigStore.instance().store(name="rlsweep_schema", node=RunConfig)
 
 
+def cpus_per_worker(n_envs: int, threads: int, seeds_per_trial: int = 1) -> int:
+    """Cores one sweep worker keeps busy: per seed it trains in parallel, its env copies (each
+    steps on a core) plus its torch/JAX threads. Cluster launcher presets ask for this many
+    (`${rlsweep_cpus:${env.n_envs},${trainer.threads},${hydra.sweeper.seeds_per_trial}}`)."""
+    return int(seeds_per_trial) * (int(n_envs) + int(threads))
+
+
+OmegaConf.register_new_resolver("rlsweep_cpus", cpus_per_worker, replace=True)
+
+
 def algo_kwargs(algo: DictConfig | dict) -> dict:
     """The SB3 constructor keyword arguments of an algo config (everything but our meta keys)."""
     plain = OmegaConf.to_container(algo, resolve=True) if isinstance(algo, DictConfig) else algo

@@ -130,3 +130,16 @@ def test_slurm_launcher_preset_composes_on_hydras_submitit_launcher():
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher")
     assert launcher.cpus_per_task == 2 and launcher.timeout_min == 720 and launcher.partition
+
+
+@pytest.mark.parametrize("overrides,cpus", [
+    ([], 2),                                                   # 1 env + 1 thread
+    (["env.n_envs=4", "trainer.threads=2"], 6),                # 4 env processes + 2 threads
+    (["hydra.sweeper.seeds_per_trial=3"], 6),                  # 3 seeds train in parallel
+])
+def test_slurm_preset_asks_for_the_cores_a_worker_uses(overrides, cpus):
+    from rlsweep.cli import compose_config
+
+    cfg = compose_config(["hydra/launcher=submitit_slurm_lift", *overrides],
+                         return_hydra_config=True)
+    assert cfg.hydra.launcher.cpus_per_task == cpus
