@@ -17,6 +17,7 @@ Target (issue 3): utilization >= 0.9 with 2 workers.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import tempfile
@@ -24,6 +25,8 @@ import time
 from pathlib import Path
 
 import optuna
+
+from bench.postgres import postgres_bindir, throwaway_postgres
 
 from rlsweep.sweep.synthetic import STEPS_PER_S
 
@@ -35,22 +38,40 @@ SETTINGS = ((1000, 40), (4000, 24), (10000, 16))  # (env steps of a full trial =
 LOAD_TRIALS, LOAD_WORKERS = 1000, 8
 
 
+PG_PASSWORD = "bench0sweeper0pw"
+
+
 def run() -> dict:
-    return {"utilization": [run_one(total, n_trials) for total, n_trials in SETTINGS],
-            "load": run_load()}
+    results = {"utilization": [run_one(total, n_trials) for total, n_trials in SETTINGS],
+               "load": run_load()}
+    # Issue 16: the sweeper's own throughput against raw Optuna on the same storage, side by
+    # side: SQLite, then a throwaway PostgreSQL.
+    against_raw = [run_against_raw_optuna("sqlite", None)]
+    if postgres_bindir() is None:
+        against_raw.append({"storage": "postgresql", "skipped": "postgresql is not installed"})
+    else:
+        with throwaway_postgres(PG_PASSWORD) as url:
+            against_raw.append(run_against_raw_optuna("postgresql", url))
+    results["against_raw_optuna"] = against_raw
+    return results
 
 
-def _sweep(sweep_dir: Path, *overrides: str) -> tuple[float, list, float]:
+def _sweep(sweep_dir: Path, *overrides: str, url: str | None = None) -> tuple[float, list, float]:
     """Run one synthetic sweep: (seconds of the whole command, the cell's trials, seconds from
-    the first trial's start to the last one's end)."""
+    the first trial's start to the last one's end). `url`: a PostgreSQL storage (its password
+    reaches the sweep through the environment, as docs/cluster.md says)."""
+    env = dict(os.environ)
+    if url is not None:
+        overrides += ("hydra.sweeper.storage=" + url.replace(PG_PASSWORD, "${oc.env:BENCH_PG_PW}"),)
+        env["BENCH_PG_PW"] = PG_PASSWORD
     started = time.perf_counter()
     subprocess.run([sys.executable, "-m", "rlsweep", "-m", "algo=ppo", "logger=none",
                     "hydra.sweeper.objective=rlsweep.sweep.synthetic.synthetic_objective",
-                    *overrides, f"hydra.sweep.dir={sweep_dir}"], cwd=ROOT, check=True,
+                    *overrides, f"hydra.sweep.dir={sweep_dir}"], cwd=ROOT, check=True, env=env,
                    stdout=subprocess.DEVNULL, stderr=(sweep_dir.parent / "stderr").open("w"))
     command_s = time.perf_counter() - started
     trials = optuna.load_study(study_name="ppo-dense",
-                               storage=f"sqlite:///{sweep_dir}/optuna.db").get_trials()
+                               storage=url or f"sqlite:///{sweep_dir}/optuna.db").get_trials()
     window = (max(t.datetime_complete for t in trials)
               - min(t.datetime_start for t in trials)).total_seconds()
     return command_s, trials, window
@@ -70,6 +91,65 @@ def run_load() -> dict:
             "claimed_twice": log.count("already reported") + log.count("already finished"),
             "complete": sum(t.state.name == "COMPLETE" for t in trials),
             "trials_per_s": len(trials) / window, "command_s": command_s}
+
+
+def _raw_worker(url: str, study_name: str, n_trials: int, seed: int) -> None:
+    """One raw-Optuna process: `study.optimize` with a near-instant objective over the same
+    space the sweeper samples for PPO (random sampler, as the sweeper's run)."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.load_study(study_name=study_name, storage=url,
+                              sampler=optuna.samplers.RandomSampler(seed=seed))
+
+    def objective(trial: optuna.Trial) -> float:
+        lr = trial.suggest_float("algo.learning_rate", 1e-5, 1e-3, log=True)
+        trial.suggest_categorical("algo.n_steps", [128, 256, 512, 1024])
+        trial.suggest_categorical("algo.gamma", [0.95, 0.98, 0.99])
+        trial.suggest_float("algo.gae_lambda", 0.9, 0.99)
+        trial.suggest_categorical("algo.clip_range", [0.1, 0.2, 0.3])
+        trial.suggest_float("algo.ent_coef", 1e-8, 1e-2, log=True)
+        trial.report(lr, 1)  # one evaluation reported, as the sweep's trial does
+        return lr
+
+    study.optimize(objective, n_trials=n_trials)
+
+
+def raw_optuna(url: str, n_jobs: int = LOAD_WORKERS, n_trials: int = LOAD_TRIALS) -> dict:
+    """Raw Optuna's trials/s: `study.optimize` in n_jobs processes on the storage `url`."""
+    import multiprocessing
+
+    name = f"raw-{time.time_ns()}"
+    optuna.create_study(study_name=name, storage=url, direction="maximize")
+    context = multiprocessing.get_context("spawn")
+    started = time.perf_counter()
+    procs = [context.Process(target=_raw_worker, args=(url, name, n_trials // n_jobs, k))
+             for k in range(n_jobs)]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join()
+    command_s = time.perf_counter() - started
+    trials = optuna.load_study(study_name=name, storage=url).get_trials()
+    window = (max(t.datetime_complete for t in trials)
+              - min(t.datetime_start for t in trials)).total_seconds()
+    return {"trials": len(trials), "trials_per_s": len(trials) / window, "command_s": command_s}
+
+
+def run_against_raw_optuna(storage: str, url: str | None) -> dict:
+    """The sweeper (8 workers x 1,000 near-instant trials) and raw Optuna on the same storage,
+    back to back; ratio = sweeper trials/s / raw trials/s (issue 16 target: >= 0.5)."""
+    work = Path(tempfile.mkdtemp(prefix=f"rlsweep-vs-raw-{storage}-"))
+    sweep_dir = work / "sweep"
+    command_s, trials, window = _sweep(
+        sweep_dir, "hydra.sweeper.sampler=random", "hydra.sweeper.pruner=none",
+        f"hydra.sweeper.n_trials={LOAD_TRIALS}", f"hydra.sweeper.n_jobs={LOAD_WORKERS}",
+        "hydra.sweeper.on_finish=null", "trainer.total_timesteps=1", "trainer.eval_freq=1",
+        url=url)
+    sweeper = {"trials": len(trials), "trials_per_s": len(trials) / window,
+               "command_s": command_s,
+               "overhead_per_trial_ms": 1000 * LOAD_WORKERS * window / len(trials)}
+    raw = raw_optuna(url or f"sqlite:///{work / 'raw.db'}")
+    return {"storage": storage, "workers": LOAD_WORKERS, "sweeper": sweeper, "raw_optuna": raw,
+            "ratio": sweeper["trials_per_s"] / raw["trials_per_s"]}
 
 
 def run_one(TOTAL: int, N_TRIALS: int) -> dict:
@@ -99,7 +179,32 @@ def markdown(results: dict) -> str:
         "| trials | lost | claimed twice | complete | throughput | whole command |",
         "|---|---|---|---|---|---|",
         f"| {load['trials']} | {load['lost']} | {load['claimed_twice']} | {load['complete']} | "
-        f"{load['trials_per_s']:.1f} trials/s | {load['command_s']:.0f} s |"])
+        f"{load['trials_per_s']:.1f} trials/s | {load['command_s']:.0f} s |",
+        *_against_raw_md(results.get("against_raw_optuna"))])
+
+
+def _against_raw_md(rows: list[dict] | None) -> list[str]:
+    if not rows:  # measured before issue 16
+        return []
+    lines = ["", "## Sweeper throughput against raw Optuna (synthetic objective, issue 16)", "",
+             f"{LOAD_WORKERS} workers x {LOAD_TRIALS} near-instant trials, random sampler, no "
+             "pruner, on the same storage, back to back: the sweeper (`python -m rlsweep -m`, "
+             "joblib launcher, heartbeats, claims, trial folders) and raw Optuna "
+             f"(`study.optimize` in {LOAD_WORKERS} processes, one reported value per trial). "
+             "Throughput = trials / (last end - first start). Target: ratio >= 0.5; sweeper "
+             "overhead per trial (workers x window / trials) <= 100 ms.", "",
+             "| storage | sweeper trials/s | raw Optuna trials/s | ratio | sweeper time per trial "
+             "per worker | commands (sweeper / raw) |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        if "skipped" in r:
+            lines.append(f"| {r['storage']} | skipped: {r['skipped']} ||||| ")
+            continue
+        sweeper, raw = r["sweeper"], r["raw_optuna"]
+        lines.append(f"| {r['storage']} | {sweeper['trials_per_s']:.1f} | "
+                     f"{raw['trials_per_s']:.1f} | **{r['ratio']:.2f}** | "
+                     f"{sweeper['overhead_per_trial_ms']:.0f} ms | {sweeper['command_s']:.0f} s / "
+                     f"{raw['command_s']:.0f} s |")
+    return lines
 
 
 def _utilization_md(results: list[dict]) -> str:
