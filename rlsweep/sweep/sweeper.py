@@ -188,16 +188,15 @@ def _write_report(sweep_dir: Path, on_finish: str | None) -> str:
 
 
 MAX_LAUNCHES = 3
-LOCAL_LAUNCHERS = ("joblib", "basic", "submitit_local")  # workers on this machine's cores
 
 
 # Launchers whose jobs run on this machine (by class, so a user's preset extending one counts).
 LOCAL_LAUNCHER_CLASSES = ("JoblibLauncher", "BasicLauncher", "LocalLauncher")
 
 
-def launcher_class(config: DictConfig) -> str:
-    """The launcher's class name (JoblibLauncher, SlurmLauncher, ...)."""
-    return config.hydra.launcher._target_.rsplit(".", 1)[-1]
+def launcher_class(target: str) -> str:
+    """The class name (JoblibLauncher, SlurmLauncher, ...) of a launcher's `_target_`."""
+    return target.rsplit(".", 1)[-1]
 
 
 def check_storage_reachable(url: str, launcher_target: str, single_node: bool) -> None:
@@ -209,11 +208,11 @@ def check_storage_reachable(url: str, launcher_target: str, single_node: bool) -
     :param launcher_target: the launcher's `_target_` class path
     :param single_node: the user's opt-in (`hydra.sweeper.single_node`)
     """
-    local = launcher_target.rsplit(".", 1)[-1] in LOCAL_LAUNCHER_CLASSES
-    if url.startswith("sqlite") and not local and not single_node:
+    name = launcher_class(launcher_target)
+    if url.startswith("sqlite") and name not in LOCAL_LAUNCHER_CLASSES and not single_node:
         raise ConfigError(
             f"hydra.sweeper.storage is SQLite ({mask_url(url)}) but hydra/launcher "
-            f"{launcher_target.rsplit('.', 1)[-1]} may start workers on other machines, which "
+            f"{name} may start workers on other machines, which "
             "cannot share it: set hydra.sweeper.storage=postgresql://... (docs/cluster.md), or "
             "hydra.sweeper.single_node=true if every job runs on this machine")
 
@@ -371,7 +370,8 @@ def run_sweep(settings: Mapping[str, Any], config: DictConfig, config_loader, la
             all_notes += notes
         launcher_name = config.hydra.runtime.choices.get("hydra/launcher", "basic")
         cores = os.cpu_count() or 1
-        if launcher_name in LOCAL_LAUNCHERS and settings["n_jobs"] > cores:
+        on_this_machine = launcher_class(config.hydra.launcher._target_) in LOCAL_LAUNCHER_CLASSES
+        if on_this_machine and settings["n_jobs"] > cores:
             all_notes.append(f"hydra.sweeper.n_jobs={settings['n_jobs']} workers on this "
                              f"machine's {cores} cores: trials share cores and each runs slower "
                              f"(n_jobs={cores} finishes as soon)")
@@ -408,7 +408,7 @@ def run_sweep(settings: Mapping[str, Any], config: DictConfig, config_loader, la
         with ProgressPrinter(studies, settings["n_trials"], objectives.metrics) as progress:
             returns = _launch_until_done(
                 launcher, settings["n_jobs"], studies, storage,
-                on_this_machine=launcher_class(config) in LOCAL_LAUNCHER_CLASSES)
+                on_this_machine=on_this_machine)
             progress.poll()
     finally:  # also on Ctrl-C: what finished is in the storage and in its trial folder
         summary = {cell: cell_summary(study, objectives.metrics)
