@@ -53,19 +53,30 @@ def wait_for_both_workers_mid_trial(sweep_dir: Path) -> set[int]:
             if t.state == TrialState.RUNNING}
 
 
+def start_two_worker_sweep(tmp_path: Path, n_trials: int, grace_period: int) -> subprocess.Popen:
+    """A synthetic sweep whose 2 workers each hold a 3 s trial long enough to be hit mid-trial."""
+    return start_sweep("algo=ppo", *SYNTHETIC, f"hydra.sweeper.n_trials={n_trials}",
+                       "hydra.sweeper.n_jobs=2", "hydra.sweeper.pruner=none",
+                       "trainer.total_timesteps=3000", "trainer.eval_freq=100",
+                       "hydra.sweeper.heartbeat_interval=1",
+                       f"hydra.sweeper.grace_period={grace_period}", f"hydra.sweep.dir={tmp_path}")
+
+
+def pool_processes(proc: subprocess.Popen) -> list[psutil.Process]:
+    """The sweep's joblib (loky) worker processes."""
+    return [p for p in psutil.Process(proc.pid).children(recursive=True)
+            if "loky" in " ".join(p.cmdline()) and "popen" in " ".join(p.cmdline())]
+
+
 @pytest.mark.slow
 def test_sigkilled_worker_aborts_its_batch_whose_trials_are_retried_without_spending_a_retry(
         tmp_path):
     """joblib kills every pool process when one dies: the sweeper relaunches, and every trial
     the batch ran (the dead worker's and the healthy one's) is retried at once, its one retry
     kept (the retry's history is the original's, not longer)."""
-    proc = start_sweep("algo=ppo", *SYNTHETIC, "hydra.sweeper.n_trials=6", "hydra.sweeper.n_jobs=2",
-                       "hydra.sweeper.pruner=none", "trainer.total_timesteps=3000",
-                       "trainer.eval_freq=100", "hydra.sweeper.heartbeat_interval=1",
-                       "hydra.sweeper.grace_period=60", f"hydra.sweep.dir={tmp_path}")
+    proc = start_two_worker_sweep(tmp_path, n_trials=6, grace_period=60)
     in_flight = wait_for_both_workers_mid_trial(tmp_path)
-    workers = [p for p in psutil.Process(proc.pid).children(recursive=True)
-               if "loky" in " ".join(p.cmdline()) and "popen" in " ".join(p.cmdline())]
+    workers = pool_processes(proc)
     assert len(workers) == 2
     workers[0].send_signal(signal.SIGKILL)
     started = time.time()
@@ -89,13 +100,9 @@ def test_a_sigtermed_worker_requeues_its_trial_unspent_and_exits_cleanly(tmp_pat
     """SIGTERM (scancel, preemption, a time limit) is not a failure: the worker stops claiming,
     its running trial is queued again at once with its one retry unspent, the worker's job ends
     normally (no launcher abort), and the other worker's trial completes untouched."""
-    proc = start_sweep("algo=ppo", *SYNTHETIC, "hydra.sweeper.n_trials=4", "hydra.sweeper.n_jobs=2",
-                       "hydra.sweeper.pruner=none", "trainer.total_timesteps=3000",
-                       "trainer.eval_freq=100", "hydra.sweeper.heartbeat_interval=1",
-                       "hydra.sweeper.grace_period=60", f"hydra.sweep.dir={tmp_path}")
+    proc = start_two_worker_sweep(tmp_path, n_trials=4, grace_period=60)
     in_flight = wait_for_both_workers_mid_trial(tmp_path)
-    workers = [p for p in psutil.Process(proc.pid).children(recursive=True)
-               if "loky" in " ".join(p.cmdline()) and "popen" in " ".join(p.cmdline())]
+    workers = pool_processes(proc)
     assert len(workers) == 2
     workers[0].send_signal(signal.SIGTERM)
     started = time.time()
@@ -122,10 +129,7 @@ def test_a_killed_training_process_fails_its_trial_alone_and_the_other_worker_go
     """One worker's training process dies (the OOM killer's pick: the process that trains): its
     trial fails naming the signal and is retried once; the other worker's trial, running at the
     same time, completes untouched and spends no retry; the launcher never aborts."""
-    proc = start_sweep("algo=ppo", *SYNTHETIC, "hydra.sweeper.n_trials=4", "hydra.sweeper.n_jobs=2",
-                       "hydra.sweeper.pruner=none", "trainer.total_timesteps=3000",
-                       "trainer.eval_freq=100", "hydra.sweeper.heartbeat_interval=1",
-                       "hydra.sweeper.grace_period=3", f"hydra.sweep.dir={tmp_path}")
+    proc = start_two_worker_sweep(tmp_path, n_trials=4, grace_period=3)
     in_flight = wait_for_both_workers_mid_trial(tmp_path)
     trainers = [p for p in psutil.Process(proc.pid).children(recursive=True)
                 if "rlsweep.sweep.seeds" in " ".join(p.cmdline())]

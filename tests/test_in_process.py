@@ -44,6 +44,15 @@ def in_process_sweep(hydra_sweep_runner, sweep_dir: Path, *overrides: str):
                    "hydra/hydra_logging=none", *overrides], temp_dir=sweep_dir)
 
 
+def exit_code_of_in_process_sweep(hydra_sweep_runner, sweep_dir: Path, *overrides: str) -> int:
+    """Run a sweep expected to end by `sys.exit` (refused input, every trial failed); its code.
+    The runner's temp dir is left in place (it only removes it on a normal exit)."""
+    with pytest.raises(SystemExit) as stop:
+        with in_process_sweep(hydra_sweep_runner, sweep_dir, *overrides):
+            pass
+    return stop.value.code
+
+
 def test_an_in_process_sweep_fills_each_cells_budget_and_writes_its_files(
         hydra_sweep_runner, tmp_path, capsys):
     sweep_dir = tmp_path / "sweep"
@@ -70,11 +79,8 @@ def test_an_in_process_sweep_fills_each_cells_budget_and_writes_its_files(
 def test_an_in_process_sweep_refuses_bad_input_before_writing(hydra_sweep_runner, tmp_path,
                                                               capsys):
     sweep_dir = tmp_path / "bad"
-    with pytest.raises(SystemExit) as stop:
-        with in_process_sweep(hydra_sweep_runner, sweep_dir, "algo=ppo", *SYNTHETIC,
-                              "hydra.sweeper.pruner=nosuch"):
-            pass
-    assert stop.value.code == 2
+    assert exit_code_of_in_process_sweep(hydra_sweep_runner, sweep_dir, "algo=ppo", *SYNTHETIC,
+                                         "hydra.sweeper.pruner=nosuch") == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "hydra.sweeper.pruner" in err[0] and "median" in err[0]
     assert not (sweep_dir / PLAN_FILE).exists()
@@ -125,14 +131,11 @@ def test_the_added_algorithms_train_inside_a_sweep(hydra_sweep_runner, tmp_path)
 def test_a_trial_past_its_wall_clock_limit_is_stopped_failed_and_frees_its_worker(
         hydra_sweep_runner, tmp_path, capsys):
     sweep_dir = tmp_path / "sweep"
-    with pytest.raises(SystemExit) as stop:  # every trial failed: the sweep says so, non-zero
-        with in_process_sweep(hydra_sweep_runner, sweep_dir, "algo=ppo", *SYNTHETIC,
-                              "trainer.total_timesteps=60000", "trainer.eval_freq=1000",
-                              "hydra.sweeper.trial_timeout_s=2", "hydra.sweeper.n_trials=2",
-                              "hydra.sweeper.n_jobs=1", "hydra.sweeper.pruner=none",
-                              "hydra.sweeper.on_finish=null"):
-            pass
-    assert stop.value.code != 0
+    # every trial failed: the sweep says so, non-zero
+    assert exit_code_of_in_process_sweep(
+        hydra_sweep_runner, sweep_dir, "algo=ppo", *SYNTHETIC, "trainer.total_timesteps=60000",
+        "trainer.eval_freq=1000", "hydra.sweeper.trial_timeout_s=2", "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.n_jobs=1", "hydra.sweeper.pruner=none", "hydra.sweeper.on_finish=null") != 0
     study = optuna.load_study(study_name="ppo-dense", storage=f"sqlite:///{sweep_dir}/optuna.db")
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.FAIL] * 2  # no retries
     for trial in study.trials:
@@ -175,11 +178,8 @@ def test_sqlite_is_refused_with_launchers_that_reach_other_machines(url, launche
 def test_a_slurm_sweep_on_the_default_sqlite_is_refused_before_any_job(hydra_sweep_runner,
                                                                       tmp_path, capsys):
     sweep_dir = tmp_path / "sweep"
-    with pytest.raises(SystemExit) as stop:
-        with in_process_sweep(hydra_sweep_runner, sweep_dir, "algo=ppo", *SYNTHETIC,
-                              "hydra/launcher=submitit_slurm"):
-            pass
-    assert stop.value.code == 2
+    assert exit_code_of_in_process_sweep(hydra_sweep_runner, sweep_dir, "algo=ppo", *SYNTHETIC,
+                                         "hydra/launcher=submitit_slurm") == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith("error: hydra.sweeper.storage is SQLite") and "SlurmLauncher" in line
     assert not (sweep_dir / PLAN_FILE).exists() and not (sweep_dir / ".submitit").exists()
