@@ -2,6 +2,7 @@
 PY := .venv/bin/python
 PIP := .venv/bin/pip
 STAMP := .venv/.installed
+TEST_STAMP := .venv/.installed-test
 
 export MUJOCO_GL ?= egl
 
@@ -18,6 +19,12 @@ $(STAMP): pyproject.toml
 	$(PIP) check
 	touch $(STAMP)
 
+# The tests also run sweeps on a real Ray head node: the `[ray]` extra.
+$(TEST_STAMP): $(STAMP)
+	$(PIP) install --quiet -e '.[dev,ray]'
+	$(PIP) check
+	touch $(TEST_STAMP)
+
 sweep: install
 	$(PY) -m rlsweep -m algo=ppo,sac reward=dense,sparse +experiment=sweep_smoke
 
@@ -25,12 +32,12 @@ sweep: install
 sweep-quick: install
 	$(PY) -m rlsweep -m algo=sac,sbx_sac +experiment=sweep_quick
 
-test: install
+test: $(TEST_STAMP)
 	$(PY) -m pytest -q -n auto --dist loadfile --durations=15
 
 # The in-process layer (no `python -m rlsweep` subprocess; tests/conftest.py enforces it):
 # configs, validation, storages, claims, in-process sweeps on the synthetic objective.
-test-fast: install
+test-fast: $(TEST_STAMP)
 	$(PY) -m pytest -q -n auto --dist loadfile -m "not slow"
 
 # Regenerate report.html of the newest sweep (or SWEEP=multirun/<date>/<time>).

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -154,9 +155,10 @@ class RayCluster:
 
 @contextlib.contextmanager
 def throwaway_ray(env: Optional[dict[str, str]] = None, num_cpus: int = 4) -> Iterator[RayCluster]:
-    """`ray start --head` on 127.0.0.1 with its own temp dir and port; yields its address and
-    stops it on exit. Ray's workers inherit the environment of `ray start` (not the driver's):
-    `env` is that environment, e.g. the database password the workers' storage URL reads.
+    """`ray start --head --block` on 127.0.0.1 with its own temp dir and port; yields its address
+    once the head answers and stops its processes (only its own: not `ray stop`, which ends every
+    Ray on the machine) on exit. Ray's workers inherit the environment of `ray start` (not the
+    driver's): `env` is that environment, e.g. the database password the storage URL reads.
 
     :param env: the head node's environment (default: this process's)
     :param num_cpus: CPUs the node offers Ray's scheduler (worker jobs mostly wait on each other)
@@ -165,15 +167,33 @@ def throwaway_ray(env: Optional[dict[str, str]] = None, num_cpus: int = 4) -> It
     root = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))
     ray_bin = str(Path(sys.executable).parent / "ray")
     port = free_port()
+    address = f"127.0.0.1:{port}"
     node_env = {**(env or os.environ), "RAY_USAGE_STATS_ENABLED": "0"}
+    log = root / "ray-start.log"
+    with open(log, "w") as out:
+        head = subprocess.Popen(
+            [ray_bin, "start", "--head", "--block", "--node-ip-address=127.0.0.1",
+             f"--port={port}", f"--num-cpus={num_cpus}", "--num-gpus=0",
+             "--include-dashboard=false", f"--temp-dir={root}", "--disable-usage-stats"],
+            env=node_env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        subprocess.run([ray_bin, "start", "--head", "--node-ip-address=127.0.0.1",
-                        f"--port={port}", f"--num-cpus={num_cpus}", "--num-gpus=0",
-                        "--include-dashboard=false", f"--temp-dir={root}",
-                        "--disable-usage-stats"],
-                       env=node_env, check=True, capture_output=True, text=True, timeout=120)
-        yield RayCluster(address=f"127.0.0.1:{port}", root=root)
+        def answers() -> bool:
+            if head.poll() is not None:
+                raise RuntimeError(f"ray start exited {head.returncode}: {log.read_text()[-2000:]}")
+            return subprocess.run([ray_bin, "status", f"--address={address}"], env=node_env,
+                                  capture_output=True, timeout=60).returncode == 0
+
+        _wait_for("Ray head node", answers, 120, [log])
+        yield RayCluster(address=address, root=root)
     finally:
-        subprocess.run([ray_bin, "stop", "--force"], env=node_env, capture_output=True,
-                       timeout=120)
+        # --block: ray start stops the processes it started on SIGTERM; the group kill is for
+        # any that outlive it.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(head.pid, signal.SIGTERM)
+        try:
+            head.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(head.pid, signal.SIGKILL)
         shutil.rmtree(root, ignore_errors=True)

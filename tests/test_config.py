@@ -108,9 +108,7 @@ def test_cli_bad_input_is_one_line_and_builds_nothing(tmp_path, args, field):
     assert not (tmp_path / "run").exists() and not (tmp_path / "sweep").exists()
 
 
-# ray_cluster extends Hydra's Ray launcher, which the `[ray]` extra installs (not in `.[dev]`).
-@pytest.mark.parametrize("launcher", [o for o in group_options("hydra/launcher")
-                                      if o != "ray_cluster"])
+@pytest.mark.parametrize("launcher", group_options("hydra/launcher"))
 def test_every_launcher_option_composes_with_the_sweeper(launcher):
     from rlsweep.cli import compose_config
 

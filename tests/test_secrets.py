@@ -111,6 +111,7 @@ def test_hydra_message_echoing_an_override_is_masked(tmp_path):
 @pytest.mark.parametrize("overrides, refused", [
     (["hydra/launcher=submitit_local"], True),          # .submitit/<job>/*.pkl
     (["hydra/launcher=submitit_slurm_lift"], True),
+    (["hydra/launcher=ray_cluster"], True),              # Ray's object store may spill to disk
     (["hydra/launcher=joblib"], False),                  # pipes to the workers, nothing on disk
     (["hydra/launcher=basic"], False),                   # jobs run in this process
     ([], False),                                         # joblib is the default
