@@ -221,9 +221,10 @@ def run_seeds(trainers: Sequence[Trainer], cfg: DictConfig, seeds: Sequence[int]
     for seed, trainer in zip(seeds, trainers):
         run_dir = run_dir_of(trial_dir, seeds, seed)
         run_dir.mkdir(parents=True, exist_ok=True)
-        seed_cfg = cfg.copy()
-        seed_cfg.seed = seed
-        OmegaConf.save(seed_cfg, run_dir / "config.yaml")
+        if run_dir != trial_dir or seed != cfg.seed or not (run_dir / "config.yaml").exists():
+            seed_cfg = cfg.copy()  # else the trial's own config.yaml is this run's
+            seed_cfg.seed = seed
+            OmegaConf.save(seed_cfg, run_dir / "config.yaml")
         trainer.start_run(run_dir, wandb_init(seed))
         runs.append(_Run(seed=seed, run_dir=run_dir, trainer=trainer))
     name = (lambda run: "") if len(seeds) == 1 else (lambda run: f"seed {run.seed}: ")

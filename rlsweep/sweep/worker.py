@@ -38,8 +38,8 @@ from rlsweep.sweep.seeds import EvaluationLog, SeedOutcome, Trainer, run_seeds
 from rlsweep.sweep.study import (SWEEP_PID_ENV, Objectives, claim_trial, count_trials,
                                  fail_stale_trials, make_pruner, make_sampler, make_storage,
                                  objective_value, queue_retry, record_takeover, requeue_orphans,
-                                 sized_pruner_kwargs, sized_sampler_kwargs, storage_url,
-                                 with_retries, worker_identity)
+                                 set_user_attrs, sized_pruner_kwargs, sized_sampler_kwargs,
+                                 storage_url, with_retries, worker_identity)
 
 log = logging.getLogger("rlsweep.worker")
 
@@ -273,7 +273,7 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, cell: dict, settings: Di
         intermediate = {}
         if not taken_over:
             try:
-                state, reason, intermediate = _record_outcome(study, trial, state, reason, value, {
+                totals = {
                     "env_steps": env_steps,
                     # none on an env that reports no success: shown as "-", not 0
                     "success_rate": recent["success_rate"] if reports_success else None,
@@ -282,7 +282,9 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, cell: dict, settings: Di
                     "seeds": [o.seed for o in outcomes] or seeds, "trial_dir": str(trial_dir),
                     "diverged": any(o.result is not None and o.result.status is RunStatus.DIVERGED
                                     for o in outcomes),
-                    "worker": HydraConfig.get().job.num})
+                    "worker": HydraConfig.get().job.num}
+                state, reason, intermediate = _record_outcome(
+                    study, storage, trial, state, reason, value, totals)
             except TrialTakenOver:
                 taken_over = True
             if not taken_over and state == TrialState.FAIL and any(o.killed for o in outcomes):
@@ -317,14 +319,14 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, cell: dict, settings: Di
     return state
 
 
-def _record_outcome(study: optuna.Study, trial: optuna.Trial, state: TrialState,
+def _record_outcome(study: optuna.Study, storage, trial: optuna.Trial, state: TrialState,
                     reason: str | None, values: list[float] | None, attrs: dict[str, Any]
                     ) -> tuple[TrialState, str | None, dict[int, float]]:
-    """Store the trial's totals and fail_reason as user attributes, then tell its end; return
-    the state and reason told and its intermediate values. TrialTakenOver if another worker
-    failed it meanwhile."""
-    for key, val in {**attrs, "fail_reason": reason}.items():
-        stored(trial, lambda: trial.set_user_attr(key, val), f"saving {key}")
+    """Store the trial's totals and fail_reason as user attributes (one transaction), then tell
+    its end; return the state and reason told and its intermediate values. TrialTakenOver if
+    another worker failed it meanwhile."""
+    stored(trial, lambda: set_user_attrs(storage, trial._trial_id,
+                                         {**attrs, "fail_reason": reason}), "saving its totals")
     try:
         frozen = tell(study, trial, state, values if state == TrialState.COMPLETE else None)
     except ValueError as err:  # Optuna refused the values (e.g. NaN): the trial's own failure
@@ -400,10 +402,17 @@ def _run_worker(cfg: DictConfig) -> dict[str, int]:
         pruner_kwargs, _ = sized_pruner_kwargs(
             pruner_name, settings.n_trials, trainer.total_timesteps, trainer.eval_freq,
             settings.pruner_kwargs if pruner_name == settings.pruner else {})
-        studies[cell["name"]] = optuna.load_study(
+        study = optuna.load_study(
             study_name=cell["study_name"], storage=storage,
             sampler=make_sampler(name, seed, sampler_kwargs, cell["space"]),
             pruner=make_pruner(pruner_name, pruner_kwargs))
+        # Without Optuna's cache in front of the database: the cache re-reads every unfinished
+        # trial at each look, and a cell's whole budget waits in the queue as unfinished trials
+        # (1,000 rows read per claim, per sample, per pruning decision); the database filters
+        # by state itself. The claim also bypasses the cache (`claim_trial`), which the cache
+        # would then not know.
+        study._storage = storage
+        studies[cell["name"]] = study
     # Start at a different cell per worker so parallel workers spread over the grid.
     order = cells[worker % len(cells):] + cells[:worker % len(cells)]
     sweep_name = read_sweep_name(sweep_dir)
@@ -424,6 +433,7 @@ def _claim_and_train(studies: dict[str, optuna.Study], order: list[dict], storag
     sweep_pid = int(os.environ.get(SWEEP_PID_ENV, os.getppid()))
     claimed_by = worker_identity(sweep_pid, HydraConfig.get().job.num)
     pool_process = os.getppid() == sweep_pid  # a local pool's process, child of the sweep
+    stale_checked: dict[str, float] = {}  # cell -> when this worker last looked for stale trials
     try:
         while True:
             stop_if_preempted()
@@ -437,7 +447,13 @@ def _claim_and_train(studies: dict[str, optuna.Study], order: list[dict], storag
             claimed = None
             for cell in order:
                 study = studies[cell["name"]]
-                fail_stale_trials(study, storage)  # dead workers' trials: failed, retried once
+                # Dead workers' trials: failed, retried once. Once a second per cell, not at
+                # every claim: the check takes the storage's write lock, and near-instant
+                # trials claim many times a second; a dead worker's trial waits grace_period
+                # anyway.
+                if time.monotonic() - stale_checked.get(cell["name"], -math.inf) >= 1.0:
+                    fail_stale_trials(study, storage)
+                    stale_checked[cell["name"]] = time.monotonic()
                 trial = claim_trial(study, storage, claimed_by)
                 if trial is not None:
                     claimed = (study, trial, cell)
