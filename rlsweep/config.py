@@ -208,10 +208,11 @@ def _check_ent_coef(value: Any) -> None:
     check_number("algo.ent_coef", value, float, 0.0, True)
 
 
-def _validate_algo(algo: DictConfig) -> None:
-    cls = _import_target("algo", algo)
-    allowed = _keyword_names(cls, ALGO_RESERVED)
-    _check_keywords("algo", algo._target_, algo_kwargs(algo), allowed)
+def _validate_algo(algo: DictConfig, targets: bool) -> None:
+    if targets:
+        cls = _import_target("algo", algo)
+        allowed = _keyword_names(cls, ALGO_RESERVED)
+        _check_keywords("algo", algo._target_, algo_kwargs(algo), allowed)
     for key, value in algo_kwargs(algo).items():
         if key in ALGO_NUMERIC:
             check_number(f"algo.{key}", value, *ALGO_NUMERIC[key])
@@ -227,22 +228,25 @@ def _validate_algo(algo: DictConfig) -> None:
         check_number("algo.action_noise.sigma", noise.get("sigma"), float, 0.0, True)
 
 
-def _validate_env(env: DictConfig) -> None:
+def _validate_env(env: DictConfig, targets: bool) -> None:
     from rlsweep.envs.build import env_kwargs
 
-    target = _import_target("env", env)
     check_number("env.n_envs", env.get("n_envs"), int, 1, True)
     check_choice("env.vec_env", env.get("vec_env"), VEC_ENVS)
     if not isinstance(env.get("reports_success"), bool):
         _fail("env.reports_success", env.get("reports_success"), "must be true or false")
     if env.get("horizon") is not None:
         check_number("env.horizon", env.horizon, int, 1, True)
-    _check_keywords("env", env._target_, env_kwargs(env),
-                    _keyword_names(target, ("seed", "render_mode")))
-    _run_target_check(target, env)
+    if targets:
+        target = _import_target("env", env)
+        _check_keywords("env", env._target_, env_kwargs(env),
+                        _keyword_names(target, ("seed", "render_mode")))
+        _run_target_check(target, env)
 
 
-def _validate_reward(reward: DictConfig, env: DictConfig) -> None:
+def _validate_reward(reward: DictConfig, env: DictConfig, targets: bool) -> None:
+    if not targets:
+        return
     import gymnasium as gym
 
     from rlsweep.envs.build import reward_kwargs
@@ -257,11 +261,18 @@ def _validate_reward(reward: DictConfig, env: DictConfig) -> None:
     _run_target_check(target, reward)
 
 
-def validate(cfg: DictConfig) -> None:
-    """Check a composed run config; raise `ConfigError` on the first bad field."""
-    _validate_algo(cfg.algo)
-    _validate_env(cfg.env)
-    _validate_reward(cfg.reward, cfg.env)
+def validate(cfg: DictConfig, targets: bool = True) -> None:
+    """Check a composed run config; raise `ConfigError` on the first bad field.
+
+    :param targets: also import each option's `_target_` and check the option's keys against
+        what it takes (and its own `check_config`). A sweep's worker passes False for each
+        trial: the sweep checked those for every cell and every end of every range before any
+        job, and the import (SB3, torch, robosuite) would cost each worker seconds and hundreds
+        of MB that only its training process needs.
+    """
+    _validate_algo(cfg.algo, targets)
+    _validate_env(cfg.env, targets)
+    _validate_reward(cfg.reward, cfg.env, targets)
     check_choice("policy.activation", cfg.policy.activation, ACTIVATIONS)
     for size in cfg.policy.net_arch:
         check_number("policy.net_arch", size, int, 1, True)

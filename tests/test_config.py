@@ -88,6 +88,19 @@ def test_validate_rejects_bad_values_naming_field_and_allowed(override, field, a
     assert "\n" not in message and field in message and allowed in message, message
 
 
+def test_a_workers_trial_check_keeps_the_value_checks_without_importing_targets():
+    """A sweep's worker checks each trial's sampled config with targets=False: the value checks
+    still hold, the target imports and key checks (done by the sweep for every cell) do not."""
+    cfg = compose_cfg("algo=ppo")
+    cfg.algo._target_ = "nosuch_module.NoSuchAlgo"
+    with pytest.raises(ConfigError, match="algo"):
+        validate(cfg)
+    validate(cfg, targets=False)  # nothing imported, nothing refused
+    cfg.algo.learning_rate = 0
+    with pytest.raises(ConfigError, match="algo.learning_rate"):
+        validate(cfg, targets=False)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("args,field", [
     (["algo=foo"], "algo"),

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import optuna
+from optuna.trial import TrialState
 import pytest
 
 from bench.postgres import postgres_bindir, throwaway_postgres
@@ -89,3 +90,35 @@ def test_workers_beyond_the_servers_connections_are_refused_and_pools_are_bounde
         assert "max_connections=12" in message and "use n_jobs <= " in message
         assert PG_PASSWORD not in message and "\n" not in message
         storage.engine.dispose()
+
+
+def test_concurrent_claims_on_postgresql_take_each_trial_once(postgres_url):
+    """Four claimants with their own connections drain one queue at once: FOR UPDATE SKIP
+    LOCKED hands each trial to exactly one of them, and none stops while trials wait."""
+    import threading
+
+    from rlsweep.sweep.study import claim_trial, make_storage
+
+    optuna.create_study(storage=postgres_url, study_name="claims").enqueue_trial({})
+    queue = optuna.load_study(study_name="claims", storage=postgres_url)
+    for _ in range(39):
+        queue.enqueue_trial({}, skip_if_exists=False)
+    taken: dict[str, list[int]] = {}
+
+    def claimant(name: str) -> None:
+        storage = make_storage(postgres_url, heartbeat_interval=10, grace_period=60)
+        study = optuna.load_study(study_name="claims", storage=storage)
+        mine = taken.setdefault(name, [])
+        while (trial := claim_trial(study, storage, name)) is not None:
+            mine.append(trial.number)
+
+    threads = [threading.Thread(target=claimant, args=(f"host:1:{k}",)) for k in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    numbers = sorted(n for mine in taken.values() for n in mine)
+    assert numbers == list(range(40))  # each once, none left
+    trials = queue.get_trials()
+    assert all(t.state == TrialState.RUNNING for t in trials)
+    assert all(t.number in taken[t.user_attrs["claimed_by"]] for t in trials)

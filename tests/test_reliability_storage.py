@@ -26,7 +26,8 @@ from optuna.trial import TrialState
 from hydra_plugins.rlsweep_sweeper.rlsweep_sweeper import RLSweeperConf
 from rlsweep.periodic import Periodic
 from rlsweep.sweep import study as study_module
-from rlsweep.sweep.study import SQLITE_LOCK_TIMEOUT_S, check_settings, claim_trial, make_storage
+from rlsweep.sweep.study import (SQLITE_LOCK_TIMEOUT_S, check_settings, claim_trial, make_storage,
+                                 set_user_attrs)
 from tests.conftest import ROOT
 from tests.faults import hold_write_lock
 from tests.test_sweeper import SYNTHETIC, study, summary, trial_files
@@ -111,6 +112,39 @@ def test_claim_and_first_heartbeat_commit_together(tmp_path, monkeypatch):
     claimed = claim_trial(cell, storage, "host:1:0")
     assert claimed is not None and heartbeatless_running_trials(db) == []
     assert cell.get_trials()[0].user_attrs["claimed_by"] == "host:1:0"  # same transaction
+
+
+def test_claims_take_the_queue_in_order_then_none(tmp_path, monkeypatch):
+    storage = sqlite_storage(tmp_path, monkeypatch)
+    cell = optuna.create_study(storage=storage, study_name="cell")
+    for k in range(3):
+        cell.enqueue_trial({"x": k}, skip_if_exists=False)
+    claimed = [claim_trial(cell, storage, f"host:1:{k}") for k in range(4)]
+    assert [t.number for t in claimed[:3]] == [0, 1, 2] and claimed[3] is None
+    trials = cell.get_trials()
+    assert [t.state for t in trials] == [TrialState.RUNNING] * 3
+    assert [t.user_attrs["claimed_by"] for t in trials] == ["host:1:0", "host:1:1", "host:1:2"]
+    # A claimed trial samples its parameters and ends through Optuna as usual.
+    assert claimed[0].suggest_float("x", 0, 10) == 0
+    cell.tell(claimed[0], 1.0)
+    assert cell.get_trials()[0].state == TrialState.COMPLETE
+
+
+def test_a_trials_totals_are_stored_at_once_and_never_on_a_finished_trial(tmp_path, monkeypatch):
+    storage = sqlite_storage(tmp_path, monkeypatch)
+    cell = optuna.create_study(storage=storage, study_name="cell")
+    cell.enqueue_trial({})
+    trial = claim_trial(cell, storage, "host:1:0")
+    set_user_attrs(storage, trial._trial_id, {"env_steps": 100, "seeds": [0, 1],
+                                               "fail_reason": None})
+    set_user_attrs(storage, trial._trial_id, {"env_steps": 200})  # updates, keeps the others
+    attrs = cell.get_trials()[0].user_attrs
+    assert attrs == {"claimed_by": "host:1:0", "env_steps": 200, "seeds": [0, 1],
+                     "fail_reason": None}
+    cell.tell(trial, state=TrialState.FAIL)  # e.g. another worker failed it as stale
+    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+        set_user_attrs(storage, trial._trial_id, {"env_steps": 300})
+    assert cell.get_trials()[0].user_attrs["env_steps"] == 200
 
 
 # ---------------------------------------------------------------- 4: a live trial taken over

@@ -246,7 +246,7 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, cell: dict, settings: Di
     with heartbeat(storage, trial._trial_id, settings.heartbeat_interval):
         try:
             params, cfg = prepare_trial(trial, cell, trial_dir)
-            validate(cfg)
+            validate(cfg, targets=False)  # the sweep checked the targets of every cell
             while len(trainers) < len(seeds):
                 trainers.append(Trainer(settings.objective))
             outcomes = run_seeds(trainers, cfg, seeds, trial_dir, on_evaluation,
