@@ -650,6 +650,35 @@ def _claim_first_waiting(storage: RDBStorage, study_id: int, claimed_by: str) ->
     return trial_id
 
 
+class ParamBuffer:
+    """Stands in for a trial's storage (`trial.storage`) while its parameters are sampled:
+    Optuna's suggest logic (fixed, relative and independent parameters) runs unchanged, and
+    the parameter rows it would commit one by one (one transaction and one lookup query each)
+    are written by `flush` in one transaction. Every other storage call goes through."""
+
+    def __init__(self, storage: RDBStorage):
+        self.storage = storage
+        self._rows: list[tuple[int, str, float, Any]] = []
+
+    def set_trial_param(self, trial_id: int, name: str, value_internal: float,
+                        distribution: Any) -> None:
+        self._rows.append((trial_id, name, value_internal, distribution))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.storage, name)
+
+    def flush(self) -> None:
+        """Write the buffered parameters in one transaction (UpdateFinishedTrialError if the
+        trial has finished meanwhile). Each is its own previous distribution: a cell's space is
+        fixed for the life of its study (a changed plan is refused at resume), so Optuna's
+        compatibility lookup per parameter has nothing to find."""
+        with _transaction(self.storage) as session:
+            for trial_id, name, value, distribution in self._rows:
+                self.storage._set_trial_param_without_commit(session, trial_id, name, value,
+                                                             distribution, distribution)
+        self._rows.clear()
+
+
 def set_user_attrs(storage: RDBStorage, trial_id: int, attrs: Mapping[str, Any]) -> None:
     """Set several user attributes of a RUNNING trial in one transaction (Optuna's
     `set_trial_user_attr` commits one per call, and each commit takes the storage's write lock).

@@ -35,11 +35,12 @@ from rlsweep.run_result import RunStatus
 from rlsweep.sweep.plan import read_plan, read_sweep_name
 from rlsweep.sweep.records import SeedRecord, TrialRecord
 from rlsweep.sweep.seeds import EvaluationLog, SeedOutcome, Trainer, run_seeds
-from rlsweep.sweep.study import (SWEEP_PID_ENV, Objectives, claim_trial, count_trials,
-                                 fail_stale_trials, make_pruner, make_sampler, make_storage,
-                                 objective_value, queue_retry, record_takeover, requeue_orphans,
-                                 set_user_attrs, sized_pruner_kwargs, sized_sampler_kwargs,
-                                 storage_url, with_retries, worker_identity)
+from rlsweep.sweep.study import (SWEEP_PID_ENV, Objectives, ParamBuffer, claim_trial,
+                                 count_trials, fail_stale_trials, make_pruner, make_sampler,
+                                 make_storage, objective_value, queue_retry, record_takeover,
+                                 requeue_orphans, set_user_attrs, sized_pruner_kwargs,
+                                 sized_sampler_kwargs, storage_url, with_retries,
+                                 worker_identity)
 
 log = logging.getLogger("rlsweep.worker")
 
@@ -173,8 +174,16 @@ def tell(study: optuna.Study, trial: optuna.Trial, state: TrialState,
 
 def prepare_trial(trial: optuna.Trial, cell: dict, trial_dir: Path) -> tuple[dict, DictConfig]:
     """Sample the trial's parameters into its cell's config; write config.yaml, overrides.yaml."""
-    params = {name: stored(trial, lambda: suggest(trial, name, dist), f"sampling {name}")
-              for name, dist in cell["space"].items()}
+    # Sampled through Optuna's suggest API, stored in one transaction (ParamBuffer).
+    buffer = ParamBuffer(trial.storage)
+    trial.storage = buffer
+    try:  # a retry after a storage blip keeps what was sampled (the trial caches it)
+        params = stored(trial, lambda: {name: suggest(trial, name, dist)
+                                        for name, dist in cell["space"].items()},
+                        "sampling its parameters")
+    finally:
+        trial.storage = buffer.storage
+    stored(trial, buffer.flush, "saving its parameters")
     cfg = cell["base_config"].copy()
     for path, value in params.items():
         OmegaConf.update(cfg, path, value, merge=False)
