@@ -34,7 +34,7 @@ from pathlib import Path
 import optuna
 import psutil
 
-from bench.postgres import postgres_bindir, throwaway_postgres
+from bench.postgres import on_throwaway_postgres
 from rlsweep.sweep.records import TRIAL_FILE, TrialRecord
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,12 +44,8 @@ PASSWORD = "bench0fault0pw"
 
 
 def run() -> dict:
-    rows = [run_one("sqlite", None)]
-    if postgres_bindir() is None:
-        rows.append({"storage": "postgresql", "skipped": "postgresql is not installed"})
-    else:
-        with throwaway_postgres(PASSWORD) as url:
-            rows.append(run_one("postgresql", url))
+    rows = [run_one("sqlite", None),
+            on_throwaway_postgres(PASSWORD, lambda url: run_one("postgresql", url))]
     return {"trials": TRIALS, "workers": WORKERS, "grace_period_s": GRACE_S, "rows": rows}
 
 

@@ -11,7 +11,7 @@ import socket
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 
 def postgres_bindir() -> Optional[Path]:
@@ -53,3 +53,12 @@ def throwaway_postgres(password: str, max_connections: int = 200) -> Iterator[st
     finally:
         _as_postgres(str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop")
         shutil.rmtree(root, ignore_errors=True)
+
+
+def on_throwaway_postgres(password: str, run: Callable[[str], dict]) -> dict:
+    """`run(url)` on a throwaway cluster, for a benchmark's PostgreSQL row; the row says
+    "skipped" where Debian's postgresql is not installed (the SQLite rows still run)."""
+    if postgres_bindir() is None:
+        return {"storage": "postgresql", "skipped": "postgresql is not installed"}
+    with throwaway_postgres(password) as url:
+        return run(url)

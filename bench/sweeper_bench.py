@@ -26,7 +26,7 @@ from pathlib import Path
 
 import optuna
 
-from bench.postgres import postgres_bindir, throwaway_postgres
+from bench.postgres import on_throwaway_postgres
 
 from rlsweep.sweep.synthetic import STEPS_PER_S
 
@@ -46,13 +46,9 @@ def run() -> dict:
                "load": run_load()}
     # Issue 16: the sweeper's own throughput against raw Optuna on the same storage, side by
     # side: SQLite, then a throwaway PostgreSQL.
-    against_raw = [run_against_raw_optuna("sqlite", None)]
-    if postgres_bindir() is None:
-        against_raw.append({"storage": "postgresql", "skipped": "postgresql is not installed"})
-    else:
-        with throwaway_postgres(PG_PASSWORD) as url:
-            against_raw.append(run_against_raw_optuna("postgresql", url))
-    results["against_raw_optuna"] = against_raw
+    results["against_raw_optuna"] = [
+        run_against_raw_optuna("sqlite", None),
+        on_throwaway_postgres(PG_PASSWORD, lambda url: run_against_raw_optuna("postgresql", url))]
     return results
 
 

@@ -19,7 +19,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Any, Iterator, Optional, Sequence
 
 
 def free_port() -> int:
@@ -28,14 +28,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _wait_for(what: str, ready, timeout_s: float, logs: list[Path]) -> None:
+def wait_until(what: str, condition, timeout_s: float = 180, logs: Sequence[Path] = ()) -> Any:
+    """Poll `condition()` until it returns something true and return that; after `timeout_s`
+    raise, naming `what` and showing the tails of `logs`."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if ready():
-            return
+        value = condition()
+        if value:
+            return value
         time.sleep(0.5)
     tails = "\n".join(f"--- {p}\n{p.read_text()[-2000:]}" for p in logs if p.exists())
-    raise RuntimeError(f"{what} not ready after {timeout_s:.0f} s\n{tails}")
+    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}\n{tails}")
 
 
 def slurm_installed() -> bool:
@@ -120,7 +123,7 @@ def throwaway_slurm(partition: str = "debug") -> Iterator[SlurmCluster]:
                                  text=True, timeout=30).stdout.split()
             return out == ["idle"]
 
-        _wait_for("Slurm node", idle, 60, logs)
+        wait_until("the Slurm node to be idle", idle, 60, logs)
         yield SlurmCluster(env=env, partition=partition, root=root)
     finally:
         for p in procs:
@@ -183,7 +186,7 @@ def throwaway_ray(env: Optional[dict[str, str]] = None, num_cpus: int = 4) -> It
             return subprocess.run([ray_bin, "status", f"--address={address}"], env=node_env,
                                   capture_output=True, timeout=60).returncode == 0
 
-        _wait_for("Ray head node", answers, 120, [log])
+        wait_until("the Ray head node to answer", answers, 120, [log])
         yield RayCluster(address=address, root=root)
     finally:
         # --block: ray start stops the processes it started on SIGTERM; the group kill is for

@@ -14,6 +14,18 @@ os.environ["WANDB_MODE"] = "offline"
 os.environ.setdefault("MUJOCO_GL", "egl")
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def require_installed(installed: bool, what: str) -> None:
+    """Skip a test whose outside part (a Debian package, an extra) is missing on this machine;
+    in CI, which installs every one, fail instead: a skipped engine is an untested path.
+
+    :param installed: whether it is there
+    :param what: what to install and who does, e.g. "Debian's postgresql (.ci/run installs it)"
+    """
+    if not installed:
+        assert not os.environ.get("CI"), f"CI must install {what}"
+        pytest.skip(f"not installed: {what}")
 TINY = ["env.horizon=40", "trainer.eval_episodes=1"]
 
 # The test layers: `make test-fast` runs the tests not marked slow, which stay in this process

@@ -16,18 +16,20 @@ from optuna.trial import TrialState
 import pytest
 
 from bench.postgres import postgres_bindir, throwaway_postgres
-from tests.conftest import ROOT
+from rlsweep.credentials import PASSWORD_ENV
+from tests.conftest import ROOT, require_installed
 from tests.test_sweeper import SYNTHETIC
 
 PG_PASSWORD = "planted0pg0password0" + "7" * 8
+# The password's place in a storage URL, as docs/cluster.md recommends: read from the environment.
+ENV_PASSWORD = f"${{oc.env:{PASSWORD_ENV}}}"
+POSTGRESQL = "Debian's postgresql (.ci/run installs it)"
 SYNTHETIC_WITH_WANDB = [a for a in SYNTHETIC if a != "logger=none"]
 
 
 @pytest.fixture(scope="module")
 def postgres_url():
-    if postgres_bindir() is None:
-        assert not os.environ.get("CI"), "CI must install postgresql (.ci/run does)"
-        pytest.skip("Debian's postgresql is not installed (.ci/run installs it)")
+    require_installed(postgres_bindir() is not None, POSTGRESQL)
     with throwaway_postgres(PG_PASSWORD) as url:
         yield url
 
@@ -75,9 +77,7 @@ def test_workers_beyond_the_servers_connections_are_refused_and_pools_are_bounde
     from rlsweep.config import ConfigError
     from rlsweep.sweep.study import CONNECTIONS_PER_PROCESS, check_connection_budget, make_storage
 
-    if postgres_bindir() is None:
-        assert not os.environ.get("CI"), "CI must install postgresql (.ci/run does)"
-        pytest.skip("Debian's postgresql is not installed (.ci/run installs it)")
+    require_installed(postgres_bindir() is not None, POSTGRESQL)
     with throwaway_postgres(PG_PASSWORD, max_connections=12) as url:
         storage = make_storage(url, heartbeat_interval=10, grace_period=60)
         pool = storage.engine.pool

@@ -15,19 +15,14 @@ import pytest
 from optuna.trial import TrialState
 
 from tests.clusters import ray_installed, throwaway_ray
-from tests.conftest import ROOT
-from tests.test_postgres import PG_PASSWORD, postgres_url  # noqa: F401  (the fixture)
+from tests.conftest import ROOT, require_installed
+from tests.test_postgres import ENV_PASSWORD, PG_PASSWORD, postgres_url  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.slow
 
-ENV_PASSWORD = "${oc.env:RLSWEEP_DB_PASSWORD}"
-
-
 @pytest.fixture(scope="module")
 def ray_head():
-    if not ray_installed():
-        assert not os.environ.get("CI"), "CI must install the [ray] extra (make install does)"
-        pytest.skip("ray is not installed: pip install -e '.[ray]'")
+    require_installed(ray_installed(), "the [ray] extra (make test installs it)")
     with throwaway_ray(env={**os.environ, "RLSWEEP_DB_PASSWORD": PG_PASSWORD,
                             "WANDB_MODE": "offline"}) as cluster:
         yield cluster

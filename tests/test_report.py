@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -13,7 +12,7 @@ import numpy as np
 import pytest
 
 from rlsweep.report import stats
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, require_installed, run_cli
 from tests.wandb_reader import find_offline_runs, read_offline_run
 
 PLANTED_KEY = "planted0secret0key0" + "0" * 21
@@ -177,9 +176,7 @@ def test_no_planted_key_anywhere_in_outputs_logs_or_wandb_files(sweep_dir):
 @pytest.mark.slow
 def test_report_screenshot_in_headless_chromium(sweep_dir):
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        assert not os.environ.get("CI"), "CI must install chromium (.ci/run does)"
-        pytest.skip("Debian's chromium is not installed (.ci/run installs it)")
+    require_installed(chromium is not None, "Debian's chromium (.ci/run installs it)")
     ARTIFACTS.mkdir(exist_ok=True)
     shot = ARTIFACTS / "report.png"
     shot.unlink(missing_ok=True)

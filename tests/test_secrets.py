@@ -13,12 +13,11 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import run_cli
-from tests.test_postgres import PG_PASSWORD, postgres_url  # noqa: F401 (a fixture)
+from tests.test_postgres import ENV_PASSWORD, PG_PASSWORD, postgres_url  # noqa: F401 (a fixture)
 from tests.test_sweeper import LIFT_TINY, SYNTHETIC, sweep
 
 # Characters Hydra's override grammar reserves, so the override cannot be parsed as typed.
 GRAMMAR_PASSWORD = "pw(x{y=z#"
-ENV_PASSWORD = "${oc.env:RLSWEEP_DB_PASSWORD}"
 
 
 def files_holding(root: Path, secret: str) -> list[Path]:

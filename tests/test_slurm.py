@@ -9,7 +9,6 @@ what the storage says.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -18,21 +17,16 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from tests.clusters import slurm_installed, throwaway_slurm
-from tests.conftest import ROOT
-from tests.test_postgres import PG_PASSWORD, postgres_url  # noqa: F401  (the fixture)
+from tests.clusters import slurm_installed, throwaway_slurm, wait_until
+from tests.conftest import ROOT, require_installed
+from tests.test_postgres import ENV_PASSWORD, PG_PASSWORD, postgres_url  # noqa: F401  (fixture)
 from tests.test_sweeper import SYNTHETIC
 
 pytestmark = pytest.mark.slow
 
-ENV_PASSWORD = "${oc.env:RLSWEEP_DB_PASSWORD}"
-
-
 @pytest.fixture(scope="module")
 def slurm():
-    if not slurm_installed():
-        assert not os.environ.get("CI"), "CI must install slurm-wlm and munge (.ci/run does)"
-        pytest.skip("Debian's slurm-wlm/munge are not installed (.ci/run installs them)")
+    require_installed(slurm_installed(), "Debian's slurm-wlm and munge (.ci/run installs them)")
     with throwaway_slurm() as cluster:
         yield cluster
 
@@ -56,16 +50,6 @@ def start_slurm_sweep(slurm, postgres_url, tmp_path, study_name: str, n_trials: 
 
 def running_jobs(slurm) -> list[str]:
     return slurm.run("squeue", "-h", "-t", "RUNNING", "-o", "%i").split()
-
-
-def wait_until(what: str, condition, timeout_s: float = 180):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def trials_of(postgres_url, study_name: str) -> dict[int, optuna.trial.FrozenTrial]:  # noqa: F811
