@@ -147,6 +147,61 @@ def test_a_trials_totals_are_stored_at_once_and_never_on_a_finished_trial(tmp_pa
     assert cell.get_trials()[0].user_attrs["env_steps"] == 200
 
 
+def test_finished_trials_are_read_once_and_unfinished_ones_always_fresh(tmp_path, monkeypatch,
+                                                                        request):
+    from sqlalchemy import Engine, event
+
+    storage = sqlite_storage(tmp_path, monkeypatch)
+    plain = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'optuna.db'}")
+    cell = optuna.create_study(storage=storage, study_name="cell")
+    cell._storage = storage  # as the workers use it: no Optuna cache in front
+    for k in range(4):
+        cell.enqueue_trial({"x": k}, skip_if_exists=False)
+    claimed = [claim_trial(cell, storage, f"host:1:{k}") for k in range(3)]
+    for step, trial in enumerate(claimed):
+        trial.suggest_float("x", 0, 10)
+        trial.report(0.5 * step, step)
+    cell.tell(claimed[0], 1.0)
+    cell.tell(claimed[1], state=TrialState.PRUNED)
+    study_id = cell._study_id
+
+    def same_as_optuna():
+        for states in (None, (TrialState.COMPLETE,), (TrialState.COMPLETE, TrialState.PRUNED),
+                       (TrialState.RUNNING, TrialState.WAITING), (TrialState.FAIL,)):
+            ours = storage.get_all_trials(study_id, deepcopy=False, states=states)
+            assert ours == plain.get_all_trials(study_id, states=states), states
+
+    same_as_optuna()
+    statements: list[str] = []
+
+    def count(_connection, _cursor, sql, *_):
+        statements.append(sql.split()[0])
+
+    event.listen(Engine, "before_cursor_execute", count)  # reads have an engine of their own
+    request.addfinalizer(lambda: event.remove(Engine, "before_cursor_execute", count))
+    finished = storage.get_all_trials(study_id, deepcopy=False,
+                                      states=(TrialState.COMPLETE, TrialState.PRUNED))
+    # One query (which ids are finished) instead of the trials with their five child tables.
+    assert [t.number for t in finished] == [0, 1] and statements.count("SELECT") == 1
+    assert finished[0].intermediate_values == {0: 0.0} and finished[0].value == 1.0
+    cell.tell(claimed[2], 2.0)  # a trial that finishes later is read fresh once
+    same_as_optuna()
+    assert [t.number for t in cell.get_trials(states=(TrialState.COMPLETE,))] == [0, 2]
+
+    # While a trial samples, the study is read once and every read is answered from it.
+    statements.clear()
+    with storage.reads_once():
+        everything = storage.get_all_trials(study_id, deepcopy=False)
+        reads = statements.count("SELECT")
+        waiting = storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.WAITING,))
+        assert statements.count("SELECT") == reads  # nothing more from the database
+    assert [t.state for t in everything] == [TrialState.COMPLETE, TrialState.PRUNED,
+                                             TrialState.COMPLETE, TrialState.WAITING]
+    assert [t.number for t in waiting] == [3]
+    claim_trial(cell, storage, "host:1:3")  # after the block, reads are fresh again
+    assert storage.get_all_trials(study_id, states=(TrialState.WAITING,)) == []
+
+
 # ---------------------------------------------------------------- 4: a live trial taken over
 
 def test_default_grace_period_outlasts_a_failed_heartbeat():

@@ -178,9 +178,10 @@ def prepare_trial(trial: optuna.Trial, cell: dict, trial_dir: Path) -> tuple[dic
     buffer = ParamBuffer(trial.storage)
     trial.storage = buffer
     try:  # a retry after a storage blip keeps what was sampled (the trial caches it)
-        params = stored(trial, lambda: {name: suggest(trial, name, dist)
-                                        for name, dist in cell["space"].items()},
-                        "sampling its parameters")
+        with trial.study._storage.reads_once():  # the sampler sees one read of the study
+            params = stored(trial, lambda: {name: suggest(trial, name, dist)
+                                            for name, dist in cell["space"].items()},
+                            "sampling its parameters")
     finally:
         trial.storage = buffer.storage
     stored(trial, buffer.flush, "saving its parameters")
