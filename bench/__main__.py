@@ -29,13 +29,18 @@ def main(names: list[str]) -> None:
         raise SystemExit(f"bench: unknown section {', '.join(sorted(unknown))}; "
                          f"allowed: {', '.join(SECTIONS)}")
     path = RESULTS / "results.json"
-    kept = json.loads(path.read_text()) if path.exists() and names else {}
-    results = {name: kept[name] for name in SECTIONS if name in kept}
     machine = {"python": platform.python_version(), "cores": os.cpu_count()}
+    results: dict = {}
     for name in names or SECTIONS:
         started = time.strftime("%Y-%m-%d %H:%M:%S")
-        results[name] = {"date": started, "machine": machine, **SECTIONS[name].run()}
-        path.write_text(json.dumps(results, indent=2))  # a finished section is never lost
+        measured = {"date": started, "machine": machine, **SECTIONS[name].run()}
+        # Read the file again just before writing: a section can run for hours, and another
+        # bench run may have written its sections meanwhile. Only this section is replaced;
+        # the others keep their own dates (a finished section is never lost).
+        results = json.loads(path.read_text()) if path.exists() else {}
+        results[name] = measured
+        results = {n: results[n] for n in SECTIONS if n in results}  # report order
+        path.write_text(json.dumps(results, indent=2))
     write_markdown(results)
 
 

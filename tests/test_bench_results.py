@@ -68,3 +68,32 @@ def test_runs_trained_before_a_key_was_added_count_only_if_today_reproduces_them
     assert not same_training(OmegaConf.create(old), compose_config(["env.task=Door"]))
     assert not same_training(OmegaConf.create(old), compose_config(["reward=sparse"]))
     assert same_training(today, today)
+
+
+def test_a_bench_run_replaces_only_its_section_even_if_another_run_wrote_meanwhile(
+        tmp_path, monkeypatch):
+    import types
+
+    import bench.__main__ as bench_main
+
+    path = tmp_path / "results.json"
+    machine = {"cores": 2, "python": "3.11"}
+    path.write_text(json.dumps({"sweeper": {"date": "old", "machine": machine},
+                                "search": {"date": "old", "machine": machine}}))
+
+    def measure_search():  # meanwhile another `python -m bench sweeper` finished
+        path.write_text(json.dumps({"sweeper": {"date": "newer", "machine": machine},
+                                    "search": {"date": "old", "machine": machine}}))
+        return {"found": 1}
+
+    def section(run):
+        return types.SimpleNamespace(run=run, markdown=lambda results: "")
+
+    monkeypatch.setattr(bench_main, "RESULTS", tmp_path)
+    monkeypatch.setattr(bench_main, "SECTIONS", {"sweeper": section(dict),
+                                                 "search": section(measure_search)})
+    bench_main.main(["search"])
+    results = json.loads(path.read_text())
+    assert results["sweeper"]["date"] == "newer"  # the other run's section is kept
+    assert results["search"]["found"] == 1 and results["search"]["date"] != "old"
+    assert list(results) == ["sweeper", "search"]

@@ -1,13 +1,16 @@
-"""A synthetic objective with train()'s signature, for measuring the sweeper where speed matters.
+"""Synthetic objectives with train()'s signature, for measuring the sweeper where speed matters.
 
-It "trains" by sleeping: every `trainer.eval_freq` env steps cost eval_freq / STEPS_PER_S
-seconds, then it reports an evaluation whose success rate grows with progress and with how
-close `algo.learning_rate` is to 10**-3.5. Poor learning rates fall behind the median early, so
+They "train" by sleeping: every `trainer.eval_freq` env steps cost eval_freq / STEPS_PER_S
+seconds, then they report an evaluation whose success rate grows with progress and with how
+close the trial's parameters are to a known optimum: `synthetic_objective` looks only at
+`algo.learning_rate` (optimum 10**-3.5), `synthetic_objective_3` at PPO's learning rate,
+gae_lambda and ent_coef together (bench/search_bench.py: a search where random search's
+luck in one dimension does not suffice). Poor parameters fall behind the median early, so
 roughly half the trials of a sweep get pruned. A learning rate of DIVERGE_LR or more diverges
-at the first evaluation, as a real run's weights would (no algo's search space reaches it). Trial durations are known, so worker utilization
-and per-trial overhead can be computed exactly (see bench/sweeper_bench.py).
+at the first evaluation, as a real run's weights would (no algo's search space reaches it).
+Trial durations are known, so worker utilization and per-trial overhead can be computed
+exactly (see bench/sweeper_bench.py).
 """
-
 from __future__ import annotations
 
 import math
@@ -28,11 +31,33 @@ def quality(learning_rate: float) -> float:
     return math.exp(-abs(math.log10(learning_rate) + 3.5))
 
 
+def quality3(learning_rate: float, gae_lambda: float, ent_coef: float) -> float:
+    """In (0, 1]: 1 at learning_rate 10**-3.5, gae_lambda 0.95 and ent_coef 1e-5, falling off
+    as exp(-Euclidean distance). Each parameter is measured in units that make its PPO search
+    range 2 wide, as the learning rate's 2 decades are: ent_coef's 6 decades count 1/3 each,
+    gae_lambda's [0.9, 0.99] is 2 units."""
+    return math.exp(-math.sqrt((math.log10(learning_rate) + 3.5) ** 2
+                               + ((gae_lambda - 0.95) * 2 / 0.09) ** 2
+                               + ((math.log10(ent_coef) + 5) * 2 / 6) ** 2))
+
+
 def synthetic_objective(cfg: DictConfig, run_dir: Path, eval_hook: EvalHook | None = None,
                         wandb_init: dict | None = None) -> RunResult:
+    """Success follows quality(learning_rate): one parameter matters."""
+    return _pretend_training(cfg, run_dir, eval_hook, quality(cfg.algo.learning_rate))
+
+
+def synthetic_objective_3(cfg: DictConfig, run_dir: Path, eval_hook: EvalHook | None = None,
+                          wandb_init: dict | None = None) -> RunResult:
+    """Success follows quality3: three of PPO's parameters matter, jointly (search quality)."""
+    return _pretend_training(cfg, run_dir, eval_hook, quality3(
+        cfg.algo.learning_rate, cfg.algo.gae_lambda, cfg.algo.ent_coef))
+
+
+def _pretend_training(cfg: DictConfig, run_dir: Path, eval_hook: EvalHook | None,
+                      q: float) -> RunResult:
     run_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    q = quality(cfg.algo.learning_rate)
     steps, status, detail, success = 0, RunStatus.OK, "", 0.0
     while steps < cfg.trainer.total_timesteps:
         period = min(cfg.trainer.eval_freq, cfg.trainer.total_timesteps - steps)
