@@ -213,6 +213,30 @@ def test_a_launcher_still_waiting_after_the_storage_says_done_is_left_behind():
     launcher.release.set()
 
 
+def test_a_launch_whose_jobs_all_left_the_queue_with_work_left_is_given_up_on():
+    from rlsweep.sweep.sweeper import LaunchedJobsGone, launch_watching_the_storage
+
+    answers = iter([False, True, False, True, True])  # a blip alone is not believed
+    asked = []
+
+    def jobs_gone() -> bool:
+        asked.append(1)
+        return next(answers)
+
+    launcher = _BlockedLaunch()
+    with pytest.raises(LaunchedJobsGone, match="every worker job of this launch has left"):
+        launch_watching_the_storage(launcher, [[]], 0, lambda: True, poll_s=0.01,
+                                    jobs_gone=jobs_gone, jobs_poll_s=0.02)
+    assert len(asked) == 5
+    # No work left: the cluster is not asked (the grace period for a done storage runs).
+    with pytest.raises(Exception, match="still waits"):
+        launch_watching_the_storage(launcher, [[]], 0, lambda: False, grace_s=0.1,
+                                    poll_s=0.01, jobs_gone=lambda: asked.append(1) or True,
+                                    jobs_poll_s=0.0)
+    assert len(asked) == 5
+    launcher.release.set()
+
+
 def test_a_launcher_that_ends_is_waited_for_and_its_result_or_error_kept():
     from rlsweep.sweep.sweeper import launch_watching_the_storage
 

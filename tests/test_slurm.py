@@ -9,11 +9,13 @@ what the storage says.
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import time
 
 import optuna
+import psutil
 import pytest
 from optuna.trial import TrialState
 
@@ -103,3 +105,55 @@ def test_a_slurm_sweep_survives_scancel_and_requeue_of_its_worker_jobs(
     runs = text.split("Starting with JobEnvironment")[1:]
     assert len(runs) == 2, text
     assert all("Exiting after successful completion" in run for run in runs), text
+
+
+def test_a_slurm_sweep_whose_worker_jobs_all_die_unannounced_launches_new_ones(
+        slurm, postgres_url, tmp_path):  # noqa: F811
+    """Both worker jobs SIGKILLed mid-trial (a lost node, the OOM killer: no SIGTERM, so the
+    workers neither requeue their trials nor return a result to submitit, which without
+    accounting then waits forever). The sweep learns from squeue that every job it launched
+    has left the queue (each worker noted its job id on the study), queues the two cut trials
+    again without spending their retry, and launches two new worker jobs, which finish the
+    budget. (A plain scancel is SIGTERM: the workers requeue their trials and return, and the
+    launch ends by itself.)"""
+    proc = start_slurm_sweep(slurm, postgres_url, tmp_path, "gone", n_trials=4, trial_s=4)
+    try:
+        jobs = wait_until("both worker jobs running with a trial each", lambda: (
+            (jobs := running_jobs(slurm)) and len(jobs) == 2
+            and sum(t.state == TrialState.RUNNING for t in trials_of(
+                postgres_url, "gone").values()) == 2 and jobs))
+        # Every process of both jobs at once, as a lost node would. (`scancel --signal=KILL`
+        # would not do: Slurm cancels the job then, with SIGTERM first.)
+        ids = set(slurm.run("squeue", "-h", "-r", "-t", "RUNNING", "-o", "%A").split())
+        killed = 0
+        for process in psutil.process_iter(["name"]):
+            try:
+                if process.info["name"] != "slurmstepd" and \
+                        process.environ().get("SLURM_JOB_ID") in ids:
+                    process.send_signal(signal.SIGKILL)
+                    killed += 1
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                pass
+        assert killed >= 2, ids
+        out, _ = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, out[-3000:]
+    assert "every worker job of this launch has left the cluster's queue" in out, out[-3000:]
+    trials = trials_of(postgres_url, "gone")
+    failed = [t for t in trials.values() if t.state == TrialState.FAIL]
+    assert len(failed) == 2, {n: (t.state, t.user_attrs) for n, t in trials.items()}
+    for cut in failed:
+        assert "left the cluster's queue" in cut.user_attrs["fail_reason"]
+        (retry,) = [t for t in trials.values() if t.system_attrs.get("failed_trial") == cut.number]
+        assert retry.state == TrialState.COMPLETE and retry.params == cut.params
+        assert retry.system_attrs["retry_history"] == []  # its one retry still unspent
+    assert sum(t.state == TrialState.COMPLETE for t in trials.values()) == 4
+    assert len(trials) == 6  # the budget, plus the two retries
+    # The second launch's workers (Hydra job numbers 2 and 3) ran as new Slurm jobs.
+    study = optuna.load_study(study_name="gone-ppo-dense", storage=postgres_url)
+    noted = {k: v for k, v in study.user_attrs.items() if k.startswith("rlsweep_worker_job_")}
+    assert set(noted) == {f"rlsweep_worker_job_{n}" for n in range(4)}, noted
+    assert len(set(noted.values())) == 4

@@ -50,6 +50,8 @@ BUDGET_ATTR = "rlsweep_n_trials"
 # finished too by the time the original worker wakes up.
 TAKEN_OVER_ATTR_PREFIX = "rlsweep_taken_over_trial_"
 CLAIMED_BY_ATTR = "claimed_by"  # user attr of a claimed trial: worker_identity()
+# Study user attribute per worker that runs as a Slurm job (value: its SLURM_JOB_ID).
+WORKER_JOB_ATTR_PREFIX = "rlsweep_worker_job_"
 # A worker waits this long for SQLite's write lock before the call fails. A heartbeat may wait
 # it and fail, so grace_period must outlast it plus two beats (see check_settings).
 SQLITE_LOCK_TIMEOUT_S = 15
@@ -941,6 +943,20 @@ def queue_retry(study: optuna.Study, storage: RDBStorage, trial_id: int) -> None
     frozen = with_retries(lambda: storage.get_trial(trial_id), "reading a failed trial")
     with_retries(lambda: retry(study, copy.deepcopy(frozen)),
                  f"queueing the retry of trial {frozen.number}")
+
+
+def record_worker_job(study: optuna.Study, worker: int, job_id: str) -> None:
+    """Note on the study which cluster job runs worker `worker` (its Hydra job number), so the
+    sweep process can ask the cluster whether its worker jobs still exist (a requeued job
+    keeps its id and notes it again)."""
+    with_retries(lambda: study.set_user_attr(f"{WORKER_JOB_ATTR_PREFIX}{worker}", job_id),
+                 f"noting worker {worker}'s job")
+
+
+def worker_jobs(study: optuna.Study, workers: Sequence[int]) -> dict[int, str | None]:
+    """The cluster job id each of `workers` noted (None: it has not started yet)."""
+    attrs = study.user_attrs
+    return {w: attrs.get(f"{WORKER_JOB_ATTR_PREFIX}{w}") for w in workers}
 
 
 def record_takeover(study: optuna.Study, number: int, reason: str) -> None:

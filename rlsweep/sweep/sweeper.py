@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -33,7 +34,7 @@ from rlsweep.sweep.study import (SWEEP_PID_ENV, Objectives, check_connection_bud
                                  check_settings, count_trials, make_sampler, make_storage,
                                  mask_url, open_cell_study, requeue_orphans,
                                  sized_pruner_kwargs, sized_sampler_kwargs, storage_url,
-                                 study_name, worker_identity)
+                                 study_name, worker_identity, worker_jobs)
 from rlsweep.sweep.summary import (budget_note, cell_summary, format_pareto, format_table,
                                    progress_line,
                                    write_summary)
@@ -252,20 +253,46 @@ class LauncherStillWaiting(Exception):
     """Every trial is finished in the storage, yet the launcher still waits for its jobs."""
 
 
+class LaunchedJobsGone(Exception):
+    """Trials are left, but every worker job of the launch has left the cluster's queue."""
+
+
+def slurm_jobs_gone(study, workers: list[int]) -> bool:
+    """Whether every worker job of a launch has started (noted its SLURM_JOB_ID on the study)
+    and none is in Slurm's queue any more (`squeue`: pending, running or requeued jobs are
+    listed, ended ones are not). submitit asks Slurm's accounting (`sacct`) instead, and
+    without it never learns that scancel, preemption or a time limit ended a job. False when
+    a job has not started (it may wait in the queue for hours) or squeue cannot answer."""
+    jobs = worker_jobs(study, workers)
+    if None in jobs.values():
+        return False
+    try:
+        queued = subprocess.run(["squeue", "-h", "-r", "-o", "%A"], capture_output=True,
+                                text=True, timeout=30, check=True).stdout.split()
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return not set(jobs.values()) & set(queued)
+
+
 # How long the sweep waits for a cluster launcher once the storage says every trial finished.
 LAUNCHER_GRACE_S = 60.0
+JOBS_POLL_S = 5.0  # between squeue calls while a Slurm launch runs
 
 
 def launch_watching_the_storage(launcher, jobs: list[list[str]], initial_job_idx: int,
                                 work_left, grace_s: float = LAUNCHER_GRACE_S,
-                                poll_s: float = 1.0) -> Any:
-    """`launcher.launch(jobs)`, ended early when the storage says the work is done.
+                                poll_s: float = 1.0, jobs_gone=None,
+                                jobs_poll_s: float = JOBS_POLL_S) -> Any:
+    """`launcher.launch(jobs)`, ended early when the storage says the work is done, or when
+    the cluster says every worker job is gone while work is left.
 
     A cluster launcher learns that a job ended from the cluster: submitit asks Slurm's
     accounting (`sacct`), and without it never learns that a cancelled job is gone, so it waits
     forever. The storage knows better: once `work_left()` has been false for `grace_s` seconds
     (workers end within a second of the last trial), stop waiting and raise
-    `LauncherStillWaiting`. The launch runs in a daemon thread, which ends with the process.
+    `LauncherStillWaiting`. And if `jobs_gone()` answers True twice in a row while trials are
+    left (every worker job scancel'ed, preempted or out of time: nobody will run them), raise
+    `LaunchedJobsGone`. The launch runs in a daemon thread, which ends with the process.
 
     :param launcher: a Hydra launcher
     :param jobs: the jobs' override lists
@@ -273,8 +300,12 @@ def launch_watching_the_storage(launcher, jobs: list[list[str]], initial_job_idx
     :param work_left: returns whether any trial is still waiting or running
     :param grace_s: seconds the launcher may go on waiting once no work is left
     :param poll_s: seconds between looks at the storage
+    :param jobs_gone: returns whether every worker job of this launch has left the cluster
+        (e.g. `slurm_jobs_gone`); None: the launcher itself sees its jobs end
+    :param jobs_poll_s: seconds between questions to the cluster
     """
     outcome: dict[str, Any] = {}
+    gone_answers, asked_at = 0, time.monotonic()
 
     def launch() -> None:
         try:
@@ -296,6 +327,13 @@ def launch_watching_the_storage(launcher, jobs: list[list[str]], initial_job_idx
             left = True
         if left:
             done_since = None
+            if jobs_gone is not None and time.monotonic() - asked_at >= jobs_poll_s:
+                asked_at = time.monotonic()
+                gone_answers = gone_answers + 1 if jobs_gone() else 0
+                if gone_answers >= 2:
+                    raise LaunchedJobsGone(
+                        "every worker job of this launch has left the cluster's queue "
+                        "(scancel, preemption or a time limit) while trials are left")
         elif done_since is None:
             done_since = time.monotonic()
         elif time.monotonic() - done_since >= grace_s:
@@ -309,13 +347,14 @@ def launch_watching_the_storage(launcher, jobs: list[list[str]], initial_job_idx
 
 
 def _launch_until_done(launcher, n_jobs: int, studies: Mapping[str, Any], storage,
-                       on_this_machine: bool = True) -> Any:
+                       on_this_machine: bool = True, slurm: bool = False) -> Any:
     """Launch n_jobs workers; if a worker process dies (killed, a bug), the launcher may abort
     the whole batch (joblib kills every pool process when one dies): launch again while trials
     are left. The batch's trials are failed at once and retried without spending their one
     retry (their workers died together, whatever the trials did); a trial no worker of ours
     held (another sweep process's) is left to its heartbeat. A launcher of other machines'
-    jobs is not waited for once the storage says every trial finished
+    jobs is not waited for once the storage says every trial finished, nor (Slurm) once
+    every job of the launch has left the queue with trials left: the next launch runs them
     (`launch_watching_the_storage`)."""
     returns = None
     os.environ[SWEEP_PID_ENV] = str(os.getpid())  # the workers' claims name this process
@@ -326,11 +365,19 @@ def _launch_until_done(launcher, n_jobs: int, studies: Mapping[str, Any], storag
             if on_this_machine:  # local processes: the launcher sees them end
                 returns = launcher.launch(jobs, initial_job_idx=numbers[0])
             else:
-                returns = launch_watching_the_storage(launcher, jobs, numbers[0],
-                                                      lambda: _work_left(studies))
+                first = next(iter(studies.values()))  # where the workers note their jobs
+                returns = launch_watching_the_storage(
+                    launcher, jobs, numbers[0], lambda: _work_left(studies),
+                    jobs_gone=(lambda: slurm_jobs_gone(first, numbers)) if slurm else None)
         except LauncherStillWaiting as err:
             print(f"rlsweep: {err}", file=sys.stderr, flush=True)
             return None
+        except LaunchedJobsGone as err:
+            print(f"rlsweep: {err}: launching new worker jobs", file=sys.stderr, flush=True)
+            requeue_orphans(  # trials of workers killed without SIGTERM (SIGKILL, node loss)
+                studies, storage, {worker_identity(os.getpid(), n) for n in numbers},
+                "its worker job left the cluster's queue; retried without spending its retry")
+            returns = None
         except Exception as err:  # not KeyboardInterrupt: Ctrl-C stops the sweep
             reason = first_line(err)
             print(f"rlsweep: a worker died ({type(err).__name__}: {reason}); "
@@ -420,7 +467,8 @@ def run_sweep(settings: Mapping[str, Any], config: DictConfig, config_loader, la
         with ProgressPrinter(studies, settings["n_trials"], objectives.metrics) as progress:
             returns = _launch_until_done(
                 launcher, settings["n_jobs"], studies, storage,
-                on_this_machine=on_this_machine)
+                on_this_machine=on_this_machine,
+                slurm=launcher_class(config.hydra.launcher._target_) == "SlurmLauncher")
             progress.poll()
     finally:  # also on Ctrl-C: what finished is in the storage and in its trial folder
         summary = {cell: cell_summary(study, objectives.metrics)

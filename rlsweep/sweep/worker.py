@@ -38,9 +38,9 @@ from rlsweep.sweep.seeds import EvaluationLog, SeedOutcome, Trainer, run_seeds
 from rlsweep.sweep.study import (SWEEP_PID_ENV, Objectives, ParamBuffer, claim_trial,
                                  count_trials, fail_stale_trials, make_pruner, make_sampler,
                                  make_storage, objective_value, queue_retry, record_takeover,
-                                 requeue_orphans, set_user_attrs, sized_pruner_kwargs,
-                                 sized_sampler_kwargs, storage_url, with_retries,
-                                 worker_identity)
+                                 record_worker_job, requeue_orphans, set_user_attrs,
+                                 sized_pruner_kwargs, sized_sampler_kwargs, storage_url,
+                                 with_retries, worker_identity)
 
 log = logging.getLogger("rlsweep.worker")
 
@@ -423,6 +423,8 @@ def _run_worker(cfg: DictConfig) -> dict[str, int]:
         # would then not know.
         study._storage = storage
         studies[cell["name"]] = study
+    if os.environ.get("SLURM_JOB_ID"):  # the sweep can then tell when its jobs are gone
+        record_worker_job(studies[cells[0]["name"]], worker, os.environ["SLURM_JOB_ID"])
     # Start at a different cell per worker so parallel workers spread over the grid.
     order = cells[worker % len(cells):] + cells[:worker % len(cells)]
     sweep_name = read_sweep_name(sweep_dir)
