@@ -391,7 +391,9 @@ def _explanation(results: dict, objective: dict) -> str:
             parts.append(f"at {b['n_trials']} trials some sweeps scored nothing (no complete "
                          "trial)")
             continue
-        verdict = "better than" if bd > br else "worse than" if bd < br else "the same as"
+        # a gap within 0.01 is no gap at these seed counts
+        verdict = ("about the same as" if abs(bd - br) < 0.01 else
+                   "better than" if bd > br else "worse than")
         parts.append(f"at {b['n_trials']} trials {d} scored {bd:.3f} on average, {verdict} "
                      f"{r}'s {br:.3f} (theory for {r}: {b['random_expected']:.3f}), and won "
                      f"{b['wins']} of {len(b['pairs'])} seeds (p={b['sign_test_p']:.3f})"
@@ -405,7 +407,7 @@ def _explanation(results: dict, objective: dict) -> str:
             "best of a sweep is another matter: where one parameter matters, random search "
             "gets close to the optimum too once it has enough draws (the theory column), so "
             "the best-value gap can stay small even where TPE works. "
-            f"With {n_seeds} seeds even a clean sweep of wins gives a sign test p of "
+            f"With {n_seeds} seeds a clean sweep of wins gives a sign test p of "
             f"{sign_test(n_seeds, 0):.3f}. Trials the pruner stops are not scored; the median "
             "pruner stops trials that are behind, and " + _pruned_best(results, objective) + ".")
 
