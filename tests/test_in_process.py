@@ -249,3 +249,36 @@ def test_a_launcher_that_ends_is_waited_for_and_its_result_or_error_kept():
     threading.Timer(0.4, still_working.release.set).start()
     assert launch_watching_the_storage(still_working, [[]], 0, lambda: True, grace_s=0.1,
                                        poll_s=0.05) == "late"
+
+
+def test_a_worker_started_again_retries_its_earlier_runs_trial_at_once_for_free(
+        hydra_sweep_runner, tmp_path):
+    """A Slurm job SIGKILLed and requeued runs its worker again under the same identity (the
+    sweep's host and pid, the same job number): the trial its first run left RUNNING, with a
+    fresh heartbeat, is failed and retried at once without spending its one retry."""
+    import os
+    import socket
+
+    from optuna.trial import TrialState
+
+    from rlsweep.sweep.study import claim_trial, make_storage, worker_identity
+
+    sweep_dir = tmp_path / "sweep"
+    sweep_dir.mkdir()
+    url = f"sqlite:///{sweep_dir}/optuna.db"
+    storage = make_storage(url, 10, 60)
+    study = optuna.create_study(study_name="ppo-dense", storage=storage, direction="maximize")
+    study.enqueue_trial({}, skip_if_exists=False)
+    # What the killed first run left: its claim and fresh heartbeat, as this sweep's worker 0.
+    planted = claim_trial(study, storage, worker_identity(socket.gethostname(), os.getpid(), 0))
+    with in_process_sweep(hydra_sweep_runner, sweep_dir, "algo=ppo", *SYNTHETIC,
+                          "hydra.sweeper.n_jobs=1", "hydra.sweeper.pruner=none",
+                          "hydra.sweeper.on_finish=null", "hydra.sweeper.n_trials=2"):
+        trials = {t.number: t for t in optuna.load_study(study_name="ppo-dense",
+                                                         storage=url).trials}
+    assert trials[planted.number].state == TrialState.FAIL
+    assert trials[planted.number].user_attrs["fail_reason"].startswith(
+        "its worker died and was started again")
+    (retry,) = [t for t in trials.values() if t.system_attrs.get("failed_trial") == planted.number]
+    assert retry.state == TrialState.COMPLETE and retry.system_attrs["retry_history"] == []
+    assert sum(t.state == TrialState.COMPLETE for t in trials.values()) == 2  # the budget

@@ -719,14 +719,18 @@ def _rdb_models():
     return models
 
 
-SWEEP_PID_ENV = "RLSWEEP_SWEEP_PID"  # set by the sweep process for the workers it launches
+# Set by the sweep process for the workers it launches (Slurm jobs inherit them from sbatch).
+SWEEP_PID_ENV = "RLSWEEP_SWEEP_PID"
+SWEEP_HOST_ENV = "RLSWEEP_SWEEP_HOST"
 
 
-def worker_identity(parent_pid: int, job_num: int) -> str:
-    """Who holds a claimed trial: host, the sweep process that launched the worker, and the
-    worker's Hydra job number (`claimed_by`). The sweep process can then tell which RUNNING
-    trials were its dead workers' (requeue_orphans)."""
-    return f"{socket.gethostname()}:{parent_pid}:{job_num}"
+def worker_identity(sweep_host: str, sweep_pid: int, job_num: int) -> str:
+    """Who holds a claimed trial (`claimed_by`): the sweep process that launched the worker
+    (its host and pid) and the worker's Hydra job number. The same on whichever machine the
+    worker runs, so the sweep process can tell which RUNNING trials were its dead workers'
+    (requeue_orphans), and a worker started again under its job number (a requeued Slurm job)
+    which were its own."""
+    return f"{sweep_host}:{sweep_pid}:{job_num}"
 
 
 def claim_trial(study: optuna.Study, storage: RDBStorage, claimed_by: str

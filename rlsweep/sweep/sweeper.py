@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -29,7 +30,7 @@ from rlsweep.periodic import Periodic
 from rlsweep.sweep.plan import build_plan, resume_conflict, sweep_name, write_plan
 from rlsweep.sweep.space import (SWEEP_GROUPS, Cell, declared_space, grid_cells,
                                  parse_sweep_request)
-from rlsweep.sweep.study import (SWEEP_PID_ENV, Objectives, check_connection_budget,
+from rlsweep.sweep.study import (SWEEP_HOST_ENV, SWEEP_PID_ENV, Objectives, check_connection_budget,
                                  check_existing_study, check_grid,
                                  check_settings, count_trials, make_sampler, make_storage,
                                  mask_url, open_cell_study, requeue_orphans,
@@ -357,7 +358,8 @@ def _launch_until_done(launcher, n_jobs: int, studies: Mapping[str, Any], storag
     every job of the launch has left the queue with trials left: the next launch runs them
     (`launch_watching_the_storage`)."""
     returns = None
-    os.environ[SWEEP_PID_ENV] = str(os.getpid())  # the workers' claims name this process
+    # the workers' claims name this process
+    os.environ[SWEEP_PID_ENV], os.environ[SWEEP_HOST_ENV] = str(os.getpid()), socket.gethostname()
     for launch in range(MAX_LAUNCHES):
         numbers = [launch * n_jobs + k for k in range(n_jobs)]
         jobs = [[f"hydra.sweep.subdir=workers/{n}", "hydra.output_subdir=null"] for n in numbers]
@@ -375,7 +377,7 @@ def _launch_until_done(launcher, n_jobs: int, studies: Mapping[str, Any], storag
         except LaunchedJobsGone as err:
             print(f"rlsweep: {err}: launching new worker jobs", file=sys.stderr, flush=True)
             requeue_orphans(  # trials of workers killed without SIGTERM (SIGKILL, node loss)
-                studies, storage, {worker_identity(os.getpid(), n) for n in numbers},
+                studies, storage, {worker_identity(socket.gethostname(), os.getpid(), n) for n in numbers},
                 "its worker job left the cluster's queue; retried without spending its retry")
             returns = None
         except Exception as err:  # not KeyboardInterrupt: Ctrl-C stops the sweep
@@ -383,7 +385,7 @@ def _launch_until_done(launcher, n_jobs: int, studies: Mapping[str, Any], storag
             print(f"rlsweep: a worker died ({type(err).__name__}: {reason}); "
                   "relaunching workers for the trials left", file=sys.stderr, flush=True)
             requeued = requeue_orphans(
-                studies, storage, {worker_identity(os.getpid(), n) for n in numbers},
+                studies, storage, {worker_identity(socket.gethostname(), os.getpid(), n) for n in numbers},
                 "its worker died with the launcher's batch (another worker died); retried "
                 "without spending its retry")
             if requeued:

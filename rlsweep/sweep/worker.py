@@ -15,6 +15,7 @@ import logging
 import math
 import os
 import signal
+import socket
 import threading
 import time
 import traceback
@@ -35,7 +36,7 @@ from rlsweep.run_result import RunStatus
 from rlsweep.sweep.plan import read_plan, read_sweep_name
 from rlsweep.sweep.records import SeedRecord, TrialRecord
 from rlsweep.sweep.seeds import EvaluationLog, SeedOutcome, Trainer, run_seeds
-from rlsweep.sweep.study import (SWEEP_PID_ENV, Objectives, ParamBuffer, claim_trial,
+from rlsweep.sweep.study import (SWEEP_HOST_ENV, SWEEP_PID_ENV, Objectives, ParamBuffer, claim_trial,
                                  count_trials, fail_stale_trials, make_pruner, make_sampler,
                                  make_storage, objective_value, queue_retry, record_takeover,
                                  record_worker_job, requeue_orphans, set_user_attrs,
@@ -78,6 +79,8 @@ class Preempted(BaseException):
 _preempted = threading.Event()
 PREEMPTED_REASON = ("preempted: its worker got SIGTERM (scancel, preemption, time limit); "
                     "retried without spending its retry")
+RESTARTED_REASON = ("its worker died and was started again (a requeued job); retried without "
+                    "spending its retry")
 
 
 def _on_sigterm(signum, frame) -> None:
@@ -443,7 +446,15 @@ def _claim_and_train(studies: dict[str, optuna.Study], order: list[dict], storag
     """Claim and train trials until none is left waiting or running; return the counts."""
     counts = {state.name: 0 for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
     sweep_pid = int(os.environ.get(SWEEP_PID_ENV, os.getppid()))
-    claimed_by = worker_identity(sweep_pid, HydraConfig.get().job.num)
+    claimed_by = worker_identity(os.environ.get(SWEEP_HOST_ENV, socket.gethostname()), sweep_pid,
+                                 HydraConfig.get().job.num)
+    # Trials RUNNING under this identity while it starts were held by an earlier run of this
+    # worker that died without a word (a Slurm job SIGKILLed and requeued): retry them now,
+    # for free, instead of after their heartbeats' grace period.
+    restarted = requeue_orphans(studies, storage, {claimed_by}, RESTARTED_REASON)
+    if restarted:
+        log.warning("worker %s started again: its earlier run's trial(s) %s queued again",
+                    claimed_by, ", ".join(map(str, restarted)))
     pool_process = os.getppid() == sweep_pid  # a local pool's process, child of the sweep
     stale_checked: dict[str, float] = {}  # cell -> when this worker last looked for stale trials
     try:
