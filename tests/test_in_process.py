@@ -252,7 +252,7 @@ def test_a_launcher_that_ends_is_waited_for_and_its_result_or_error_kept():
 
 
 def test_a_worker_started_again_retries_its_earlier_runs_trial_at_once_for_free(
-        hydra_sweep_runner, tmp_path):
+        hydra_sweep_runner, tmp_path, monkeypatch):
     """A Slurm job SIGKILLed and requeued runs its worker again under the same identity (the
     sweep's host and pid, the same job number): the trial its first run left RUNNING, with a
     fresh heartbeat, is failed and retried at once without spending its one retry."""
@@ -271,6 +271,7 @@ def test_a_worker_started_again_retries_its_earlier_runs_trial_at_once_for_free(
     study.enqueue_trial({}, skip_if_exists=False)
     # What the killed first run left: its claim and fresh heartbeat, as this sweep's worker 0.
     planted = claim_trial(study, storage, worker_identity(socket.gethostname(), os.getpid(), 0))
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")  # as Slurm tells a requeued job
     with in_process_sweep(hydra_sweep_runner, sweep_dir, "algo=ppo", *SYNTHETIC,
                           "hydra.sweeper.n_jobs=1", "hydra.sweeper.pruner=none",
                           "hydra.sweeper.on_finish=null", "hydra.sweeper.n_trials=2"):

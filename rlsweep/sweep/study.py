@@ -16,7 +16,6 @@ import json
 import logging
 import math
 import random
-import socket
 import threading
 import time
 from contextlib import contextmanager
@@ -949,16 +948,17 @@ def queue_retry(study: optuna.Study, storage: RDBStorage, trial_id: int) -> None
                  f"queueing the retry of trial {frozen.number}")
 
 
-def record_worker_job(study: optuna.Study, worker: int, job_id: str) -> None:
-    """Note on the study which cluster job runs worker `worker` (its Hydra job number), so the
-    sweep process can ask the cluster whether its worker jobs still exist (a requeued job
-    keeps its id and notes it again)."""
+def record_worker_job(study: optuna.Study, worker: str, job_id: str) -> None:
+    """Note on the study which cluster job runs the worker named `worker` (its
+    worker_identity: unique per sweep process, so a resumed sweep or a second one on the same
+    study never reads another's), so the sweep process can ask the cluster whether its worker
+    jobs still exist (a requeued job keeps its id and notes it again)."""
     with_retries(lambda: study.set_user_attr(f"{WORKER_JOB_ATTR_PREFIX}{worker}", job_id),
                  f"noting worker {worker}'s job")
 
 
-def worker_jobs(study: optuna.Study, workers: Sequence[int]) -> dict[int, str | None]:
-    """The cluster job id each of `workers` noted (None: it has not started yet)."""
+def worker_jobs(study: optuna.Study, workers: Sequence[str]) -> dict[str, str | None]:
+    """The cluster job id each of `workers` (identities) noted (None: not started yet)."""
     attrs = study.user_attrs
     return {w: attrs.get(f"{WORKER_JOB_ATTR_PREFIX}{w}") for w in workers}
 

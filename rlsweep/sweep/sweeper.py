@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import getpass
 import logging
 import os
 import socket
@@ -258,7 +259,7 @@ class LaunchedJobsGone(Exception):
     """Trials are left, but every worker job of the launch has left the cluster's queue."""
 
 
-def slurm_jobs_gone(study, workers: list[int]) -> bool:
+def slurm_jobs_gone(study, workers: list[str]) -> bool:
     """Whether every worker job of a launch has started (noted its SLURM_JOB_ID on the study)
     and none is in Slurm's queue any more (`squeue`: pending, running or requeued jobs are
     listed, ended ones are not). submitit asks Slurm's accounting (`sacct`) instead, and
@@ -268,8 +269,10 @@ def slurm_jobs_gone(study, workers: list[int]) -> bool:
     if None in jobs.values():
         return False
     try:
-        queued = subprocess.run(["squeue", "-h", "-r", "-o", "%A"], capture_output=True,
-                                text=True, timeout=30, check=True).stdout.split()
+        # -a: hidden partitions too; -u: only our jobs, not the whole cluster's every 5 s
+        queued = subprocess.run(["squeue", "-h", "-r", "-a", "-u", getpass.getuser(),
+                                 "-o", "%A"], capture_output=True, text=True, timeout=30,
+                                check=True).stdout.split()
     except (OSError, subprocess.SubprocessError):
         return False
     return not set(jobs.values()) & set(queued)
@@ -370,7 +373,8 @@ def _launch_until_done(launcher, n_jobs: int, studies: Mapping[str, Any], storag
                 first = next(iter(studies.values()))  # where the workers note their jobs
                 returns = launch_watching_the_storage(
                     launcher, jobs, numbers[0], lambda: _work_left(studies),
-                    jobs_gone=(lambda: slurm_jobs_gone(first, numbers)) if slurm else None)
+                    jobs_gone=(lambda: slurm_jobs_gone(first, [worker_identity(
+                        socket.gethostname(), os.getpid(), n) for n in numbers])) if slurm else None)
         except LauncherStillWaiting as err:
             print(f"rlsweep: {err}", file=sys.stderr, flush=True)
             return None

@@ -79,8 +79,8 @@ class Preempted(BaseException):
 _preempted = threading.Event()
 PREEMPTED_REASON = ("preempted: its worker got SIGTERM (scancel, preemption, time limit); "
                     "retried without spending its retry")
-RESTARTED_REASON = ("its worker died and was started again (a requeued job); retried without "
-                    "spending its retry")
+RESTARTED_REASON = ("its worker died and was started again (a requeued Slurm job); retried "
+                    "without spending its retry")
 
 
 def _on_sigterm(signum, frame) -> None:
@@ -427,7 +427,7 @@ def _run_worker(cfg: DictConfig) -> dict[str, int]:
         study._storage = storage
         studies[cell["name"]] = study
     if os.environ.get("SLURM_JOB_ID"):  # the sweep can then tell when its jobs are gone
-        record_worker_job(studies[cells[0]["name"]], worker, os.environ["SLURM_JOB_ID"])
+        record_worker_job(studies[cells[0]["name"]], own_identity(), os.environ["SLURM_JOB_ID"])
     # Start at a different cell per worker so parallel workers spread over the grid.
     order = cells[worker % len(cells):] + cells[:worker % len(cells)]
     sweep_name = read_sweep_name(sweep_dir)
@@ -440,21 +440,29 @@ def _run_worker(cfg: DictConfig) -> dict[str, int]:
             trainer.close()
 
 
+def own_identity() -> str:
+    """This worker's worker_identity, from what the sweep process put in its environment."""
+    return worker_identity(os.environ.get(SWEEP_HOST_ENV, socket.gethostname()),
+                           int(os.environ.get(SWEEP_PID_ENV, os.getppid())),
+                           HydraConfig.get().job.num)
+
+
 def _claim_and_train(studies: dict[str, optuna.Study], order: list[dict], storage,
                      settings: DictConfig, objectives: Objectives, sweep_dir: Path,
                      sweep_name: str, trainers: list[Trainer]) -> dict[str, int]:
     """Claim and train trials until none is left waiting or running; return the counts."""
     counts = {state.name: 0 for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
     sweep_pid = int(os.environ.get(SWEEP_PID_ENV, os.getppid()))
-    claimed_by = worker_identity(os.environ.get(SWEEP_HOST_ENV, socket.gethostname()), sweep_pid,
-                                 HydraConfig.get().job.num)
-    # Trials RUNNING under this identity while it starts were held by an earlier run of this
-    # worker that died without a word (a Slurm job SIGKILLed and requeued): retry them now,
-    # for free, instead of after their heartbeats' grace period.
-    restarted = requeue_orphans(studies, storage, {claimed_by}, RESTARTED_REASON)
-    if restarted:
-        log.warning("worker %s started again: its earlier run's trial(s) %s queued again",
-                    claimed_by, ", ".join(map(str, restarted)))
+    claimed_by = own_identity()
+    if int(os.environ.get("SLURM_RESTART_COUNT") or 0) > 0:
+        # A requeued job: trials RUNNING under this identity were held by its earlier run,
+        # which died without a word (SIGKILL, a lost node): retry them now, for free, instead
+        # of after their heartbeats' grace period. Only then: elsewhere an identity may be
+        # shared by a live worker (Ray tasks do not see the sweep's environment).
+        restarted = requeue_orphans(studies, storage, {claimed_by}, RESTARTED_REASON)
+        if restarted:
+            log.warning("worker %s started again: its earlier run's trial(s) %s queued again",
+                        claimed_by, ", ".join(map(str, restarted)))
     pool_process = os.getppid() == sweep_pid  # a local pool's process, child of the sweep
     stale_checked: dict[str, float] = {}  # cell -> when this worker last looked for stale trials
     try:
