@@ -124,9 +124,8 @@ class SweepStorage(RDBStorage):
     its intermediate values at each evaluation, and TPE reads every trial at each sample:
     37 ms per pruning decision with 24 finished trials on SQLite, growing with the study. Here
     a read of finished trials asks the database only which ids are finished (one small query)
-    and loads the ones not seen before; unfinished trials are always read fresh. Unlike
-    Optuna's own cache (`_CachedStorage`), which re-reads every unfinished trial, a cell's
-    queued budget of WAITING trials is not loaded unless asked for.
+    and loads the ones not seen before; unfinished trials are always read fresh (a read of
+    every state, as TPE's, still loads the cell's whole queue of WAITING trials).
     """
 
     def __init__(self, *args: Any, **kwargs: Any):
