@@ -31,8 +31,8 @@ from rlsweep.periodic import Periodic
 from rlsweep.sweep.plan import build_plan, resume_conflict, sweep_name, write_plan
 from rlsweep.sweep.space import (SWEEP_GROUPS, Cell, declared_space, grid_cells,
                                  parse_sweep_request)
-from rlsweep.sweep.study import (SWEEP_HOST_ENV, SWEEP_PID_ENV, Objectives, check_connection_budget,
-                                 check_existing_study, check_grid,
+from rlsweep.sweep.study import (SWEEP_HOST_ENV, SWEEP_PID_ENV, Objectives,
+                                 check_connection_budget, check_existing_study, check_grid,
                                  check_settings, count_trials, make_sampler, make_storage,
                                  mask_url, open_cell_study, requeue_orphans,
                                  sized_pruner_kwargs, sized_sampler_kwargs, storage_url,
@@ -366,6 +366,7 @@ def _launch_until_done(launcher, n_jobs: int, studies: Mapping[str, Any], storag
     for launch in range(MAX_LAUNCHES):
         numbers = [launch * n_jobs + k for k in range(n_jobs)]
         jobs = [[f"hydra.sweep.subdir=workers/{n}", "hydra.output_subdir=null"] for n in numbers]
+        ours = [worker_identity(socket.gethostname(), os.getpid(), n) for n in numbers]
         try:
             if on_this_machine:  # local processes: the launcher sees them end
                 returns = launcher.launch(jobs, initial_job_idx=numbers[0])
@@ -373,15 +374,14 @@ def _launch_until_done(launcher, n_jobs: int, studies: Mapping[str, Any], storag
                 first = next(iter(studies.values()))  # where the workers note their jobs
                 returns = launch_watching_the_storage(
                     launcher, jobs, numbers[0], lambda: _work_left(studies),
-                    jobs_gone=(lambda: slurm_jobs_gone(first, [worker_identity(
-                        socket.gethostname(), os.getpid(), n) for n in numbers])) if slurm else None)
+                    jobs_gone=(lambda: slurm_jobs_gone(first, ours)) if slurm else None)
         except LauncherStillWaiting as err:
             print(f"rlsweep: {err}", file=sys.stderr, flush=True)
             return None
         except LaunchedJobsGone as err:
             print(f"rlsweep: {err}: launching new worker jobs", file=sys.stderr, flush=True)
             requeue_orphans(  # trials of workers killed without SIGTERM (SIGKILL, node loss)
-                studies, storage, {worker_identity(socket.gethostname(), os.getpid(), n) for n in numbers},
+                studies, storage, set(ours),
                 "its worker job left the cluster's queue; retried without spending its retry")
             returns = None
         except Exception as err:  # not KeyboardInterrupt: Ctrl-C stops the sweep
@@ -389,9 +389,8 @@ def _launch_until_done(launcher, n_jobs: int, studies: Mapping[str, Any], storag
             print(f"rlsweep: a worker died ({type(err).__name__}: {reason}); "
                   "relaunching workers for the trials left", file=sys.stderr, flush=True)
             requeued = requeue_orphans(
-                studies, storage, {worker_identity(socket.gethostname(), os.getpid(), n) for n in numbers},
-                "its worker died with the launcher's batch (another worker died); retried "
-                "without spending its retry")
+                studies, storage, set(ours), "its worker died with the launcher's batch "
+                "(another worker died); retried without spending its retry")
             if requeued:
                 print(f"rlsweep: trials {', '.join(map(str, requeued))} queued again",
                       file=sys.stderr, flush=True)

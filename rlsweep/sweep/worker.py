@@ -36,8 +36,8 @@ from rlsweep.run_result import RunStatus
 from rlsweep.sweep.plan import read_plan, read_sweep_name
 from rlsweep.sweep.records import SeedRecord, TrialRecord
 from rlsweep.sweep.seeds import EvaluationLog, SeedOutcome, Trainer, run_seeds
-from rlsweep.sweep.study import (SWEEP_HOST_ENV, SWEEP_PID_ENV, Objectives, ParamBuffer, claim_trial,
-                                 count_trials, fail_stale_trials, make_pruner, make_sampler,
+from rlsweep.sweep.study import (SWEEP_HOST_ENV, SWEEP_PID_ENV, Objectives, ParamBuffer,
+                                 claim_trial, count_trials, fail_stale_trials, make_pruner, make_sampler,
                                  make_storage, objective_value, queue_retry, record_takeover,
                                  record_worker_job, requeue_orphans, set_user_attrs,
                                  sized_pruner_kwargs, sized_sampler_kwargs, storage_url,
