@@ -92,6 +92,12 @@ def test_workers_beyond_the_servers_connections_are_refused_and_pools_are_bounde
         storage.engine.dispose()
 
 
+def test_reports_on_postgresql_are_stored_as_optuna_stores_them(postgres_url):
+    from tests.test_reliability_storage import reports_stored_as_optuna_stores_them
+
+    reports_stored_as_optuna_stores_them(postgres_url)
+
+
 def test_concurrent_claims_on_postgresql_take_each_trial_once(postgres_url):
     """Four claimants with their own connections drain one queue at once: FOR UPDATE SKIP
     LOCKED hands each trial to exactly one of them, and none stops while trials wait."""

@@ -8,6 +8,7 @@ leaves it, a worker process stopped with SIGSTOP, the SQLite file locked by anot
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import sqlite3
@@ -21,10 +22,12 @@ from pathlib import Path
 import optuna
 import psutil
 import pytest
+from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
 from hydra_plugins.rlsweep_sweeper.rlsweep_sweeper import RLSweeperConf
 from rlsweep.periodic import Periodic
+from rlsweep.sweep.worker import suggest
 from rlsweep.sweep import study as study_module
 from rlsweep.sweep.study import (SQLITE_LOCK_TIMEOUT_S, check_settings, claim_trial, make_storage,
                                  set_user_attrs)
@@ -147,6 +150,33 @@ def test_a_trials_totals_are_stored_at_once_and_never_on_a_finished_trial(tmp_pa
     assert cell.get_trials()[0].user_attrs["env_steps"] == 200
 
 
+def reports_stored_as_optuna_stores_them(url: str) -> None:
+    """SweepStorage's own report (an upsert) leaves the rows Optuna's would: the same values
+    read back for each kind (finite, infinite, NaN), a repeated step overwritten, a finished
+    trial refused."""
+    storage = make_storage(url, heartbeat_interval=1, grace_period=3)
+    plain = optuna.storages.RDBStorage(url)
+    cell = optuna.create_study(storage=storage, study_name=f"reports-{time.time_ns()}")
+    for _ in range(2):
+        cell.enqueue_trial({}, skip_if_exists=False)
+    ours, theirs = (claim_trial(cell, storage, f"host:1:{k}") for k in range(2))
+    for step, value in enumerate([0.5, math.inf, -math.inf, math.nan, 2.0]):
+        storage.set_trial_intermediate_value(ours._trial_id, step % 4, value)
+        plain.set_trial_intermediate_value(theirs._trial_id, step % 4, value)
+    read = [plain.get_trial(t._trial_id).intermediate_values for t in (ours, theirs)]
+    assert str(read[0]) == str(read[1]) == str({0: 2.0, 1: math.inf, 2: -math.inf, 3: math.nan})
+    cell.tell(ours, 1.0)
+    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+        storage.set_trial_intermediate_value(ours._trial_id, 9, 1.0)
+    with pytest.raises(KeyError):
+        storage.set_trial_intermediate_value(10**6, 0, 1.0)
+
+
+def test_reports_are_stored_as_optuna_stores_them(tmp_path, monkeypatch):
+    monkeypatch.setattr(study_module, "SQLITE_LOCK_TIMEOUT_S", 1)
+    reports_stored_as_optuna_stores_them(f"sqlite:///{tmp_path / 'optuna.db'}")
+
+
 def test_finished_trials_are_read_once_and_unfinished_ones_always_fresh(tmp_path, monkeypatch,
                                                                         request):
     from sqlalchemy import Engine, event
@@ -188,18 +218,68 @@ def test_finished_trials_are_read_once_and_unfinished_ones_always_fresh(tmp_path
     same_as_optuna()
     assert [t.number for t in cell.get_trials(states=(TrialState.COMPLETE,))] == [0, 2]
 
-    # While a trial samples, the study is read once and every read is answered from it.
+    # While a trial samples, the study is read once and every read is answered from it;
+    # a read of every state leaves out the WAITING queue, which no sampler models.
     statements.clear()
     with storage.reads_once():
         everything = storage.get_all_trials(study_id, deepcopy=False)
         reads = statements.count("SELECT")
-        waiting = storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.WAITING,))
+        finished = storage.get_all_trials(study_id, deepcopy=False,
+                                          states=(TrialState.COMPLETE, TrialState.PRUNED))
         assert statements.count("SELECT") == reads  # nothing more from the database
+        waiting = storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.WAITING,))
+        reads = statements.count("SELECT")
+        assert storage.get_all_trials(study_id, states=(TrialState.WAITING,)) == waiting
+        assert statements.count("SELECT") == reads  # the queue too is read once
     assert [t.state for t in everything] == [TrialState.COMPLETE, TrialState.PRUNED,
-                                             TrialState.COMPLETE, TrialState.WAITING]
+                                             TrialState.COMPLETE]
+    assert [t.number for t in finished] == [0, 1, 2]
     assert [t.number for t in waiting] == [3]
     claim_trial(cell, storage, "host:1:3")  # after the block, reads are fresh again
     assert storage.get_all_trials(study_id, states=(TrialState.WAITING,)) == []
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "cmaes", "qmc", "nsga2", "random"])
+def test_a_sampling_without_the_waiting_queue_samples_what_optuna_would(tmp_path, monkeypatch,
+                                                                         sampler):
+    # reads_once answers a read of every state without the WAITING queue (the rest of the
+    # budget): each sampler must sample exactly what it samples seeing the queue.
+    from rlsweep.sweep.study import make_sampler, sized_sampler_kwargs
+    from rlsweep.sweep.worker import prepare_trial
+
+    space = {"x": optuna.distributions.FloatDistribution(1e-5, 1e-2, log=True),
+             "y": optuna.distributions.FloatDistribution(0.9, 0.99),
+             "z": optuna.distributions.CategoricalDistribution([64, 128, 256])}
+    cell = {"name": "cell", "space": space, "overrides": [],
+            "base_config": OmegaConf.create({"x": 0.0, "y": 0.0, "z": 0})}
+
+    def sample(folder: Path, snapshot: bool) -> dict:
+        folder.mkdir()
+        storage = sqlite_storage(folder, monkeypatch)
+        kwargs, _ = sized_sampler_kwargs(sampler, 20, 2, {"n_startup_trials": 3}
+                                         if sampler == "tpe" else {})
+        study = optuna.create_study(storage=storage, study_name="cell",
+                                    sampler=make_sampler(sampler, 7, kwargs, space))
+        study._storage = storage  # as the workers use it
+        for _ in range(20):
+            study.enqueue_trial({}, skip_if_exists=False)
+        for k in range(12):  # finished trials for the samplers to model, one left running
+            trial = claim_trial(study, storage, f"host:1:{k}")
+            prepare_trial(trial, cell, folder / f"trial_{k}")
+            trial.report(float(k % 5), 1)
+            if k % 4 == 3:
+                study.tell(trial, state=TrialState.PRUNED)
+            elif k < 11:
+                study.tell(trial, float(k % 5))
+        trial = claim_trial(study, storage, "host:1:12")
+        if snapshot:
+            params, _ = prepare_trial(trial, cell, folder / "sampled")
+        else:
+            params = {name: suggest(trial, name, dist) for name, dist in space.items()}
+        assert len(study.get_trials(states=(TrialState.WAITING,))) == 7
+        return params
+
+    assert sample(tmp_path / "snapshot", True) == sample(tmp_path / "fresh", False)
 
 
 # ---------------------------------------------------------------- 4: a live trial taken over

@@ -124,8 +124,7 @@ class SweepStorage(RDBStorage):
     its intermediate values at each evaluation, and TPE reads every trial at each sample:
     37 ms per pruning decision with 24 finished trials on SQLite, growing with the study. Here
     a read of finished trials asks the database only which ids are finished (one small query)
-    and loads the ones not seen before; unfinished trials are always read fresh (a read of
-    every state, as TPE's, still loads the cell's whole queue of WAITING trials).
+    and loads the ones not seen before; unfinished trials are always read fresh.
     """
 
     def __init__(self, *args: Any, **kwargs: Any):
@@ -144,12 +143,45 @@ class SweepStorage(RDBStorage):
             model = _rdb_models().TrialModel.find_or_raise_by_id(trial_id, session)
             return self._build_frozen_trial_from_trial_model(model)
 
+    def set_trial_intermediate_value(self, trial_id: int, step: int,
+                                     intermediate_value: float) -> None:
+        """Optuna's report in two statements instead of three: the trial's state (a finished
+        trial refuses it, as in Optuna), then an upsert of the step's value (a report retried
+        after a lost commit overwrites its own row). Reports are a trial's most frequent
+        write: one per evaluation."""
+        dialect = self.engine.dialect.name
+        if dialect not in ("sqlite", "postgresql"):
+            return super().set_trial_intermediate_value(trial_id, step, intermediate_value)
+        if dialect == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert
+        else:
+            from sqlalchemy.dialects.postgresql import insert
+        models = _rdb_models()
+        value, kind = models.TrialIntermediateValueModel.intermediate_value_to_stored_repr(
+            intermediate_value)
+        with _transaction(self) as session:
+            trial = models.TrialModel.find_or_raise_by_id(trial_id, session)
+            self.check_trial_is_updatable(trial_id, trial.state)
+            statement = insert(models.TrialIntermediateValueModel).values(
+                trial_id=trial_id, step=step, intermediate_value=value,
+                intermediate_value_type=kind)
+            session.execute(statement.on_conflict_do_update(
+                index_elements=["trial_id", "step"],
+                set_={"intermediate_value": value, "intermediate_value_type": kind}))
+
     @contextmanager
     def reads_once(self) -> Iterator[None]:
-        """Within the block, read a study's trials from the database once and answer every
-        further read of them (any states) from that, as `Study.ask` does for one sampling:
-        parallel TPE otherwise reads every trial twice per trial (its search space, then its
-        model of the running ones, uncached with constant_liar)."""
+        """Within the block (one trial's sampling), read a study's trials from the database
+        once and answer every further read of them from that, as `Study.ask` does: parallel
+        TPE otherwise reads every trial twice per trial (its search space, then its model of
+        the running ones, uncached with constant_liar).
+
+        A read of every state (`states=None`) is answered without the WAITING queue: the
+        queue is the rest of the cell's budget (up to n_trials trials, each loaded with its
+        child rows: most of a sampling's time before), and no sampler models it; Optuna's
+        readers of every state during a sampling (IntersectionSearchSpace, CMA-ES, NSGA's
+        parent population) keep only finished trials. WAITING trials asked for by name are
+        read, once."""
         self._local.snapshot = {}
         try:
             yield
@@ -158,14 +190,21 @@ class SweepStorage(RDBStorage):
 
     def get_all_trials(self, study_id: int, deepcopy: bool = True,
                        states: Any = None) -> list[optuna.trial.FrozenTrial]:
-        wanted = set(TrialState) if states is None else set(states)
         snapshot = getattr(self._local, "snapshot", None)
         if snapshot is None:
-            trials = self._read_trials(study_id, wanted)
+            trials = self._read_trials(study_id, set(TrialState) if states is None else
+                                       set(states))
         else:
-            if study_id not in snapshot:
-                snapshot[study_id] = self._read_trials(study_id, set(TrialState))
-            trials = [t for t in snapshot[study_id] if t.state in wanted]
+            wanted = set(TrialState) - {TrialState.WAITING} if states is None else set(states)
+            read = snapshot.setdefault(study_id, {})  # state -> its trials, as first read
+            missing = wanted - read.keys()
+            if missing:
+                for state in missing:
+                    read[state] = []
+                for trial in self._read_trials(study_id, missing):
+                    read[trial.state].append(trial)
+            trials = sorted((t for state in wanted for t in read[state]),
+                            key=lambda t: t._trial_id)
         return copy.deepcopy(trials) if deepcopy else trials
 
     def _read_trials(self, study_id: int, states: set[TrialState]
@@ -797,7 +836,8 @@ class ParamBuffer:
     """Stands in for a trial's storage (`trial.storage`) while its parameters are sampled:
     Optuna's suggest logic (fixed, relative and independent parameters) runs unchanged, and
     the parameter rows it would commit one by one (one transaction and one lookup query each)
-    are written by `flush` in one transaction. Every other storage call goes through."""
+    are written by `flush` in one transaction, with one lookup of the trial. Every other
+    storage call goes through."""
 
     def __init__(self, storage: RDBStorage):
         self.storage = storage
@@ -815,10 +855,17 @@ class ParamBuffer:
         trial has finished meanwhile). Each is its own previous distribution: a cell's space is
         fixed for the life of its study (a changed plan is refused at resume), so Optuna's
         compatibility lookup per parameter has nothing to find."""
+        models = _rdb_models()
         with _transaction(self.storage) as session:
+            checked = set()  # one lookup per trial, not one per parameter
             for trial_id, name, value, distribution in self._rows:
-                self.storage._set_trial_param_without_commit(session, trial_id, name, value,
-                                                             distribution, distribution)
+                if trial_id not in checked:
+                    trial = models.TrialModel.find_or_raise_by_id(trial_id, session)
+                    self.storage.check_trial_is_updatable(trial_id, trial.state)
+                    checked.add(trial_id)
+                session.add(models.TrialParamModel(
+                    trial_id=trial_id, param_name=name, param_value=value,
+                    distribution_json=optuna.distributions.distribution_to_json(distribution)))
         self._rows.clear()
 
 
