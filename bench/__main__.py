@@ -6,15 +6,19 @@ only the named sections and keeps the others' last results, each with its own da
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import platform
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from bench import (env_bench, fault_bench, sac_speed_bench, search_bench, solve_bench,
                    sweeper_bench)
+from rlsweep.files import write_json_atomic, write_text_atomic
 
 RESULTS = Path(__file__).resolve().parent
 SECTIONS = {
@@ -36,12 +40,25 @@ def main(names: list[str]) -> None:
         measured = {"date": started, "machine": machine, **SECTIONS[name].run()}
         # Read the file again just before writing: a section can run for hours, and another
         # bench run may have written its sections meanwhile. Only this section is replaced;
-        # the others keep their own dates (a finished section is never lost).
-        results = json.loads(path.read_text()) if path.exists() else {}
-        results[name] = measured
-        results = {n: results[n] for n in SECTIONS if n in results}  # report order
-        path.write_text(json.dumps(results, indent=2))
-    write_markdown(results)
+        # the others keep their own dates (a finished section is never lost). Under a lock,
+        # so two runs finishing at once take turns; written whole (a rename), so a reader
+        # or a crash never sees half a file.
+        with _locked(path.with_name(".results.lock")):
+            results = json.loads(path.read_text()) if path.exists() else {}
+            results[name] = measured
+            results = {n: results[n] for n in SECTIONS if n in results}  # report order
+            write_json_atomic(path, results)
+            write_markdown(results)
+
+
+@contextmanager
+def _locked(lock: Path) -> Iterator[None]:
+    with open(lock, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def write_markdown(results: dict) -> None:
@@ -54,7 +71,7 @@ def write_markdown(results: dict) -> None:
             md += [module.markdown(section), "",
                    f"_Measured {section['date']} on {section['machine']['cores']} cores, "
                    f"Python {section['machine']['python']}._", ""]
-    (RESULTS / "results.md").write_text("\n".join(md))
+    write_text_atomic(RESULTS / "results.md", "\n".join(md))
     print("\n".join(md))
 
 

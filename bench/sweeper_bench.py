@@ -89,20 +89,28 @@ def run_load() -> dict:
             "trials_per_s": len(trials) / window, "command_s": command_s}
 
 
+def ppo_space() -> dict:
+    """The search space the sweeper samples for PPO, as conf/algo/ppo.yaml declares it."""
+    from omegaconf import OmegaConf
+
+    from rlsweep.sweep.space import declared_space
+
+    return declared_space("algo", OmegaConf.load(ROOT / "conf/algo/ppo.yaml").search_space)
+
+
 def _raw_worker(url: str, study_name: str, n_trials: int, seed: int) -> None:
     """One raw-Optuna process: `study.optimize` with a near-instant objective over the same
     space the sweeper samples for PPO (random sampler, as the sweeper's run)."""
+    from rlsweep.sweep.worker import suggest  # trial.suggest_<kind> by distribution
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.load_study(study_name=study_name, storage=url,
                               sampler=optuna.samplers.RandomSampler(seed=seed))
+    space = ppo_space()
 
     def objective(trial: optuna.Trial) -> float:
-        lr = trial.suggest_float("algo.learning_rate", 1e-5, 1e-3, log=True)
-        trial.suggest_categorical("algo.n_steps", [128, 256, 512, 1024])
-        trial.suggest_categorical("algo.gamma", [0.95, 0.98, 0.99])
-        trial.suggest_float("algo.gae_lambda", 0.9, 0.99)
-        trial.suggest_categorical("algo.clip_range", [0.1, 0.2, 0.3])
-        trial.suggest_float("algo.ent_coef", 1e-8, 1e-2, log=True)
+        params = {name: suggest(trial, name, dist) for name, dist in space.items()}
+        lr = params["algo.learning_rate"]
         trial.report(lr, 1)  # one evaluation reported, as the sweep's trial does
         return lr
 
@@ -177,15 +185,12 @@ def raw_optuna_same_calls(total: int, n_trials: int) -> dict:
     exactly as the sweeper sizes them for 2 workers. The floor for the sweeper's steady
     overhead: what Optuna's own calls cost per trial, without processes, files or a second
     worker."""
-    from omegaconf import OmegaConf
-
-    from rlsweep.sweep.space import declared_space
     from rlsweep.sweep.study import (make_pruner, make_sampler, sized_pruner_kwargs,
                                      sized_sampler_kwargs)
     from rlsweep.sweep.synthetic import quality
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    space = declared_space("algo", OmegaConf.load(ROOT / "conf/algo/ppo.yaml").search_space)
+    space = ppo_space()
     eval_freq = total // EVALS_PER_TRIAL
     sampler_kwargs, _ = sized_sampler_kwargs("tpe", n_trials, N_JOBS, {})
     pruner_kwargs, _ = sized_pruner_kwargs("median", n_trials, total, eval_freq,

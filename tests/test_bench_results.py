@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import re
+import time
+import types
 from pathlib import Path
 
 import pytest
@@ -97,3 +99,32 @@ def test_a_bench_run_replaces_only_its_section_even_if_another_run_wrote_meanwhi
     assert results["sweeper"]["date"] == "newer"  # the other run's section is kept
     assert results["search"]["found"] == 1 and results["search"]["date"] != "old"
     assert list(results) == ["sweeper", "search"]
+
+
+def test_two_bench_runs_finishing_at_once_keep_both_sections(tmp_path, monkeypatch):
+    # Each run reads results.json, adds its section and writes the file back: without a lock,
+    # the second to read would write back the file without the first one's section.
+    import threading
+
+    import bench.__main__ as bench_main
+
+    write = bench_main.write_json_atomic
+
+    def slow_write(path, data):  # widens the window between a run's read and its write
+        time.sleep(0.3)
+        return write(path, data)
+
+    def section(value):
+        return types.SimpleNamespace(run=lambda: {"value": value}, markdown=lambda results: "")
+
+    monkeypatch.setattr(bench_main, "RESULTS", tmp_path)
+    monkeypatch.setattr(bench_main, "write_json_atomic", slow_write)
+    monkeypatch.setattr(bench_main, "SECTIONS", {"sweeper": section(1), "search": section(2)})
+    runs = [threading.Thread(target=bench_main.main, args=([name],))
+            for name in ("sweeper", "search")]
+    for run in runs:
+        run.start()
+    for run in runs:
+        run.join()
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["sweeper"]["value"] == 1 and results["search"]["value"] == 2

@@ -98,6 +98,12 @@ def test_reports_on_postgresql_are_stored_as_optuna_stores_them(postgres_url):
     reports_stored_as_optuna_stores_them(postgres_url)
 
 
+def test_a_trial_finishing_mid_read_on_postgresql_is_still_read(postgres_url):
+    from tests.test_reliability_storage import a_trial_finishing_mid_read_is_still_read
+
+    a_trial_finishing_mid_read_is_still_read(postgres_url)
+
+
 def test_concurrent_claims_on_postgresql_take_each_trial_once(postgres_url):
     """Four claimants with their own connections drain one queue at once: FOR UPDATE SKIP
     LOCKED hands each trial to exactly one of them, and none stops while trials wait."""

@@ -172,6 +172,37 @@ def reports_stored_as_optuna_stores_them(url: str) -> None:
         storage.set_trial_intermediate_value(10**6, 0, 1.0)
 
 
+def a_trial_finishing_mid_read_is_still_read(url: str) -> None:
+    """A read of finished and unfinished trials takes two statements (the finished ids, then
+    the unfinished trials): a trial that finishes between them must be in the read, as it
+    was (one snapshot), and a study that does not exist raises KeyError as in Optuna."""
+    storage = make_storage(url, heartbeat_interval=1, grace_period=3)
+    other = make_storage(url, heartbeat_interval=1, grace_period=3)  # another worker
+    cell = optuna.create_study(storage=storage, study_name=f"mid-read-{time.time_ns()}")
+    cell.enqueue_trial({})
+    trial = claim_trial(cell, storage, "host:1:0")
+    load = storage._load
+
+    def finish_then_load(session, condition):  # called for the unfinished trials only:
+        # none had finished at the first statement
+        other.set_trial_state_values(trial._trial_id, TrialState.COMPLETE, [1.0])
+        return load(session, condition)
+
+    storage._load = finish_then_load
+    read = storage.get_all_trials(cell._study_id, states=(TrialState.COMPLETE,
+                                                          TrialState.RUNNING))
+    storage._load = load
+    assert [(t.number, t.state) for t in read] == [(0, TrialState.RUNNING)]
+    assert storage.get_all_trials(cell._study_id)[0].state == TrialState.COMPLETE
+    with pytest.raises(KeyError):
+        storage.get_all_trials(cell._study_id + 1000)
+
+
+def test_a_trial_finishing_mid_read_is_still_read(tmp_path, monkeypatch):
+    monkeypatch.setattr(study_module, "SQLITE_LOCK_TIMEOUT_S", 1)
+    a_trial_finishing_mid_read_is_still_read(f"sqlite:///{tmp_path / 'optuna.db'}")
+
+
 def test_reports_are_stored_as_optuna_stores_them(tmp_path, monkeypatch):
     monkeypatch.setattr(study_module, "SQLITE_LOCK_TIMEOUT_S", 1)
     reports_stored_as_optuna_stores_them(f"sqlite:///{tmp_path / 'optuna.db'}")

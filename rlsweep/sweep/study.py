@@ -135,6 +135,15 @@ class SweepStorage(RDBStorage):
         if self.engine.dialect.name == "sqlite":
             self._reads = _sqlite_read_sessions(
                 self.url, kwargs.get("engine_kwargs", {}).get("connect_args", {}))
+        elif self.engine.dialect.name == "postgresql":
+            # A read takes two statements (the finished ids, then the unfinished trials); at
+            # PostgreSQL's default READ COMMITTED each sees its own moment, and a trial that
+            # finished in between would be in neither. One snapshot per read transaction
+            # (reads never fail to serialize; the pool is shared).
+            from sqlalchemy import orm
+
+            self._reads = orm.scoped_session(orm.sessionmaker(
+                bind=self.engine.execution_options(isolation_level="REPEATABLE READ")))
 
     def get_trial(self, trial_id: int) -> optuna.trial.FrozenTrial:
         from optuna.storages._rdb.storage import _create_scoped_session
@@ -232,6 +241,8 @@ class SweepStorage(RDBStorage):
                 trials = sorted(trials + self._load(session, and_(
                     models.TrialModel.study_id == study_id,
                     models.TrialModel.state.in_(unfinished))), key=lambda t: t._trial_id)
+            if not trials:  # as Optuna: KeyError for a study that does not exist
+                models.StudyModel.find_or_raise_by_id(study_id, session)
         return trials
 
     def _load(self, session, condition) -> list[optuna.trial.FrozenTrial]:

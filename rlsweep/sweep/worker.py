@@ -440,10 +440,15 @@ def _run_worker(cfg: DictConfig) -> dict[str, int]:
             trainer.close()
 
 
+def sweep_pid() -> int:
+    """The sweep process's pid, as it put it in the workers' environment (else the parent's:
+    a local pool's process)."""
+    return int(os.environ.get(SWEEP_PID_ENV, os.getppid()))
+
+
 def own_identity() -> str:
     """This worker's worker_identity, from what the sweep process put in its environment."""
-    return worker_identity(os.environ.get(SWEEP_HOST_ENV, socket.gethostname()),
-                           int(os.environ.get(SWEEP_PID_ENV, os.getppid())),
+    return worker_identity(os.environ.get(SWEEP_HOST_ENV, socket.gethostname()), sweep_pid(),
                            HydraConfig.get().job.num)
 
 
@@ -452,7 +457,7 @@ def _claim_and_train(studies: dict[str, optuna.Study], order: list[dict], storag
                      sweep_name: str, trainers: list[Trainer]) -> dict[str, int]:
     """Claim and train trials until none is left waiting or running; return the counts."""
     counts = {state.name: 0 for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
-    sweep_pid = int(os.environ.get(SWEEP_PID_ENV, os.getppid()))
+    sweep = sweep_pid()
     claimed_by = own_identity()
     if int(os.environ.get("SLURM_RESTART_COUNT") or 0) > 0:
         # A requeued job: trials RUNNING under this identity were held by its earlier run,
@@ -463,12 +468,12 @@ def _claim_and_train(studies: dict[str, optuna.Study], order: list[dict], storag
         if restarted:
             log.warning("worker %s started again: its earlier run's trial(s) %s queued again",
                         claimed_by, ", ".join(map(str, restarted)))
-    pool_process = os.getppid() == sweep_pid  # a local pool's process, child of the sweep
+    pool_process = os.getppid() == sweep  # a local pool's process, child of the sweep
     stale_checked: dict[str, float] = {}  # cell -> when this worker last looked for stale trials
     try:
         while True:
             stop_if_preempted()
-            if pool_process and os.getppid() != sweep_pid:
+            if pool_process and os.getppid() != sweep:
                 # The sweep process died and this pool process outlived it (joblib's do): stop
                 # claiming, as a killed sweep should, and exit (nobody is left to take a result).
                 log.warning("the sweep process died: worker %s stops", claimed_by)
@@ -509,6 +514,6 @@ def _claim_and_train(studies: dict[str, optuna.Study], order: list[dict], storag
         requeued = requeue_orphans(studies, storage, {claimed_by}, PREEMPTED_REASON)
         log.warning("worker %s got SIGTERM: stopped%s", claimed_by,
                     f", trial(s) {', '.join(map(str, requeued))} queued again" if requeued else "")
-        if os.getpid() == sweep_pid:  # the basic launcher: SIGTERM was for the sweep itself
+        if os.getpid() == sweep:  # the basic launcher: SIGTERM was for the sweep itself
             raise SystemExit(128 + signal.SIGTERM)  # after its summary (run_sweep's finally)
         return counts
