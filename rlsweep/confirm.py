@@ -1,5 +1,9 @@
-"""`python -m rlsweep.confirm <sweep dir> seeds=5`: retrain each cell's best configuration on
-fresh seeds and compare cells honestly.
+"""`python -m rlsweep.confirm <sweep dir> seeds=5 [baseline=true]`: retrain each cell's best
+configuration on fresh seeds and compare cells honestly.
+
+With `baseline=true` each cell's defaults (its base_config.yaml: the same config with the
+algo's own value of every searched parameter) are trained on the same seeds too, as the cell
+`<cell> (defaults)`, so the comparison says whether the search beat what it started from.
 
 A cell's best trial was picked on one seed, so its value is biased upward. Here each best
 configuration (its trial's composed config, unchanged but for the seed) is trained again on
@@ -113,15 +117,17 @@ def score_seed(run: SeedRun, worst: Optional[float]) -> SeedScore:
     return SeedScore(run.seed, run.result.status.value, run.result.describe(), 0.0, worst)
 
 
-def score_cell(best_trial: int, params: dict, scores: list[SeedScore]) -> ConfirmedCell:
+def score_cell(best_trial: Optional[int], params: dict, scores: list[SeedScore]
+               ) -> ConfirmedCell:
     """A cell's IQMs over all its seeds' scores (failures included).
 
-    :param best_trial: the sweep trial whose config was retrained
+    :param best_trial: the sweep trial whose config was retrained (None: the cell's defaults)
     :param params: its sampled parameters
     :param scores: one per seed (`score_seed`)
     """
     if not scores:
-        raise ValueError(f"best trial {best_trial}: no seed to score")
+        raise ValueError(f"{'defaults' if best_trial is None else f'best trial {best_trial}'}: "
+                         "no seed to score")
     returns = [s.mean_return for s in scores]
     return ConfirmedCell(
         best_trial=best_trial, params=params, seeds=scores,
@@ -130,9 +136,10 @@ def score_cell(best_trial: int, params: dict, scores: list[SeedScore]) -> Confir
         iqm_mean_return=None if None in returns else stats.iqm_with_ci(returns))
 
 
-def write_confirm_config(trial_dir: Path, out_dir: Path, launcher: str) -> None:
-    """A primary Hydra config: the best trial's config, the sweep's launcher, one dir a seed."""
-    cfg = OmegaConf.load(trial_dir / "config.yaml")
+def write_confirm_config(config_file: Path, out_dir: Path, launcher: str) -> None:
+    """A primary Hydra config: `config_file` (the best trial's config.yaml, or the cell's
+    base_config.yaml), the sweep's launcher, one dir a seed."""
+    cfg = OmegaConf.load(config_file)
     hydra = {"sweep": {"dir": str(out_dir), "subdir": "seed_${seed}"},
              "job": {"chdir": False, "name": "confirm"},
              # our launcher presets (conf/hydra/launcher/*) must stay reachable
@@ -157,11 +164,16 @@ def run_seeds(out_dir: Path, seeds: list[int]) -> None:
                   file=sys.stderr)
 
 
-def confirm(sweep_dir: Path, n_seeds: int) -> ConfirmData:
+DEFAULTS = " (defaults)"  # a cell's baseline is named `<cell> (defaults)`
+
+
+def confirm(sweep_dir: Path, n_seeds: int, baseline: bool = False) -> ConfirmData:
     """Retrain every cell's best config on `n_seeds` fresh seeds; write confirm.json and report.html.
 
     :param sweep_dir: a finished sweep
     :param n_seeds: seeds per cell (fewer than `stats.FEW_SEEDS` draws a warning)
+    :param baseline: also train each cell's defaults (base_config.yaml) on the same seeds, in
+        `confirm/<cell>.defaults/`
     """
     if n_seeds < 1:
         raise ValueError(f"seeds={n_seeds} is invalid: at least 1 seed is needed")
@@ -171,6 +183,7 @@ def confirm(sweep_dir: Path, n_seeds: int) -> ConfirmData:
     if few_seeds:
         print(f"warning: {few_seeds}", file=sys.stderr)
     runs: dict[str, list[SeedRun]] = {}
+    picked: dict[str, tuple[Optional[int], dict]] = {}  # confirmed name -> (trial, params)
     skipped: dict[str, str] = {}
     for name, cell in sweep.cells.items():
         best = cell.summary.get("best_trial")
@@ -183,10 +196,16 @@ def confirm(sweep_dir: Path, n_seeds: int) -> ConfirmData:
             continue
         base_seed = OmegaConf.load(trial_dir / "config.yaml").seed
         seeds = [base_seed + FRESH_SEED_OFFSET + k for k in range(n_seeds)]
-        out_dir = sweep_dir / "confirm" / name
-        write_confirm_config(trial_dir, out_dir, launcher)
-        run_seeds(out_dir, seeds)
-        runs[name] = [read_seed_run(out_dir / f"seed_{seed}", seed) for seed in seeds]
+        configs = {name: (trial_dir / "config.yaml", sweep_dir / "confirm" / name,
+                          best, cell.summary.get("best_params", {}))}
+        if baseline:
+            configs[name + DEFAULTS] = (sweep_dir / name / "base_config.yaml",
+                                        sweep_dir / "confirm" / f"{name}.defaults", None, {})
+        for confirmed, (config_file, out_dir, trial, params) in configs.items():
+            write_confirm_config(config_file, out_dir, launcher)
+            run_seeds(out_dir, seeds)
+            runs[confirmed] = [read_seed_run(out_dir / f"seed_{seed}", seed) for seed in seeds]
+            picked[confirmed] = (trial, params)
     for name, reason in skipped.items():
         print(f"{name}: {reason}", file=sys.stderr)
 
@@ -194,8 +213,7 @@ def confirm(sweep_dir: Path, n_seeds: int) -> ConfirmData:
     cells = {}
     for name, cell_runs in runs.items():
         scores = [score_seed(run, worst) for run in cell_runs]
-        cells[name] = score_cell(sweep.cells[name].summary["best_trial"],
-                                 sweep.cells[name].summary.get("best_params", {}), scores)
+        cells[name] = score_cell(*picked[name], scores)
         for s in cells[name].failures:
             print(f"{name}: seed {s.seed} scores as a failure (success 0, return "
                   f"{_number(s.mean_return)}): {s.detail}", file=sys.stderr)
@@ -228,23 +246,26 @@ def summary_line(name: str, cell: ConfirmedCell) -> str:
     return line
 
 
-USAGE = "usage: python -m rlsweep.confirm <sweep dir> seeds=N (N >= 1)"
+USAGE = "usage: python -m rlsweep.confirm <sweep dir> seeds=N (N >= 1) [baseline=true|false]"
 
 
 def main(argv: list[str]) -> int:
     args = dict(a.split("=", 1) for a in argv if "=" in a)
     dirs = [a for a in argv if "=" not in a]
-    unknown = sorted(set(args) - {"seeds"})
+    unknown = sorted(set(args) - {"seeds", "baseline"})
     seeds = args.get("seeds", str(DEFAULT_SEEDS))
+    baseline = args.get("baseline", "false").lower()
     problem = (f"unknown argument {unknown[0]!r}" if unknown
                else f"seeds={seeds!r} is invalid: expected an integer >= 1"
                if not seeds.isdigit() or int(seeds) < 1
+               else f"baseline={args['baseline']!r} is invalid: expected true or false"
+               if baseline not in ("true", "false")
                else "one sweep dir is required" if len(dirs) != 1 else None)
     if problem:
         print(f"error: {problem}; {USAGE}", file=sys.stderr)
         return 2
     try:
-        result = confirm(Path(dirs[0]), int(seeds))
+        result = confirm(Path(dirs[0]), int(seeds), baseline == "true")
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -210,3 +210,37 @@ def test_confirm_scores_diverged_and_failed_seeds_and_warns_about_few_seeds(tmp_
     again = json.loads((sweep_dir / "confirm.json").read_text())
     assert again["worst_return"] == 1.0
     assert all(r["status"] == "ok" for c in again["cells"].values() for r in c["runs"])
+
+
+@pytest.mark.slow
+def test_baseline_trains_each_cells_defaults_on_the_same_seeds(tmp_path):
+    from omegaconf import OmegaConf
+
+    sweep_dir = synthetic_sweep(tmp_path / "sweep", "hydra.sweeper.n_trials=2")
+    # the best config's seed stands for a finished run; the defaults' one really trains
+    save_run(sweep_dir / "confirm" / "ppo-dense" / "seed_1000", success_rate=0.5,
+             mean_return=8.0, seed=1000)
+
+    result = run_cli(str(sweep_dir), "seeds=1", "baseline=true", module="rlsweep.confirm")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "ppo-dense (defaults): IQM success rate" in result.stdout
+    written = json.loads((sweep_dir / "confirm.json").read_text())
+    defaults = written["cells"]["ppo-dense (defaults)"]
+    assert defaults["best_trial"] is None and defaults["seeds"] == [1000]
+    assert set(written["improvement"]) == {"ppo-dense > ppo-dense (defaults)",
+                                           "ppo-dense (defaults) > ppo-dense"}
+    base = OmegaConf.load(sweep_dir / "ppo-dense" / "base_config.yaml")
+    run = sweep_dir / "confirm" / "ppo-dense.defaults" / "seed_1000"
+    assert json.loads((run / "metrics.json").read_text())["seed"] == 1000
+    trained = OmegaConf.load(run / ".hydra" / "config.yaml")  # the algo's own values
+    assert trained.algo.learning_rate == base.algo.learning_rate
+    assert trained.trainer.total_timesteps == base.trainer.total_timesteps
+    page = (sweep_dir / "report.html").read_text()
+    assert 'data-confirm="ppo-dense (defaults)"' in page and "<td>defaults</td>" in page
+    assert load_sweep(sweep_dir).confirm.cells["ppo-dense (defaults)"].best_trial is None
+
+
+def test_baseline_must_be_true_or_false(capsys):
+    assert confirm.main(["some_dir", "baseline=maybe"]) == 2
+    assert capsys.readouterr().err.startswith(
+        "error: baseline='maybe' is invalid: expected true or false")

@@ -138,16 +138,18 @@ class SeedScore:
 
 @dataclass
 class ConfirmedCell:
-    """A cell's best configuration retrained on fresh seeds.
+    """A cell's best configuration (or, as its baseline, the cell's defaults) retrained on
+    fresh seeds.
 
-    :param best_trial: the sweep trial whose config was retrained
+    :param best_trial: the sweep trial whose config was retrained; None for the cell's defaults
+        (its base_config.yaml: the algo's own values of every searched parameter)
     :param params: that trial's sampled parameters
     :param seeds: one score per seed, failures included
     :param iqm_success_rate: IQM of the seeds' success rates with its CI
     :param iqm_mean_return: IQM of the seeds' returns with its CI (None if no return is known)
     """
 
-    best_trial: int
+    best_trial: Optional[int]
     params: dict
     seeds: list[SeedScore]
     iqm_success_rate: Interval
@@ -189,7 +191,8 @@ class ConfirmedCell:
                          _field(data, "seeds", where), _field(data, "success_rate", where),
                          _field(data, "mean_return", where))]
         returns = _field(data, "iqm_mean_return", where)
-        return cls(best_trial=int(_field(data, "best_trial", where)), params=data.get("params", {}),
+        best = _field(data, "best_trial", where)
+        return cls(best_trial=None if best is None else int(best), params=data.get("params", {}),
                    seeds=seeds,
                    iqm_success_rate=_interval(_field(data, "iqm_success_rate", where),
                                               f"{where}.iqm_success_rate"),

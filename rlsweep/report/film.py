@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 from rlsweep.config import first_line
 from rlsweep.report.data import SweepData, ReportTrial

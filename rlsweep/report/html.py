@@ -269,7 +269,8 @@ def _confirm_section(sweeps: list[SweepData], several: bool,
                         f'<td class="l">{html.escape(names[-1])}</td><td>{len(c.seeds)}</td>'
                         f'<td class="l">{_failures(c, sweep.confirm.scores_failures)}</td>'
                         f"<td>{_interval(c.iqm_success_rate, '.2f')}</td>"
-                        f"<td>{_interval(c.iqm_mean_return, '.4g')}</td><td>{c.best_trial}</td></tr>")
+                        f"<td>{_interval(c.iqm_mean_return, '.4g')}</td>"
+                        f"<td>{'defaults' if c.best_trial is None else c.best_trial}</td></tr>")
         for pair in sweep.confirm.improvement:
             pairs[(label(prefix, pair.a), label(prefix, pair.b))] = pair
         notes += _confirm_notes(sweep, prefix, several)
