@@ -124,12 +124,14 @@ class SweepStorage(RDBStorage):
     its intermediate values at each evaluation, and TPE reads every trial at each sample:
     37 ms per pruning decision with 24 finished trials on SQLite, growing with the study. Here
     a read of finished trials asks the database only which ids are finished (one small query)
-    and loads the ones not seen before; unfinished trials are always read fresh.
+    and loads the ones not seen before; unfinished trials are always read fresh, and a cell's
+    queue of WAITING trials only when asked for by state.
     """
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self._finished: dict[int, dict[int, optuna.trial.FrozenTrial]] = {}
+        self._studies: set[int] = set()  # ids of the studies known to exist
         self._local = threading.local()  # the reads_once snapshot of the calling thread
         self._reads = self.scoped_session
         if self.engine.dialect.name == "sqlite":
@@ -241,8 +243,10 @@ class SweepStorage(RDBStorage):
                 trials = sorted(trials + self._load(session, and_(
                     models.TrialModel.study_id == study_id,
                     models.TrialModel.state.in_(unfinished))), key=lambda t: t._trial_id)
-            if not trials:  # as Optuna: KeyError for a study that does not exist
-                models.StudyModel.find_or_raise_by_id(study_id, session)
+            if study_id not in self._studies:  # as Optuna: KeyError for a study that does
+                if not trials:                   # not exist (asked once: reads are hot)
+                    models.StudyModel.find_or_raise_by_id(study_id, session)
+                self._studies.add(study_id)
         return trials
 
     def _load(self, session, condition) -> list[optuna.trial.FrozenTrial]:
