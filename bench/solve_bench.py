@@ -68,6 +68,10 @@ CANDIDATES = (
     Candidate("sbx_sac_osc_pose", ("env.robosuite.controller=OSC_POSE",),
               note="SBX SAC with the 7-D pose controller (robosuite's published benchmark setup)"),
     Candidate("sbx_tqc", ("algo=sbx_tqc",), note="SBX TQC, OSC_POSITION"),
+    Candidate("sbx_sac_night_best", ("algo.learning_rate=1.4e-3", "algo.batch_size=256",
+                                     "algo.tau=0.0177", "algo.gamma=0.95", "algo.policy_delay=4"),
+              note="SBX SAC with the best trial of the night sweep `+hparams_search=lift_sbx_sac` "
+                   "(trial 15: success 0.90 at its 100k env steps; values rounded to 3 digits)"),
     Candidate("sb3_sac_as_shipped", ("algo=sac", "env.robosuite.controller=OSC_POSE"),
               note="SB3 SAC (torch) with the pose controller: the default before issue 12"),
     Candidate("ppo_fast_2envs", ("algo=ppo", "env.n_envs=2", "env.vec_env=subproc"),
