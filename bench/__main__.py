@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import Iterator
 
 from bench import (env_bench, fault_bench, sac_speed_bench, search_bench, solve_bench,
-                   sweeper_bench)
+                   sweeper_bench, tuning_bench)
 from rlsweep.files import write_json_atomic, write_text_atomic
 
 RESULTS = Path(__file__).resolve().parent
 SECTIONS = {
-    "solve": solve_bench, "sac_speed": sac_speed_bench, "env": env_bench, "sweeper": sweeper_bench,
+    "solve": solve_bench, "tuning": tuning_bench, "sac_speed": sac_speed_bench, "env": env_bench, "sweeper": sweeper_bench,
     "faults": fault_bench, "search": search_bench,
 }  # report order
 

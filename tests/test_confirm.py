@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bench import tuning_bench
 from rlsweep import confirm, run_result
 from rlsweep.report import stats
 from rlsweep.report.data import FAILED, ConfirmData, load_sweep
@@ -238,6 +239,15 @@ def test_baseline_trains_each_cells_defaults_on_the_same_seeds(tmp_path):
     page = (sweep_dir / "report.html").read_text()
     assert 'data-confirm="ppo-dense (defaults)"' in page and "<td>defaults</td>" in page
     assert load_sweep(sweep_dir).confirm.cells["ppo-dense (defaults)"].best_trial is None
+    # bench's tuning section reads this folder the same way
+    tuning = tuning_bench.collect(sweep_dir)["cells"][0]
+    assert (tuning["cell"], sum(tuning["trials"].values()), tuning["n_trials"]) == ("ppo-dense", 2, 2)
+    assert tuning["best"]["trial"] == tuning["confirm"]["best"]["trial"] == \
+        written["cells"]["ppo-dense"]["best_trial"]
+    assert tuning["confirm"]["defaults"]["trial"] is None
+    assert tuning["confirm"]["p_best_over_defaults"] == \
+        written["improvement"]["ppo-dense > ppo-dense (defaults)"]
+    assert [s["seed"] for s in tuning["confirm"]["defaults"]["seeds"]] == [1000]
 
 
 def test_baseline_must_be_true_or_false(capsys):
