@@ -9,7 +9,8 @@ a budget of BUDGET env steps (off-policy) or more for on-policy candidates, and 
 Resumable: each seed's run lives in bench/solve/<candidate>/seed_<k>/ and a finished one
 (metrics.json written, composed config equal to the candidate's today) is never rerun; a run
 cut off mid-way continues from its last checkpoint (every 10k env steps, with the replay
-buffer: `trainer.resume=true`). `SOLVE_ONLY=name,name python -m bench solve`
+buffer: `trainer.resume=true`); one whose checkpoint is gone (checkpoints are not committed, and
+a new machine has none) starts again, its files kept in `seed_<k>.cut<n>/`. `SOLVE_ONLY=name,name python -m bench solve`
 runs only those candidates; `SOLVE_JOBS` sets how many runs train at once (default: cores;
 0 trains nothing and only collects the finished runs).
 """
@@ -27,7 +28,7 @@ from statistics import median
 
 from omegaconf import OmegaConf
 
-from rlsweep import run_result
+from rlsweep import checkpoint, run_result
 from rlsweep.cli import compose_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -73,7 +74,12 @@ CANDIDATES = (
               note="SBX SAC with the best trial of the night sweep `+hparams_search=lift_sbx_sac` "
                    "(trial 15: success 0.90 at its 100k env steps; values rounded to 3 digits)"),
     Candidate("sb3_sac_as_shipped", ("algo=sac", "env.robosuite.controller=OSC_POSE"),
-              note="SB3 SAC (torch) with the pose controller: the default before issue 12"),
+              note="SB3 SAC (torch) with the pose controller: the default before issue 12. At "
+                   "14-19 env steps/s a seed's 300k take 4.5-6 hours, longer than a 3-hour "
+                   "session, and its checkpoint (with the replay buffer) is not committed. Seed 0 "
+                   "ran 247k env steps over two sessions, best evaluation 0.45 success at "
+                   "230k-240k, before its checkpoint was lost with the machine "
+                   "(sb3_sac_as_shipped/seed_0.cut1/train.log)"),
     Candidate("ppo_fast_2envs", ("algo=ppo", "env.n_envs=2", "env.vec_env=subproc"),
               budget=1_000_000, note="PPO, 2 subprocess envs on the fast backend"),
 )
@@ -126,9 +132,28 @@ def finished(candidate: Candidate, seed: int) -> bool:
     return same_training(OmegaConf.load(run_dir / ".hydra" / "config.yaml"), expected)
 
 
+def set_aside_cut_run(run_dir: Path) -> Path | None:
+    """Move a cut-off run that left no checkpoint to `<run dir>.cut<n>/` and return where.
+
+    Such a run (its checkpoint was not committed and its machine is gone) restarts from
+    scratch, which would write its progress.csv and log over the cut run's: kept beside it
+    instead, as the record of how far it got.
+    """
+    if not run_dir.exists() or (run_dir / checkpoint.DIRNAME).exists() or not any(run_dir.iterdir()):
+        return None
+    n = 1
+    while run_dir.with_name(f"{run_dir.name}.cut{n}").exists():
+        n += 1
+    return run_dir.rename(run_dir.with_name(f"{run_dir.name}.cut{n}"))
+
+
 def train_seed(candidate: Candidate, seed: int) -> None:
     """Train one seed through the user's command; its log goes to the run dir."""
     run_dir = candidate.run_dir(seed)
+    kept = set_aside_cut_run(run_dir)
+    if kept:
+        print(f"solve: {candidate.name} seed {seed}: cut off without a checkpoint; its files "
+              f"are kept in {kept}, the seed starts again", flush=True)
     run_dir.mkdir(parents=True, exist_ok=True)
     print(f"solve: {candidate.name} seed {seed} -> {run_dir}", flush=True)
     with open(run_dir / "train.log", "a") as log:  # a resumed run continues its log

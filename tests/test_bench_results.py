@@ -1,7 +1,7 @@
 """The committed solve benchmark is what the code and the README say it is.
 
-bench/results.json's solve section must come from the run folders committed beside it (each
-seed's record recomputed from its files), those runs must have trained exactly what their
+bench/results.json's solve and tuning sections must come from the run folders committed beside
+them (each seed's record recomputed from its files), those runs must have trained exactly what their
 candidate composes today (so a changed default invalidates them), and the numbers quoted
 elsewhere (the sweep's budget note, the README's claim) must be the measured ones.
 """
@@ -128,3 +128,21 @@ def test_two_bench_runs_finishing_at_once_keep_both_sections(tmp_path, monkeypat
         run.join()
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["sweeper"]["value"] == 1 and results["search"]["value"] == 2
+
+
+def test_a_cut_run_without_its_checkpoint_is_set_aside_not_overwritten(tmp_path):
+    run_dir = tmp_path / "seed_0"
+    assert solve_bench.set_aside_cut_run(run_dir) is None  # nothing there yet
+    run_dir.mkdir()
+    assert solve_bench.set_aside_cut_run(run_dir) is None  # empty: nothing to keep
+    (run_dir / "checkpoint").mkdir()
+    (run_dir / "progress.csv").write_text("cut at 240k\n")
+    assert solve_bench.set_aside_cut_run(run_dir) is None  # it resumes from its checkpoint
+    (run_dir / "checkpoint").rmdir()
+    kept = solve_bench.set_aside_cut_run(run_dir)
+    assert kept == tmp_path / "seed_0.cut1" and not run_dir.exists()
+    assert (kept / "progress.csv").read_text() == "cut at 240k\n"
+    run_dir.mkdir()
+    (run_dir / "progress.csv").write_text("cut again\n")
+    assert solve_bench.set_aside_cut_run(run_dir) == tmp_path / "seed_0.cut2"
+    assert (tmp_path / "seed_0.cut1" / "progress.csv").read_text() == "cut at 240k\n"
