@@ -1,8 +1,12 @@
 """A sweep that finds something: the `lift_sbx_sac` preset run to its end, and its winner
 retrained on fresh seeds beside the defaults the sweep started from.
 
-1. `python -m rlsweep -m +hparams_search=lift_sbx_sac hydra.sweep.dir=bench/night/lift_sbx_sac`
-   with TUNING_JOBS workers (default: cores). The study is SQLite inside that folder, so a sweep
+The sweep starts from SBX SAC's own values (`PRE_TUNING_SBX_SAC`), as the preset's first night
+did: that night's find became today's default, so this run checks that the preset finds such a
+setup again, and measures it against where it started.
+
+1. `python -m rlsweep -m +hparams_search=lift_sbx_sac <PRE_TUNING_SBX_SAC>
+   hydra.sweep.dir=bench/night/lift_sbx_sac` with TUNING_JOBS workers (default: cores). The study is SQLite inside that folder, so a sweep
    cut off (a session's end) resumes where it stopped: finished trials are kept, trials cut
    mid-way are retried.
 2. `python -m rlsweep.confirm bench/night/lift_sbx_sac seeds=5 baseline=true`: the best trial's
@@ -27,7 +31,7 @@ from typing import Optional
 
 from omegaconf import OmegaConf
 
-from bench.solve_bench import read_curve
+from bench.solve_bench import PRE_TUNING_SBX_SAC, read_curve
 from rlsweep.confirm import DEFAULTS
 from rlsweep.report.data import ConfirmData, ConfirmedCell
 from rlsweep.sweep.plan import read_plan_file
@@ -41,7 +45,7 @@ TARGET = 0.9
 
 
 def sweep_command(sweep_dir: Path, jobs: int) -> list[str]:
-    return [sys.executable, "-m", "rlsweep", "-m", f"+hparams_search={PRESET}",
+    return [sys.executable, "-m", "rlsweep", "-m", f"+hparams_search={PRESET}", *PRE_TUNING_SBX_SAC,
             f"hydra.sweep.dir={sweep_dir}", f"hydra.sweeper.n_jobs={jobs}"]
 
 
@@ -92,8 +96,9 @@ def collect(sweep_dir: Path) -> dict:
         cell = {"cell": cell_dir.name, "n_trials": plan["n_trials"],
                 "env_steps_per_trial": int(budget),
                 "trials": dict(Counter(r.state for r in records)),
-                "best": None if best is None else {"trial": best.number, "value": best.value,
-                                                   "params": best.params},
+                "best": None if best is None else {
+                    "trial": best.number, "params": best.params,
+                    "success_rate": best.success_rate, "mean_return": best.mean_return},
                 "confirm": None}
         name = cell_dir.name
         if confirm and name in confirm.cells and name + DEFAULTS in confirm.cells:
@@ -120,6 +125,11 @@ def _interval(value: Optional[list]) -> str:
     return f"{value[0]:.2f} [{value[1]:.2f}, {value[2]:.2f}]"
 
 
+def _params(params: dict) -> str:
+    return ", ".join(f"`{key.rsplit('.', 1)[-1]}={value:.3g}`" if isinstance(value, float)
+                     else f"`{key.rsplit('.', 1)[-1]}={value}`" for key, value in params.items())
+
+
 def _steps(seeds: list[dict], budget: int) -> str:
     reached = sorted(s["steps_to_0_9"] for s in seeds if s["steps_to_0_9"] is not None)
     text = f"{len(reached)}/{len(seeds)} seeds by {budget // 1000}k"
@@ -129,8 +139,8 @@ def _steps(seeds: list[dict], budget: int) -> str:
 def markdown(results: dict) -> str:
     lines = [f"## A sweep that finds something: `+hparams_search={results['preset']}` (issue 12)",
              "", f"`{results['commands'][0]}`, then `{results['commands'][1]}`: the best trial's "
-             "config and the defaults the sweep started from (the algo's own value of every "
-             f"searched parameter), each retrained on the same {SEEDS} fresh seeds for the "
+             "config and the defaults the sweep started from (SBX SAC's own values, the default "
+             "before this preset's first night), each retrained on the same {SEEDS} fresh seeds for the "
              "trials' budget. IQM with 95% stratified-bootstrap CIs; 'seeds at >= 0.9' counts "
              "the confirmation seeds whose evaluation (20 episodes, every 10k env steps) "
              f"reached 0.9 success within that budget. Sweep folder: `{results['sweep_dir']}`.",
@@ -143,8 +153,9 @@ def markdown(results: dict) -> str:
         lines.append(f"- **{cell['cell']}**: {sum(cell['trials'].values())} of {cell['n_trials']} "
                      f"trials finished{f' ({states})' if states else ''}, "
                      f"{cell['env_steps_per_trial']:,} env steps a trial."
-                     + (f" Best: trial {best['trial']} (value {best['value']:.3f}), "
-                        f"`{best['params']}`." if best else ""))
+                     + (f" Best: trial {best['trial']}, success {best['success_rate']:.2f} and "
+                        f"return {best['mean_return']:.1f} over its last evaluations, "
+                        f"{_params(best['params'])}." if best else ""))
         confirmed = cell["confirm"]
         if not confirmed:
             lines += ["", "Not confirmed yet: the sweep or `rlsweep.confirm` has not finished.", ""]

@@ -248,6 +248,8 @@ def test_baseline_trains_each_cells_defaults_on_the_same_seeds(tmp_path):
     assert tuning["confirm"]["p_best_over_defaults"] == \
         written["improvement"]["ppo-dense > ppo-dense (defaults)"]
     assert [s["seed"] for s in tuning["confirm"]["defaults"]["seeds"]] == [1000]
+    page = tuning_bench.markdown(tuning_bench.collect(sweep_dir))
+    assert "| defaults |" in page and f"Best: trial {tuning['best']['trial']}," in page
 
 
 def test_baseline_must_be_true_or_false(capsys):
