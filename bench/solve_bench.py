@@ -63,16 +63,21 @@ class Candidate:
         return RUNS / self.name / f"seed_{seed}"
 
 
+# SBX SAC's values before the preset's first night tuned them (the default until then).
+PRE_TUNING_SBX_SAC = ("algo.learning_rate=3e-4", "algo.batch_size=128", "algo.tau=0.005",
+                      "algo.gamma=0.99", "algo.policy_delay=2")
+
 # Report order; the default config first. Runs are started in this order too.
 CANDIDATES = (
-    Candidate("default", (), note="`python -m rlsweep` as shipped: SBX SAC, OSC_POSITION, fast backend"),
+    Candidate("default", (), note="`python -m rlsweep` as shipped: SBX SAC with the values the "
+              "preset `+hparams_search=lift_sbx_sac` found (trial 15 of its first night, rounded "
+              "to 3 digits), OSC_POSITION, fast backend"),
+    Candidate("sbx_sac_before_tuning", PRE_TUNING_SBX_SAC,
+              note="SBX SAC with its own values (lr 3e-4, batch 128, tau 0.005, gamma 0.99, "
+                   "policy delay 2), the default until the night sweep's find replaced them"),
     Candidate("sbx_sac_osc_pose", ("env.robosuite.controller=OSC_POSE",),
               note="SBX SAC with the 7-D pose controller (robosuite's published benchmark setup)"),
     Candidate("sbx_tqc", ("algo=sbx_tqc",), note="SBX TQC, OSC_POSITION"),
-    Candidate("sbx_sac_night_best", ("algo.learning_rate=1.4e-3", "algo.batch_size=256",
-                                     "algo.tau=0.0177", "algo.gamma=0.95", "algo.policy_delay=4"),
-              note="SBX SAC with the best trial of the night sweep `+hparams_search=lift_sbx_sac` "
-                   "(trial 15: success 0.90 at its 100k env steps; values rounded to 3 digits)"),
     Candidate("sb3_sac_as_shipped", ("algo=sac", "env.robosuite.controller=OSC_POSE"),
               note="SB3 SAC (torch) with the pose controller: the default before issue 12. At "
                    "14-19 env steps/s a seed's 300k take 4.5-6 hours, longer than a 3-hour "

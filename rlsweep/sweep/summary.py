@@ -17,7 +17,7 @@ SUMMARY_FILE = "sweep_summary.json"
 # Env steps the default config needed to first reach 0.9 success on Lift, fewest over its seeds,
 # in the solve benchmark (bench/results.md, "Time to solve Lift"); a test keeps the two equal.
 # Trials given fewer env steps than this should not be expected to lift the cube.
-LIFT_SOLVE_STEPS = 140_000
+LIFT_SOLVE_STEPS = 60_000
 
 
 def dominates(a: Sequence[float], b: Sequence[float], directions: Sequence[str]) -> bool:
