@@ -20,7 +20,7 @@ from omegaconf import OmegaConf
 from rlsweep.sweep.plan import PLAN_FILE, build_plan, read_plan, resume_conflict, write_plan
 from rlsweep.sweep.records import TrialRecord, trial_dirs
 from rlsweep.sweep.space import Cell
-from rlsweep.sweep.study import Objectives
+from rlsweep.sweep.study import SAMPLERS, Objectives
 from tests.conftest import ROOT, compose_cfg
 
 SYNTHETIC = ["hydra.sweeper.objective=rlsweep.sweep.synthetic.synthetic_objective", "logger=none",
@@ -74,6 +74,25 @@ def test_an_in_process_sweep_fills_each_cells_budget_and_writes_its_files(
         assert all(r.env_steps == 400 for r in records[name])
         assert summary[name]["n_complete"] == 3 and summary[name]["env_steps"] == 3 * 400
     assert "ppo-dense" in capsys.readouterr().out  # the table a user reads
+
+
+@pytest.mark.parametrize("sampler", [s for s in SAMPLERS if s != "grid"])
+def test_every_sampler_fills_a_cells_budget_with_distinct_points(hydra_sweep_runner, tmp_path,
+                                                                 sampler):
+    """Each sampler built from its config option and asked through a whole sweep (grid: its own
+    tests, it needs a grid of points)."""
+    sweep_dir = tmp_path / "sweep"
+    overrides = [o for o in SYNTHETIC if not o.startswith("hydra.sweeper.sampler=")]
+    with in_process_sweep(hydra_sweep_runner, sweep_dir, "algo=ppo", *overrides,
+                          f"hydra.sweeper.sampler={sampler}", "hydra.sweeper.n_trials=5",
+                          "hydra.sweeper.n_jobs=1", "hydra.sweeper.pruner=none",
+                          "hydra.sweeper.on_finish=null"):
+        (cell,) = read_plan(sweep_dir)
+        trials = optuna.load_study(study_name=cell["study_name"],
+                                   storage=f"sqlite:///{sweep_dir}/optuna.db").trials
+    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 5, \
+        [t.user_attrs.get("fail_reason") for t in trials]
+    assert len({t.params["algo.learning_rate"] for t in trials}) >= 3  # sampled, not one point
 
 
 def test_an_in_process_sweep_refuses_bad_input_before_writing(hydra_sweep_runner, tmp_path,

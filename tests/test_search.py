@@ -150,9 +150,12 @@ def test_pareto_front_keeps_only_undominated_points():
 
 # ---------------------------------------------------------------- real sweeps (synthetic)
 
+# Every sampler runs a whole sweep in process (test_in_process.py); across two worker processes
+# each claims and samples alike, so one relative sampler (CMA-ES: its search space is read from
+# the study's finished trials) stands for them here. `../shared/acceptance/search` runs them all so.
 @pytest.mark.slow
-@pytest.mark.parametrize("sampler", [s for s in SAMPLERS if s != "grid"])
-def test_every_sampler_runs_its_trials_across_two_workers(tmp_path, sampler):
+@pytest.mark.parametrize("sampler", ["cmaes"])
+def test_a_sampler_runs_its_trials_across_two_workers(tmp_path, sampler):
     result = sweep(tmp_path, "algo=ppo", *SYNTHETIC, "hydra.sweeper.n_trials=5",
                    f"hydra.sweeper.sampler={sampler}")
     assert result.returncode == 0, result.stderr[-3000:]
