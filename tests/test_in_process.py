@@ -95,6 +95,25 @@ def test_every_sampler_fills_a_cells_budget_with_distinct_points(hydra_sweep_run
     assert len({t.params["algo.learning_rate"] for t in trials}) >= 3  # sampled, not one point
 
 
+def test_a_presets_sweeper_settings_reach_the_workers(hydra_sweep_runner, tmp_path):
+    """A preset that sets hydra.sweeper.* (as +hparams_search=lift_sbx_sac sets its pruner):
+    the workers prune with it. Hydra composes a job's config from the hydra overrides and the
+    job's own list only, so the sweeper hands each job the command line's fixed overrides; a
+    worker that missed them would prune with the defaults (median: nothing here)."""
+    presets = tmp_path / "conf" / "experiment"
+    presets.mkdir(parents=True)
+    (presets / "prune_everything.yaml").write_text(
+        "# @package _global_\nhydra:\n  sweeper:\n    pruner: threshold\n"
+        "    pruner_kwargs:\n      lower: 1.0e9\n")
+    sweep_dir = tmp_path / "sweep"
+    with in_process_sweep(hydra_sweep_runner, sweep_dir, "algo=ppo", *SYNTHETIC,
+                          "+experiment=prune_everything", f"hydra.searchpath=[file://{presets.parent}]",
+                          "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=1",
+                          "hydra.sweeper.on_finish=null"):
+        records = [TrialRecord.read(d) for d in trial_dirs(sweep_dir / "ppo-dense")]
+    assert [(r.state, r.last_step) for r in records] == [("PRUNED", 100)] * 2  # first evaluation
+
+
 def test_an_in_process_sweep_refuses_bad_input_before_writing(hydra_sweep_runner, tmp_path,
                                                               capsys):
     sweep_dir = tmp_path / "bad"

@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 from optuna.distributions import CategoricalDistribution
@@ -351,7 +351,8 @@ def launch_watching_the_storage(launcher, jobs: list[list[str]], initial_job_idx
 
 
 def _launch_until_done(launcher, n_jobs: int, studies: Mapping[str, Any], storage,
-                       on_this_machine: bool = True, slurm: bool = False) -> Any:
+                       on_this_machine: bool = True, slurm: bool = False,
+                       fixed: Sequence[str] = ()) -> Any:
     """Launch n_jobs workers; if a worker process dies (killed, a bug), the launcher may abort
     the whole batch (joblib kills every pool process when one dies): launch again while trials
     are left. The batch's trials are failed at once and retried without spending their one
@@ -359,13 +360,19 @@ def _launch_until_done(launcher, n_jobs: int, studies: Mapping[str, Any], storag
     held (another sweep process's) is left to its heartbeat. A launcher of other machines'
     jobs is not waited for once the storage says every trial finished, nor (Slurm) once
     every job of the launch has left the queue with trials left: the next launch runs them
-    (`launch_watching_the_storage`)."""
+    (`launch_watching_the_storage`).
+
+    `fixed` are the command line's fixed task overrides (`+hparams_search=...`, ...). Each job
+    gets them: Hydra composes a job's config from the hydra overrides and the job's own list
+    only, so without them a preset's `hydra.sweeper` settings (pruner, sampler kwargs, ...)
+    would not reach the workers, which read their settings from their job's config."""
     returns = None
     # the workers' claims name this process
     os.environ[SWEEP_PID_ENV], os.environ[SWEEP_HOST_ENV] = str(os.getpid()), socket.gethostname()
     for launch in range(MAX_LAUNCHES):
         numbers = [launch * n_jobs + k for k in range(n_jobs)]
-        jobs = [[f"hydra.sweep.subdir=workers/{n}", "hydra.output_subdir=null"] for n in numbers]
+        jobs = [[*fixed, f"hydra.sweep.subdir=workers/{n}", "hydra.output_subdir=null"]
+                for n in numbers]
         ours = [worker_identity(socket.gethostname(), os.getpid(), n) for n in numbers]
         try:
             if on_this_machine:  # local processes: the launcher sees them end
@@ -473,7 +480,8 @@ def run_sweep(settings: Mapping[str, Any], config: DictConfig, config_loader, la
             returns = _launch_until_done(
                 launcher, settings["n_jobs"], studies, storage,
                 on_this_machine=on_this_machine,
-                slurm=launcher_class(config.hydra.launcher._target_) == "SlurmLauncher")
+                slurm=launcher_class(config.hydra.launcher._target_) == "SlurmLauncher",
+                fixed=parse_sweep_request(arguments).fixed)
             progress.poll()
     finally:  # also on Ctrl-C: what finished is in the storage and in its trial folder
         summary = {cell: cell_summary(study, objectives.metrics)
