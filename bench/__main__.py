@@ -33,7 +33,7 @@ def main(names: list[str]) -> None:
         raise SystemExit(f"bench: unknown section {', '.join(sorted(unknown))}; "
                          f"allowed: {', '.join(SECTIONS)}")
     path = RESULTS / "results.json"
-    machine = {"python": platform.python_version(), "cores": os.cpu_count()}
+    machine = {"python": platform.python_version(), "cores": os.cpu_count(), "cpu": cpu()}
     results: dict = {}
     for name in names or SECTIONS:
         started = time.strftime("%Y-%m-%d %H:%M:%S")
@@ -49,6 +49,21 @@ def main(names: list[str]) -> None:
             results = {n: results[n] for n in SECTIONS if n in results}  # report order
             write_json_atomic(path, results)
             write_markdown(results)
+
+
+def cpu() -> str:
+    """The CPU model and its widest vector units: speed ratios between torch and JAX (XLA)
+    code differ between CPUs of this class (torch's SAC update gains more from AVX-512/AMX)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or "unknown"
+    model = next((line.split(":", 1)[1].strip() for line in info.splitlines()
+                  if line.startswith("model name")), platform.processor() or "unknown")
+    flags = next((set(line.split(":", 1)[1].split()) for line in info.splitlines()
+                  if line.startswith("flags")), set())
+    units = [unit for unit in ("avx2", "avx512f", "amx_tile") if unit in flags]
+    return f"{model} ({', '.join(units) or 'no AVX2'})"
 
 
 @contextmanager
@@ -69,8 +84,9 @@ def write_markdown(results: dict) -> None:
         if isinstance(results.get(name), dict) and "date" in results[name]:
             section = results[name]
             md += [module.markdown(section), "",
-                   f"_Measured {section['date']} on {section['machine']['cores']} cores, "
-                   f"Python {section['machine']['python']}._", ""]
+                   f"_Measured {section['date']} on {section['machine']['cores']} cores"
+                   + (f" of an {section['machine']['cpu']}" if "cpu" in section["machine"] else "")
+                   + f", Python {section['machine']['python']}._", ""]
     write_text_atomic(RESULTS / "results.md", "\n".join(md))
     print("\n".join(md))
 
