@@ -6,9 +6,9 @@ did: that night's find became today's default, so this run checks that the prese
 setup again, and measures it against where it started.
 
 1. `python -m rlsweep -m +hparams_search=lift_sbx_sac <PRE_TUNING_SBX_SAC>
-   hydra.sweep.dir=bench/night/lift_sbx_sac` with TUNING_JOBS workers (default: cores). The study is SQLite inside that folder, so a sweep
-   cut off (a session's end) resumes where it stopped: finished trials are kept, trials cut
-   mid-way are retried.
+   hydra.sweep.dir=bench/night/lift_sbx_sac` with TUNING_JOBS workers (default: cores). The
+   study is SQLite inside that folder, so a sweep cut off (a session's end) resumes where it
+   stopped: finished trials are kept, trials cut mid-way are retried.
 2. `python -m rlsweep.confirm bench/night/lift_sbx_sac seeds=5 baseline=true`: the best trial's
    config and the cell's defaults (base_config.yaml) each trained on the same 5 fresh seeds, for
    the trials' budget; seeds already trained are not run again.
@@ -140,8 +140,8 @@ def markdown(results: dict) -> str:
     lines = [f"## A sweep that finds something: `+hparams_search={results['preset']}` (issue 12)",
              "", f"`{results['commands'][0]}`, then `{results['commands'][1]}`: the best trial's "
              "config and the defaults the sweep started from (SBX SAC's own values, the default "
-             f"before this preset's first night), each retrained on the same {SEEDS} fresh seeds for the "
-             "trials' budget. IQM with 95% stratified-bootstrap CIs; 'seeds at >= 0.9' counts "
+             f"before this preset's first night), each retrained on the same {SEEDS} fresh "
+             "seeds for the trials' budget. IQM with 95% stratified-bootstrap CIs; 'seeds at >= 0.9' counts "
              "the confirmation seeds whose evaluation (20 episodes, every 10k env steps) "
              f"reached 0.9 success within that budget. Sweep folder: `{results['sweep_dir']}`.",
              ""]

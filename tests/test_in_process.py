@@ -107,7 +107,8 @@ def test_a_presets_sweeper_settings_reach_the_workers(hydra_sweep_runner, tmp_pa
         "    pruner_kwargs:\n      lower: 1.0e9\n")
     sweep_dir = tmp_path / "sweep"
     with in_process_sweep(hydra_sweep_runner, sweep_dir, "algo=ppo", *SYNTHETIC,
-                          "+experiment=prune_everything", f"hydra.searchpath=[file://{presets.parent}]",
+                          "+experiment=prune_everything",
+                          f"hydra.searchpath=[file://{presets.parent}]",
                           "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=1",
                           "hydra.sweeper.on_finish=null"):
         records = [TrialRecord.read(d) for d in trial_dirs(sweep_dir / "ppo-dense")]
