@@ -10,7 +10,8 @@ Resumable: each seed's run lives in bench/solve/<candidate>/seed_<k>/ and a fini
 (metrics.json written, composed config equal to the candidate's today) is never rerun; a run
 cut off mid-way continues from its last checkpoint (every 10k env steps, with the replay
 buffer: `trainer.resume=true`); one whose checkpoint is gone (checkpoints are not committed, and
-a new machine has none) starts again, its files kept in `seed_<k>.cut<n>/`. `SOLVE_ONLY=name,name python -m bench solve`
+a new machine has none) starts again, its files kept in `seed_<k>.cut<n>/` (a finished run of
+another config: `seed_<k>.stale<n>/`). `SOLVE_ONLY=name,name python -m bench solve`
 runs only those candidates; `SOLVE_JOBS` sets how many runs train at once (default: cores;
 0 trains nothing and only collects the finished runs).
 """
@@ -138,18 +139,19 @@ def finished(candidate: Candidate, seed: int) -> bool:
 
 
 def set_aside_cut_run(run_dir: Path) -> Path | None:
-    """Move a cut-off run that left no checkpoint to `<run dir>.cut<n>/` and return where.
-
-    Such a run (its checkpoint was not committed and its machine is gone) restarts from
-    scratch, which would write its progress.csv and log over the cut run's: kept beside it
-    instead, as the record of how far it got.
+    """Move a run that cannot be continued aside and return where: `<run dir>.cut<n>/` for a
+    run cut off whose checkpoint is gone (checkpoints are not committed, so a new machine has
+    none), `<run dir>.stale<n>/` for a finished run that trained another config than the
+    candidate's today. The seed then trains from scratch, which would otherwise write its
+    progress.csv and log over theirs.
     """
-    if not run_dir.exists() or (run_dir / checkpoint.DIRNAME).exists() or not any(run_dir.iterdir()):
+    if not run_dir.exists() or checkpoint.exists(run_dir) or not any(run_dir.iterdir()):
         return None
+    kind = "stale" if (run_dir / run_result.FILE).exists() else "cut"
     n = 1
-    while run_dir.with_name(f"{run_dir.name}.cut{n}").exists():
+    while run_dir.with_name(f"{run_dir.name}.{kind}{n}").exists():
         n += 1
-    return run_dir.rename(run_dir.with_name(f"{run_dir.name}.cut{n}"))
+    return run_dir.rename(run_dir.with_name(f"{run_dir.name}.{kind}{n}"))
 
 
 def train_seed(candidate: Candidate, seed: int) -> None:
@@ -157,8 +159,9 @@ def train_seed(candidate: Candidate, seed: int) -> None:
     run_dir = candidate.run_dir(seed)
     kept = set_aside_cut_run(run_dir)
     if kept:
-        print(f"solve: {candidate.name} seed {seed}: cut off without a checkpoint; its files "
-              f"are kept in {kept}, the seed starts again", flush=True)
+        print(f"solve: {candidate.name} seed {seed}: its run cannot be continued (no checkpoint, "
+              f"or another config); its files are kept in {kept}, the seed starts again",
+              flush=True)
     run_dir.mkdir(parents=True, exist_ok=True)
     print(f"solve: {candidate.name} seed {seed} -> {run_dir}", flush=True)
     with open(run_dir / "train.log", "a") as log:  # a resumed run continues its log

@@ -85,10 +85,14 @@ def collect(sweep_dir: Path) -> dict:
     """What is on disk in `sweep_dir`: per cell its trials' outcomes, its best trial and, once
     `rlsweep.confirm ... baseline=true` has run, the winner against the defaults."""
     confirm = ConfirmData.read(sweep_dir / "confirm.json")
-    plan = read_plan_file(sweep_dir) if (sweep_dir / "sweep_plan.json").exists() else {}
+    if not (sweep_dir / "sweep_plan.json").exists():  # not started (the plan is written last)
+        cells_dirs, plan = [], {}
+    else:
+        plan = read_plan_file(sweep_dir)
+        cells_dirs = [sweep_dir / cell["name"] for cell in plan["cells"]]
     pick = max if plan.get("direction") == "maximize" else min
     cells = []
-    for cell_dir in sorted(p.parent for p in sweep_dir.glob("*/base_config.yaml")):
+    for cell_dir in cells_dirs:
         records = [TrialRecord.read(d) for d in trial_dirs(cell_dir)]
         complete = [r for r in records if r.state == "COMPLETE" and r.value is not None]
         best = pick(complete, key=lambda r: r.value, default=None)
@@ -125,6 +129,10 @@ def _interval(value: Optional[list]) -> str:
     return f"{value[0]:.2f} [{value[1]:.2f}, {value[2]:.2f}]"
 
 
+def _number(value: Optional[float], spec: str = ".2f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
 def _params(params: dict) -> str:
     return ", ".join(f"`{key.rsplit('.', 1)[-1]}={value:.3g}`" if isinstance(value, float)
                      else f"`{key.rsplit('.', 1)[-1]}={value}`" for key, value in params.items())
@@ -150,12 +158,13 @@ def markdown(results: dict) -> str:
     for cell in results["cells"]:
         states = ", ".join(f"{n} {state.lower()}" for state, n in sorted(cell["trials"].items()))
         best = cell["best"]
-        lines.append(f"- **{cell['cell']}**: {sum(cell['trials'].values())} of {cell['n_trials']} "
-                     f"trials finished{f' ({states})' if states else ''}, "
-                     f"{cell['env_steps_per_trial']:,} env steps a trial."
-                     + (f" Best: trial {best['trial']}, success {best['success_rate']:.2f} and "
-                        f"return {best['mean_return']:.1f} over its last evaluations, "
-                        f"{_params(best['params'])}." if best else ""))
+        # records, not trials: a failed trial that was retried has a record and a retry
+        lines.append(f"- **{cell['cell']}**: a budget of {cell['n_trials']} trials of "
+                     f"{cell['env_steps_per_trial']:,} env steps; trials ended so far: "
+                     f"{states or 'none'}."
+                     + (f" Best: trial {best['trial']}, success {_number(best['success_rate'])} "
+                        f"and return {_number(best['mean_return'], '.1f')} over its last "
+                        f"evaluations, {_params(best['params'])}." if best else ""))
         confirmed = cell["confirm"]
         if not confirmed:
             lines += ["", "Not confirmed yet: the sweep or `rlsweep.confirm` has not finished.", ""]

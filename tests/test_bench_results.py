@@ -136,9 +136,10 @@ def test_a_cut_run_without_its_checkpoint_is_set_aside_not_overwritten(tmp_path)
     run_dir.mkdir()
     assert solve_bench.set_aside_cut_run(run_dir) is None  # empty: nothing to keep
     (run_dir / "checkpoint").mkdir()
+    (run_dir / "checkpoint" / "state.json").write_text("{}")
     (run_dir / "progress.csv").write_text("cut at 240k\n")
     assert solve_bench.set_aside_cut_run(run_dir) is None  # it resumes from its checkpoint
-    (run_dir / "checkpoint").rmdir()
+    (run_dir / "checkpoint" / "state.json").unlink()  # a checkpoint never completed: no resume
     kept = solve_bench.set_aside_cut_run(run_dir)
     assert kept == tmp_path / "seed_0.cut1" and not run_dir.exists()
     assert (kept / "progress.csv").read_text() == "cut at 240k\n"

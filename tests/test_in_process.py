@@ -20,7 +20,7 @@ from omegaconf import OmegaConf
 from rlsweep.sweep.plan import PLAN_FILE, build_plan, read_plan, resume_conflict, write_plan
 from rlsweep.sweep.records import TrialRecord, trial_dirs
 from rlsweep.sweep.space import Cell
-from rlsweep.sweep.study import SAMPLERS, Objectives
+from rlsweep.sweep.study import SAMPLERS, Objectives, make_sampler
 from tests.conftest import ROOT, compose_cfg
 
 SYNTHETIC = ["hydra.sweeper.objective=rlsweep.sweep.synthetic.synthetic_objective", "logger=none",
@@ -78,9 +78,18 @@ def test_an_in_process_sweep_fills_each_cells_budget_and_writes_its_files(
 
 @pytest.mark.parametrize("sampler", [s for s in SAMPLERS if s != "grid"])
 def test_every_sampler_fills_a_cells_budget_with_distinct_points(hydra_sweep_runner, tmp_path,
-                                                                 sampler):
+                                                                 monkeypatch, sampler):
     """Each sampler built from its config option and asked through a whole sweep (grid: its own
-    tests, it needs a grid of points)."""
+    tests, it needs a grid of points); the worker builds the sampler the command names."""
+    from rlsweep.sweep import worker
+
+    built = []
+
+    def recording_make_sampler(name, *args, **kwargs):
+        built.append(name)
+        return make_sampler(name, *args, **kwargs)
+
+    monkeypatch.setattr(worker, "make_sampler", recording_make_sampler)
     sweep_dir = tmp_path / "sweep"
     overrides = [o for o in SYNTHETIC if not o.startswith("hydra.sweeper.sampler=")]
     with in_process_sweep(hydra_sweep_runner, sweep_dir, "algo=ppo", *overrides,
@@ -93,6 +102,7 @@ def test_every_sampler_fills_a_cells_budget_with_distinct_points(hydra_sweep_run
     assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 5, \
         [t.user_attrs.get("fail_reason") for t in trials]
     assert len({t.params["algo.learning_rate"] for t in trials}) >= 3  # sampled, not one point
+    assert built == [sampler]
 
 
 def test_a_presets_sweeper_settings_reach_the_workers(hydra_sweep_runner, tmp_path):
