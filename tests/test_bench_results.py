@@ -38,6 +38,16 @@ def test_each_seed_record_is_recomputed_from_a_current_run(record):
 DEFAULT = next(r for r in RECORDS if r["overrides"] == [])
 
 
+def test_the_tuning_section_is_recomputed_from_the_committed_sweep_folder():
+    """The night sweep and its confirmation (bench/night/) are committed with the section that
+    reads them: the numbers in results.json are what that folder holds."""
+    from bench import tuning_bench
+
+    tuning = json.loads((ROOT / "bench" / "results.json").read_text())["tuning"]
+    assert {k: v for k, v in tuning.items() if k not in ("date", "machine")} == \
+        tuning_bench.collect(tuning_bench.SWEEP_DIR)
+
+
 def test_the_budget_note_quotes_the_default_setups_fastest_seed():
     reached = [s["steps_to_0_9"] for s in DEFAULT["seeds"] if s["steps_to_0_9"] is not None]
     assert LIFT_SOLVE_STEPS == (min(reached) if reached else None)
@@ -147,3 +157,6 @@ def test_a_cut_run_without_its_checkpoint_is_set_aside_not_overwritten(tmp_path)
     (run_dir / "progress.csv").write_text("cut again\n")
     assert solve_bench.set_aside_cut_run(run_dir) == tmp_path / "seed_0.cut2"
     assert (tmp_path / "seed_0.cut1" / "progress.csv").read_text() == "cut at 240k\n"
+    run_dir.mkdir()
+    (run_dir / "metrics.json").write_text("{}")  # finished, but not what the candidate trains now
+    assert solve_bench.set_aside_cut_run(run_dir) == tmp_path / "seed_0.stale1"
