@@ -175,12 +175,17 @@ def read_curve(run_dir: Path) -> list[dict[str, float]]:
         return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
+def first_at_target(curve: list[dict[str, float]]) -> dict[str, float] | None:
+    """The curve's first evaluation at >= 0.9 success (None: not within its budget)."""
+    return next((p for p in curve if p["success_rate"] >= TARGET), None)
+
+
 def seed_result(candidate: Candidate, seed: int) -> dict:
     """The stable per-seed record: first evaluation at >= 0.9 (env steps, wall minutes)."""
     run_dir = candidate.run_dir(seed)
     curve = read_curve(run_dir)
     result = run_result.load(run_dir)
-    hit = next((p for p in curve if p["success_rate"] >= TARGET), None)
+    hit = first_at_target(curve)
     return {"seed": seed,
             "steps_to_0_9": int(hit["env_steps"]) if hit else None,
             "minutes_to_0_9": round(hit["wall_time_s"] / 60, 2) if hit else None,

@@ -31,7 +31,7 @@ from typing import Optional
 
 from omegaconf import OmegaConf
 
-from bench.solve_bench import PRE_TUNING_SBX_SAC, read_curve
+from bench.solve_bench import PRE_TUNING_SBX_SAC, first_at_target, read_curve
 from rlsweep.confirm import DEFAULTS
 from rlsweep.report.data import ConfirmData, ConfirmedCell
 from rlsweep.sweep.plan import read_plan_file
@@ -41,7 +41,6 @@ ROOT = Path(__file__).resolve().parent.parent
 PRESET = "lift_sbx_sac"
 SWEEP_DIR = ROOT / "bench" / "night" / PRESET
 SEEDS = 5
-TARGET = 0.9
 
 
 def sweep_command(sweep_dir: Path, jobs: int) -> list[str]:
@@ -67,7 +66,7 @@ def steps_to_target(run_dir: Path) -> Optional[int]:
     """Env steps at the run's first evaluation at >= 0.9 success (None: not within its budget)."""
     if not (run_dir / "learning_curve.csv").exists():
         return None
-    hit = next((row for row in read_curve(run_dir) if row["success_rate"] >= TARGET), None)
+    hit = first_at_target(read_curve(run_dir))
     return int(hit["env_steps"]) if hit else None
 
 
