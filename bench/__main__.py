@@ -22,8 +22,8 @@ from rlsweep.files import write_json_atomic, write_text_atomic
 
 RESULTS = Path(__file__).resolve().parent
 SECTIONS = {
-    "solve": solve_bench, "tuning": tuning_bench, "sac_speed": sac_speed_bench, "env": env_bench, "sweeper": sweeper_bench,
-    "faults": fault_bench, "search": search_bench,
+    "solve": solve_bench, "tuning": tuning_bench, "sac_speed": sac_speed_bench, "env": env_bench,
+    "sweeper": sweeper_bench, "faults": fault_bench, "search": search_bench,
 }  # report order
 
 

@@ -94,7 +94,8 @@ def run_one(storage: str, url: str | None) -> dict:
     sweep_dir.parent.mkdir(parents=True, exist_ok=True)
     log_path = sweep_dir.parent / "sweep.log"
     overrides = [
-        "algo=ppo", "logger=none", "hydra.sweeper.objective=rlsweep.sweep.synthetic.synthetic_objective",
+        "algo=ppo", "logger=none",
+        "hydra.sweeper.objective=rlsweep.sweep.synthetic.synthetic_objective",
         "hydra.sweeper.sampler=random", "hydra.sweeper.pruner=none",
         f"hydra.sweeper.n_trials={TRIALS}", f"hydra.sweeper.n_jobs={WORKERS}",
         "trainer.total_timesteps=100", "trainer.eval_freq=50",

@@ -3,9 +3,11 @@ reference, against SB3 SAC, SBX SAC and SBX TQC on the fast backend.
 
 Each run is the user's command (`python -m rlsweep algo=<algo> env.backend=<backend> ...`) with
 each algo option's own defaults (SBX SAC: batch 256, actor every 4th update; SBX TQC: batch 128,
-actor every 2nd update; SB3 SAC: batch 256, actor every update) and the default controller; `env_steps_per_s` from metrics.json counts
-env steps, policy inference and gradient updates, not evaluations nor the first update (where
-SBX compiles its update once per process: `first_update_s`, shown apart). Two rounds in alternating order, so a machine's drift falls on every row.
+actor every 2nd update; SB3 SAC: batch 256, actor every update) and the default controller;
+`env_steps_per_s` from metrics.json counts env steps, policy inference and gradient updates, not
+evaluations nor the first update (where SBX compiles its update once per process:
+`first_update_s`, shown apart). Two rounds in alternating order, so a machine's drift falls on
+every row.
 Target: SAC family on the fast backend >= 3x SB3 SAC on stock robosuite.
 """
 

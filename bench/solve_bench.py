@@ -165,8 +165,8 @@ def train_seed(candidate: Candidate, seed: int) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     print(f"solve: {candidate.name} seed {seed} -> {run_dir}", flush=True)
     with open(run_dir / "train.log", "a") as log:  # a resumed run continues its log
-        done = subprocess.run(candidate.command(seed), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                              env={**os.environ, "WANDB_MODE": "disabled"})
+        done = subprocess.run(candidate.command(seed), cwd=ROOT, stdout=log,
+                              stderr=subprocess.STDOUT, env={**os.environ, "WANDB_MODE": "disabled"})
     print(f"solve: {candidate.name} seed {seed} exited {done.returncode}", flush=True)
 
 
@@ -253,7 +253,8 @@ def plot(candidates: list[dict]) -> None:
             success = [p["success_rate"] for p in seed["curve"]]
             label = f"{c['name']} ({len(c['seeds'])} seeds)" if k == 0 else None
             ax_steps.plot(steps, success, color=color, alpha=0.8, label=label)
-            ax_wall.plot([p["wall_minutes"] for p in seed["curve"]], success, color=color, alpha=0.8)
+            ax_wall.plot([p["wall_minutes"] for p in seed["curve"]], success, color=color,
+                         alpha=0.8)
     for ax, xlabel in ((ax_steps, "env steps (thousands)"), (ax_wall, "wall minutes (1 core each)")):
         ax.axhline(TARGET, color="grey", linestyle="--", linewidth=1)
         ax.set(xlabel=xlabel, ylim=(-0.03, 1.03))
@@ -273,9 +274,9 @@ def markdown(results: dict) -> str:
              f"`{' '.join(results['protocol'])}`: evaluation every 10k env steps on 20 episodes "
              f"with fresh cube placements; a seed stops once 3 evaluations in a row reach "
              f"{results['target_success']}. Solved = first evaluation at >= 0.9. Wall minutes "
-             "include evaluations; two seeds train at once, one per core. Env steps to 0.9 do not depend "
-             "on the machine; wall minutes do (machines of this class differ up to 2.4x, and "
-             "anything else running on the cores slows them).", "",
+             "include evaluations; two seeds train at once, one per core. Env steps to 0.9 do "
+             "not depend on the machine; wall minutes do (machines of this class differ up to "
+             "2.4x, and anything else running on the cores slows them).", "",
              "| candidate | overrides | seeds | env steps to 0.9: median (range) | "
              "wall minutes to 0.9 | training env steps/s | final success per seed |",
              "|---|---|---|---|---|---|---|"]

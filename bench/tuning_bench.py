@@ -148,8 +148,8 @@ def markdown(results: dict) -> str:
              "", f"`{results['commands'][0]}`, then `{results['commands'][1]}`: the best trial's "
              "config and the defaults the sweep started from (SBX SAC's own values, the default "
              f"before this preset's first night), each retrained on the same {SEEDS} fresh "
-             "seeds for the trials' budget. IQM with 95% stratified-bootstrap CIs; 'seeds at >= 0.9' counts "
-             "the confirmation seeds whose evaluation (20 episodes, every 10k env steps) "
+             "seeds for the trials' budget. IQM with 95% stratified-bootstrap CIs; 'seeds at "
+             ">= 0.9' counts the confirmation seeds whose evaluation (20 episodes, every 10k env steps) "
              f"reached 0.9 success within that budget. Sweep folder: `{results['sweep_dir']}`.",
              ""]
     if not results["cells"]:
