@@ -159,7 +159,8 @@ def markdown(results: dict) -> str:
         best = cell["best"]
         # records, not trials: a failed trial that was retried has a record and a retry
         lines.append(f"- **{cell['cell']}**: a budget of {cell['n_trials']} trials of "
-                     f"{cell['env_steps_per_trial']:,} env steps; trials ended so far: "
+                     f"{cell['env_steps_per_trial']:,} env steps; trials ended"
+                     f"{' so far' if sum(cell['trials'].values()) < cell['n_trials'] else ''}: "
                      f"{states or 'none'}."
                      + (f" Best: trial {best['trial']}, success {_number(best['success_rate'])} "
                         f"and return {_number(best['mean_return'], '.1f')} over its last "
