@@ -5,16 +5,23 @@ The sweep starts from SBX SAC's own values (`PRE_TUNING_SBX_SAC`), as the preset
 did: that night's find became today's default, so this run checks that the preset finds such a
 setup again, and measures it against where it started.
 
-1. `python -m rlsweep -m +hparams_search=lift_sbx_sac <PRE_TUNING_SBX_SAC>
-   hydra.sweep.dir=bench/night/lift_sbx_sac` with TUNING_JOBS workers (default: cores). The
+Each run of the preset is a `NightRun` in `RUNS`: its folder in bench/night/ and the overrides
+that reproduce it from today's preset. `python -m bench tuning` advances the last one; the
+section reports them all, so a run made with an earlier preset stays beside the current one.
+
+1. `python -m rlsweep -m +hparams_search=lift_sbx_sac <PRE_TUNING_SBX_SAC> <run overrides>
+   hydra.sweep.dir=bench/night/<folder>` with TUNING_JOBS workers (default: cores). The
    study is SQLite inside that folder, so a sweep cut off (a session's end) resumes where it
    stopped: finished trials are kept, trials cut mid-way are retried.
-2. `python -m rlsweep.confirm bench/night/lift_sbx_sac seeds=5 baseline=true`: the best trial's
+2. `python -m rlsweep.confirm bench/night/<folder> seeds=5 baseline=true`: the best trial's
    config and the cell's defaults (base_config.yaml) each trained on the same 5 fresh seeds, for
    the trials' budget; seeds already trained are not run again.
 3. The section: the trials' outcomes, the winner's parameters, the confirmation's IQM success
    rate and return with 95% CIs, P(best > defaults), and per confirmation seed the first
    evaluation at >= 0.9 success (the solve benchmark's measure, within the trials' budget).
+   For a run that pruned: its pruner replayed (Optuna's own) on the confirmation seeds'
+   learning curves against the run's complete trials, i.e. at which env step it would have
+   stopped the best config and the defaults on each fresh seed.
 
 `TUNING_JOBS=0` trains nothing and only reports what is on disk. bench/night/ is committed
 without models, checkpoints and W&B files (.gitignore), so a later session can resume it.
@@ -26,9 +33,11 @@ import os
 import subprocess
 import sys
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
+import optuna
 from omegaconf import OmegaConf
 
 from bench.solve_bench import PRE_TUNING_SBX_SAC, first_at_target, read_curve
@@ -36,16 +45,50 @@ from rlsweep.confirm import DEFAULTS
 from rlsweep.report.data import ConfirmData, ConfirmedCell
 from rlsweep.sweep.plan import read_plan_file
 from rlsweep.sweep.records import TrialRecord, trial_dirs
+from rlsweep.sweep.study import make_pruner, objective_value
 
 ROOT = Path(__file__).resolve().parent.parent
 PRESET = "lift_sbx_sac"
-SWEEP_DIR = ROOT / "bench" / "night" / PRESET
+NIGHT_DIR = ROOT / "bench" / "night"
 SEEDS = 5
 
 
-def sweep_command(sweep_dir: Path, jobs: int) -> list[str]:
+@dataclass(frozen=True)
+class NightRun:
+    """One run of the preset.
+
+    :param folder: its sweep dir, in bench/night/
+    :param overrides: what reproduces it from today's preset (an earlier preset's settings)
+    :param pruner: the pruner it ran with and its keyword arguments, replayed on the
+        confirmation's curves; None if it did not prune
+    :param note: what differs, for the reader
+    """
+
+    folder: str
+    overrides: tuple[str, ...] = ()
+    pruner: Optional[tuple[str, dict[str, Any]]] = None
+    note: str = ""
+
+    @property
+    def sweep_dir(self) -> Path:
+        return NIGHT_DIR / self.folder
+
+
+RUNS = (
+    NightRun("lift_sbx_sac", ("hydra.sweeper.pruner=median",
+                              "+hydra.sweeper.pruner_kwargs.n_startup_trials=4",
+                              "+hydra.sweeper.pruner_kwargs.n_warmup_steps=30000"),
+             ("median", {"n_startup_trials": 4, "n_warmup_steps": 30000}),
+             "the preset until 2026-11-27: the median pruner from 30k env steps"),
+    NightRun("lift_sbx_sac.no_pruning", (), None,
+             "today's preset: no pruning (the replay of the run above shows why)"),
+)
+SWEEP_DIR = RUNS[-1].sweep_dir  # the run `python -m bench tuning` advances
+
+
+def sweep_command(sweep_dir: Path, jobs: int, overrides: tuple[str, ...] = ()) -> list[str]:
     return [sys.executable, "-m", "rlsweep", "-m", f"+hparams_search={PRESET}", *PRE_TUNING_SBX_SAC,
-            f"hydra.sweep.dir={sweep_dir}", f"hydra.sweeper.n_jobs={jobs}"]
+            *overrides, f"hydra.sweep.dir={sweep_dir}", f"hydra.sweeper.n_jobs={jobs}"]
 
 
 def confirm_command(sweep_dir: Path) -> list[str]:
@@ -55,11 +98,79 @@ def confirm_command(sweep_dir: Path) -> list[str]:
 
 def run() -> dict:
     jobs = int(os.environ.get("TUNING_JOBS", os.cpu_count() or 1))
+    current = RUNS[-1]
     if jobs > 0:  # TUNING_JOBS=0 only reports
-        for command in (sweep_command(SWEEP_DIR, jobs), confirm_command(SWEEP_DIR)):
+        for command in (sweep_command(current.sweep_dir, jobs, current.overrides),
+                        confirm_command(current.sweep_dir)):
             print("tuning:", " ".join(command[1:]), flush=True)
             subprocess.run(command, cwd=ROOT, check=True)
-    return collect(SWEEP_DIR)
+    return collect_runs()
+
+
+def collect_runs() -> dict:
+    """The section: every run in `RUNS`, as on disk."""
+    return {"preset": PRESET, "runs": [collect_run(night) for night in RUNS]}
+
+
+def collect_run(night: NightRun) -> dict:
+    """One run: `collect` of its folder, its overrides and note, and its pruner's replay."""
+    run = {"folder": night.folder, "note": night.note, **collect(night.sweep_dir, night.overrides)}
+    for cell in run["cells"]:
+        cell["pruner_replay"] = None
+        if night.pruner and cell["confirm"]:
+            name, kwargs = night.pruner
+            cell["pruner_replay"] = {"pruner": name, "kwargs": kwargs, **{
+                key: replay_pruner(make_pruner(name, kwargs), night.sweep_dir, cell["cell"], key)
+                for key in ("best", "defaults")}}
+    return run
+
+
+def curve_values(run_dir: Path) -> dict[int, float]:
+    """A run's evaluations as the sweep reported them to its pruner (the objective's value)."""
+    horizon = OmegaConf.load(run_dir / ".hydra" / "config.yaml").env.horizon
+    return {int(point["env_steps"]): objective_value(point, "success_then_return", horizon)
+            for point in read_curve(run_dir)}
+
+
+def pruned_at(pruner: optuna.pruners.BasePruner, reference: list[dict[int, float]],
+              curves: list[dict[int, float]], budget: int) -> list[Optional[int]]:
+    """Per curve, the env step at which `pruner` would have stopped it, judged against complete
+    trials whose intermediate values are `reference` (None: it would have run to `budget`).
+
+    :param pruner: an Optuna pruner, asked exactly as the sweep's workers ask it
+    :param reference: the complete trials' intermediate values by env step
+    :param curves: the runs to replay, their values by env step
+    :param budget: the trials' env steps: a trial ends there, it is not pruned there
+    """
+    study = optuna.create_study(direction="maximize", pruner=pruner)
+    for values in reference:
+        study.add_trial(optuna.trial.create_trial(value=values[max(values)],
+                                                  intermediate_values=values))
+    stops = []
+    for curve in curves:
+        trial, stop = study.ask(), None
+        for step in sorted(s for s in curve if s < budget):
+            trial.report(curve[step], step)
+            if trial.should_prune():
+                stop = step
+                break
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)  # never a reference for the next
+        stops.append(stop)
+    return stops
+
+
+def replay_pruner(pruner: optuna.pruners.BasePruner, sweep_dir: Path, cell: str, which: str
+                  ) -> list[Optional[int]]:
+    """`pruned_at` for the confirmation seeds of a cell's best config or defaults, against the
+    cell's complete trials."""
+    records = [TrialRecord.read(d) for d in trial_dirs(sweep_dir / cell)]
+    reference = [{int(k): v for k, v in r.intermediate_values.items() if v is not None}
+                 for r in records if r.state == "COMPLETE"]
+    folder = sweep_dir / "confirm" / (cell if which == "best" else f"{cell}.defaults")
+    seeds = sorted(folder.glob("seed_*"), key=lambda d: int(d.name.split("_")[1]))
+    budget = OmegaConf.load(sweep_dir / cell / "base_config.yaml").trainer.total_timesteps
+    return pruned_at(pruner, reference, [curve_values(d) for d in seeds
+                                         if (d / "learning_curve.csv").exists()], int(budget))
 
 
 def steps_to_target(run_dir: Path) -> Optional[int]:
@@ -80,7 +191,7 @@ def _confirmed(cell: ConfirmedCell, runs_dir: Path) -> dict:
                       for s in cell.seeds]}
 
 
-def collect(sweep_dir: Path) -> dict:
+def collect(sweep_dir: Path, overrides: tuple[str, ...] = ()) -> dict:
     """What is on disk in `sweep_dir`: per cell its trials' outcomes, its best trial and, once
     `rlsweep.confirm ... baseline=true` has run, the winner against the defaults."""
     confirm = ConfirmData.read(sweep_dir / "confirm.json")
@@ -117,7 +228,8 @@ def collect(sweep_dir: Path) -> dict:
         cells.append(cell)
     return {"preset": PRESET, "sweep_dir": str(sweep_dir.relative_to(ROOT))
             if sweep_dir.is_relative_to(ROOT) else str(sweep_dir),
-            "commands": [" ".join(["python", *sweep_command(Path("<sweep dir>"), 2)[1:]]),
+            "commands": [" ".join(["python", *sweep_command(Path("<sweep dir>"), 2,
+                                                            overrides)[1:]]),
                          " ".join(["python", *confirm_command(Path("<sweep dir>"))[1:]])],
             "cells": cells}
 
@@ -143,18 +255,35 @@ def _steps(seeds: list[dict], budget: int) -> str:
     return text + (f" (at {', '.join(f'{v // 1000}k' for v in reached)})" if reached else "")
 
 
+def _stops(stops: list[Optional[int]]) -> str:
+    pruned = [s for s in stops if s is not None]
+    return (f"{len(pruned)} of {len(stops)} seeds"
+            + (f" (at {', '.join(f'{s // 1000}k' for s in pruned)})" if pruned else ""))
+
+
 def markdown(results: dict) -> str:
+    """The section: what every run does, then each run (`run_markdown`)."""
     lines = [f"## A sweep that finds something: `+hparams_search={results['preset']}` (issue 12)",
-             "", f"`{results['commands'][0]}`, then `{results['commands'][1]}`: the best trial's "
-             "config and the defaults the sweep started from (SBX SAC's own values, the default "
-             f"before this preset's first night), each retrained on the same {SEEDS} fresh "
-             "seeds for the trials' budget. IQM with 95% stratified-bootstrap CIs; 'seeds at "
-             ">= 0.9' counts the confirmation seeds whose evaluation (20 episodes, every 10k env steps) "
-             f"reached 0.9 success within that budget. Sweep folder: `{results['sweep_dir']}`.",
-             ""]
-    if not results["cells"]:
+             "", "Each run: the preset's sweep started from SBX SAC's own values (the default "
+             "before this preset's first night, whose find is today's default), then "
+             f"`rlsweep.confirm <sweep dir> seeds={SEEDS} baseline=true`: the best trial's config "
+             f"and those starting values, each retrained on the same {SEEDS} fresh seeds for the "
+             "trials' budget. IQM with 95% stratified-bootstrap CIs; 'seeds at >= 0.9' counts "
+             "the confirmation seeds whose evaluation (20 episodes, every 10k env steps) reached "
+             "0.9 success within that budget. The last run is the one `python -m bench tuning` "
+             "advances.", ""]
+    for run in results["runs"]:
+        lines += run_markdown(run)
+    return "\n".join(lines)
+
+
+def run_markdown(run: dict) -> list[str]:
+    """One run (`collect` of its folder): trials, best trial, confirmation, pruner replay."""
+    lines = [f"### `{run['sweep_dir']}`" + (f": {run['note']}" if run.get("note") else ""), "",
+             f"`{run['commands'][0]}`, then `{run['commands'][1]}`.", ""]
+    if not run["cells"]:
         lines += ["Not started yet.", ""]
-    for cell in results["cells"]:
+    for cell in run["cells"]:
         states = ", ".join(f"{n} {state.lower()}" for state, n in sorted(cell["trials"].items()))
         best = cell["best"]
         # records, not trials: a failed trial that was retried has a record and a retry
@@ -179,4 +308,11 @@ def markdown(results: dict) -> str:
                          f"{_interval(row['iqm_mean_return'])} | {_steps(row['seeds'], budget)} |")
         lines += ["", f"P(best > defaults) on success rate: "
                   f"{_interval(confirmed['p_best_over_defaults'])}.", ""]
-    return "\n".join(lines)
+        replay = cell.get("pruner_replay")
+        if replay:
+            kwargs = ", ".join(f"{k}={v}" for k, v in replay["kwargs"].items())
+            lines += [f"Its pruner ({replay['pruner']}: {kwargs}) replayed on the confirmation "
+                      "seeds' curves against this run's complete trials would have stopped the "
+                      f"best config on {_stops(replay['best'])} and the defaults on "
+                      f"{_stops(replay['defaults'])}.", ""]
+    return lines

@@ -45,7 +45,41 @@ def test_the_tuning_section_is_recomputed_from_the_committed_sweep_folder():
 
     tuning = json.loads((ROOT / "bench" / "results.json").read_text())["tuning"]
     assert {k: v for k, v in tuning.items() if k not in ("date", "machine")} == \
-        tuning_bench.collect(tuning_bench.SWEEP_DIR)
+        tuning_bench.collect_runs()
+
+
+MEDIAN_FROM_20K = ("median", {"n_startup_trials": 2, "n_warmup_steps": 20000})
+FINISHED = [{10000: 0.0, 20000: 0.2, 30000: 0.5, 40000: 0.8},   # medians: 0.3 at 20k,
+            {10000: 0.0, 20000: 0.4, 30000: 0.7, 40000: 0.9}]   # 0.6 at 30k
+
+
+@pytest.mark.parametrize("curve, stop", [
+    ({10000: 0.0, 20000: 0.5, 30000: 0.9, 40000: 0.9}, None),   # ahead at every step
+    ({10000: 0.0, 20000: 0.1, 30000: 0.9, 40000: 0.9}, 20000),  # behind at 20k: stopped there
+    ({10000: 0.0, 20000: 0.65, 30000: 0.1, 40000: 0.0}, None),  # its best so far counts
+    ({10000: 0.9, 20000: 0.0, 30000: 0.0, 40000: 0.0}, None),   # ... even before the warmup
+    ({10000: 0.0, 20000: 0.4, 30000: 0.5, 40000: 0.0}, 30000),  # behind at 30k
+])
+def test_the_pruner_replay_stops_a_curve_where_optunas_pruner_would(curve, stop):
+    from bench import tuning_bench
+    from rlsweep.sweep.study import make_pruner
+
+    pruner = make_pruner(*MEDIAN_FROM_20K)
+    assert tuning_bench.pruned_at(pruner, FINISHED, [curve], budget=40000) == [stop]
+
+
+def test_the_pruner_replay_judges_each_curve_against_the_finished_trials_only():
+    """A replayed curve never becomes a reference for the next, and a trial ends at its
+    budget rather than being pruned there."""
+    from bench import tuning_bench
+    from rlsweep.sweep.study import make_pruner
+
+    low = {10000: 0.0, 20000: 0.0, 30000: 0.0, 40000: 0.0}
+    stops = tuning_bench.pruned_at(make_pruner(*MEDIAN_FROM_20K), FINISHED, [low] * 3,
+                                   budget=40000)
+    assert stops == [20000] * 3
+    assert tuning_bench.pruned_at(make_pruner(*MEDIAN_FROM_20K), FINISHED, [low],
+                                  budget=20000) == [None]
 
 
 def test_the_budget_note_quotes_the_default_setups_fastest_seed():

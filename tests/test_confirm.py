@@ -248,7 +248,7 @@ def test_baseline_trains_each_cells_defaults_on_the_same_seeds(tmp_path):
     assert tuning["confirm"]["p_best_over_defaults"] == \
         written["improvement"]["ppo-dense > ppo-dense (defaults)"]
     assert [s["seed"] for s in tuning["confirm"]["defaults"]["seeds"]] == [1000]
-    page = tuning_bench.markdown(tuning_bench.collect(sweep_dir))
+    page = "\n".join(tuning_bench.run_markdown(tuning_bench.collect(sweep_dir)))
     assert "| defaults |" in page and f"Best: trial {tuning['best']['trial']}," in page
 
 
