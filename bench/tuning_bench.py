@@ -45,7 +45,7 @@ from rlsweep.confirm import DEFAULTS
 from rlsweep.report.data import ConfirmData, ConfirmedCell
 from rlsweep.sweep.plan import read_plan_file
 from rlsweep.sweep.records import TrialRecord, trial_dirs
-from rlsweep.sweep.study import make_pruner, objective_value
+from rlsweep.sweep.study import make_pruner, objective_value, sized_pruner_kwargs
 
 ROOT = Path(__file__).resolve().parent.parent
 PRESET = "lift_sbx_sac"
@@ -120,8 +120,7 @@ def collect_run(night: NightRun) -> dict:
         if night.pruner and cell["confirm"]:
             name, kwargs = night.pruner
             cell["pruner_replay"] = {"pruner": name, "kwargs": kwargs, **{
-                key: replay_pruner(make_pruner(name, kwargs), night.sweep_dir, cell["cell"], key)
-                for key in ("best", "defaults")}}
+                key: replay_pruner(night, cell, key) for key in ("best", "defaults")}}
     return run
 
 
@@ -159,18 +158,28 @@ def pruned_at(pruner: optuna.pruners.BasePruner, reference: list[dict[int, float
     return stops
 
 
-def replay_pruner(pruner: optuna.pruners.BasePruner, sweep_dir: Path, cell: str, which: str
-                  ) -> list[Optional[int]]:
-    """`pruned_at` for the confirmation seeds of a cell's best config or defaults, against the
-    cell's complete trials."""
-    records = [TrialRecord.read(d) for d in trial_dirs(sweep_dir / cell)]
+def replay_pruner(night: NightRun, cell: dict, which: str) -> list[Optional[int]]:
+    """`pruned_at` for the confirmation seeds of a cell's best config ("best") or defaults
+    ("defaults"), with the run's pruner sized as its workers sized it, against the cell's
+    complete trials other than the best one (the winner's own lucky seed would raise the bar
+    it is judged by; when it ran, it was not yet among the complete trials)."""
+    sweep_dir, name = night.sweep_dir, cell["cell"]
+    records = [TrialRecord.read(d) for d in trial_dirs(sweep_dir / name)]
     reference = [{int(k): v for k, v in r.intermediate_values.items() if v is not None}
-                 for r in records if r.state == "COMPLETE"]
-    folder = sweep_dir / "confirm" / (cell if which == "best" else f"{cell}.defaults")
-    seeds = sorted(folder.glob("seed_*"), key=lambda d: int(d.name.split("_")[1]))
-    budget = OmegaConf.load(sweep_dir / cell / "base_config.yaml").trainer.total_timesteps
-    return pruned_at(pruner, reference, [curve_values(d) for d in seeds
-                                         if (d / "learning_curve.csv").exists()], int(budget))
+                 for r in records if r.state == "COMPLETE" and r.number != cell["best"]["trial"]]
+    trainer = OmegaConf.load(sweep_dir / name / "base_config.yaml").trainer
+    pruner_name, given = night.pruner
+    kwargs, _ = sized_pruner_kwargs(pruner_name, cell["n_trials"], int(trainer.total_timesteps),
+                                    int(trainer.eval_freq), given)
+    folder = sweep_dir / "confirm" / (name if which == "best" else f"{name}.defaults")
+    curves = []
+    for seed in cell["confirm"][which]["seeds"]:  # the seeds confirm.json scored, no others
+        run_dir = folder / f"seed_{seed['seed']}"
+        if not (run_dir / "learning_curve.csv").exists():
+            raise FileNotFoundError(f"{run_dir}: no learning_curve.csv to replay the pruner on")
+        curves.append(curve_values(run_dir))
+    return pruned_at(make_pruner(pruner_name, kwargs), reference, curves,
+                     int(trainer.total_timesteps))
 
 
 def steps_to_target(run_dir: Path) -> Optional[int]:
@@ -255,6 +264,11 @@ def _steps(seeds: list[dict], budget: int) -> str:
     return text + (f" (at {', '.join(f'{v // 1000}k' for v in reached)})" if reached else "")
 
 
+def _ended(states: dict[str, int]) -> int:
+    """Trials that ended for good: a FAIL record of a retried trial is not one of them."""
+    return sum(n for state, n in states.items() if state != "FAIL")
+
+
 def _stops(stops: list[Optional[int]]) -> str:
     pruned = [s for s in stops if s is not None]
     return (f"{len(pruned)} of {len(stops)} seeds"
@@ -289,7 +303,7 @@ def run_markdown(run: dict) -> list[str]:
         # records, not trials: a failed trial that was retried has a record and a retry
         lines.append(f"- **{cell['cell']}**: a budget of {cell['n_trials']} trials of "
                      f"{cell['env_steps_per_trial']:,} env steps; trials ended"
-                     f"{' so far' if sum(cell['trials'].values()) < cell['n_trials'] else ''}: "
+                     f"{' so far' if _ended(cell['trials']) < cell['n_trials'] else ''}: "
                      f"{states or 'none'}."
                      + (f" Best: trial {best['trial']}, success {_number(best['success_rate'])} "
                         f"and return {_number(best['mean_return'], '.1f')} over its last "
@@ -312,7 +326,8 @@ def run_markdown(run: dict) -> list[str]:
         if replay:
             kwargs = ", ".join(f"{k}={v}" for k, v in replay["kwargs"].items())
             lines += [f"Its pruner ({replay['pruner']}: {kwargs}) replayed on the confirmation "
-                      "seeds' curves against this run's complete trials would have stopped the "
+                      "seeds' curves against this run's complete trials (the best one excepted: "
+                      "its own lucky seed) would have stopped the "
                       f"best config on {_stops(replay['best'])} and the defaults on "
                       f"{_stops(replay['defaults'])}.", ""]
     return lines

@@ -74,10 +74,13 @@ def test_the_pruner_replay_judges_each_curve_against_the_finished_trials_only():
     from bench import tuning_bench
     from rlsweep.sweep.study import make_pruner
 
+    high = {10000: 0.0, 20000: 0.9, 30000: 0.9, 40000: 0.9}
+    mid = {10000: 0.0, 20000: 0.35, 30000: 0.65, 40000: 0.65}  # behind `high`, not the others
+    assert tuning_bench.pruned_at(make_pruner(*MEDIAN_FROM_20K), FINISHED, [high, mid],
+                                  budget=40000) == [None, None]
     low = {10000: 0.0, 20000: 0.0, 30000: 0.0, 40000: 0.0}
-    stops = tuning_bench.pruned_at(make_pruner(*MEDIAN_FROM_20K), FINISHED, [low] * 3,
-                                   budget=40000)
-    assert stops == [20000] * 3
+    assert tuning_bench.pruned_at(make_pruner(*MEDIAN_FROM_20K), FINISHED, [low],
+                                  budget=40000) == [20000]
     assert tuning_bench.pruned_at(make_pruner(*MEDIAN_FROM_20K), FINISHED, [low],
                                   budget=20000) == [None]
 
@@ -194,3 +197,18 @@ def test_a_cut_run_without_its_checkpoint_is_set_aside_not_overwritten(tmp_path)
     run_dir.mkdir()
     (run_dir / "metrics.json").write_text("{}")  # finished, but not what the candidate trains now
     assert solve_bench.set_aside_cut_run(run_dir) == tmp_path / "seed_0.stale1"
+
+
+def test_readme_and_preset_quote_the_pruner_replay():
+    """The reason the preset no longer prunes is a measurement: the README and the preset's
+    comment quote the replay in results.json."""
+    tuning = json.loads((ROOT / "bench" / "results.json").read_text())["tuning"]
+    replay = next(cell["pruner_replay"] for run in tuning["runs"] for cell in run["cells"]
+                  if cell.get("pruner_replay"))
+    measured = (sum(s is not None for s in replay["best"]), len(replay["best"]))
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    preset = " ".join((ROOT / "conf" / "hparams_search" / "lift_sbx_sac.yaml").read_text()
+                      .replace("#", " ").split())
+    for text in (readme, preset):
+        quoted = re.search(r"stopped (?:its|the) winner on (\d+) of (\d+)", text)
+        assert quoted and tuple(map(int, quoted.groups())) == measured
