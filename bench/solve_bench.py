@@ -80,12 +80,11 @@ CANDIDATES = (
               note="SBX SAC with the 7-D pose controller (robosuite's published benchmark setup)"),
     Candidate("sbx_tqc", ("algo=sbx_tqc",), note="SBX TQC, OSC_POSITION"),
     Candidate("sb3_sac_as_shipped", ("algo=sac", "env.robosuite.controller=OSC_POSE"),
-              note="SB3 SAC (torch) with the pose controller: the default before issue 12. At "
-                   "14-19 env steps/s a seed's 300k take 4.5-6 hours, longer than a 3-hour "
-                   "session, and its checkpoint (with the replay buffer) is not committed. Seed 0 "
-                   "ran 247k env steps over two sessions, best evaluation 0.45 success at "
-                   "230k-240k, before its checkpoint was lost with the machine "
-                   "(sb3_sac_as_shipped/seed_0.cut1/train.log)"),
+              note="SB3 SAC (torch) with the pose controller: the default before issue 12. "
+                   "A seed's 300k take 1.7 hours on a CPU with AVX-512/AMX (seed 0: 103 wall "
+                   "minutes, resumed once), 4.5-6 hours on the earlier one (14-19 env steps/s), "
+                   "where seed 0's first run was cut at 247k with its best evaluation 0.45 at "
+                   "230k-240k (sb3_sac_as_shipped/seed_0.cut1/train.log)"),
     Candidate("ppo_fast_2envs", ("algo=ppo", "env.n_envs=2", "env.vec_env=subproc"),
               budget=1_000_000, note="PPO, 2 subprocess envs on the fast backend"),
 )
