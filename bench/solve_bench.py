@@ -73,6 +73,9 @@ CANDIDATES = (
     Candidate("default", (), note="`python -m rlsweep` as shipped: SBX SAC with the values the "
               "preset `+hparams_search=lift_sbx_sac` found (trial 15 of its first night, rounded "
               "to 3 digits), OSC_POSITION, fast backend"),
+    Candidate("sbx_sac_lean", ("algo.batch_size=128", "algo.train_freq=4", "algo.gradient_steps=4"),
+              note="the default with half its batch and its updates 4 at a time (the same one "
+                   "gradient step per env step): cheaper updates, fewer JAX calls"),
     Candidate("sbx_sac_before_tuning", PRE_TUNING_SBX_SAC,
               note="SBX SAC with its own values (lr 3e-4, batch 128, tau 0.005, gamma 0.99, "
                    "policy delay 2), the default until the night sweep's find replaced them"),

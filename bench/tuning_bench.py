@@ -41,7 +41,7 @@ import optuna
 from omegaconf import OmegaConf
 
 from bench.solve_bench import PRE_TUNING_SBX_SAC, first_at_target, read_curve
-from rlsweep.confirm import DEFAULTS
+from rlsweep.confirm import DEFAULTS, confirmed_dir
 from rlsweep.report.data import ConfirmData, ConfirmedCell
 from rlsweep.sweep.plan import read_plan_file
 from rlsweep.sweep.records import TrialRecord, trial_dirs
@@ -58,16 +58,26 @@ class NightRun:
     """One run of the preset.
 
     :param folder: its sweep dir, in bench/night/
-    :param overrides: what reproduces it from today's preset (an earlier preset's settings)
-    :param pruner: the pruner it ran with and its keyword arguments, replayed on the
-        confirmation's curves; None if it did not prune
+    :param pruner: the pruner it ran with and its keyword arguments (today's preset prunes
+        none), replayed on the confirmation's curves; None if it did not prune
+    :param overrides: any other settings of an earlier preset
     :param note: what differs, for the reader
     """
 
     folder: str
-    overrides: tuple[str, ...] = ()
     pruner: Optional[tuple[str, dict[str, Any]]] = None
+    overrides: tuple[str, ...] = ()
     note: str = ""
+
+    @property
+    def preset_overrides(self) -> tuple[str, ...]:
+        """The overrides that reproduce this run from today's preset."""
+        if self.pruner is None:
+            return self.overrides
+        name, kwargs = self.pruner
+        return (f"hydra.sweeper.pruner={name}",
+                *(f"+hydra.sweeper.pruner_kwargs.{key}={value}" for key, value in kwargs.items()),
+                *self.overrides)
 
     @property
     def sweep_dir(self) -> Path:
@@ -75,13 +85,10 @@ class NightRun:
 
 
 RUNS = (
-    NightRun("lift_sbx_sac", ("hydra.sweeper.pruner=median",
-                              "+hydra.sweeper.pruner_kwargs.n_startup_trials=4",
-                              "+hydra.sweeper.pruner_kwargs.n_warmup_steps=30000"),
-             ("median", {"n_startup_trials": 4, "n_warmup_steps": 30000}),
-             "the preset until 2026-11-27: the median pruner from 30k env steps"),
-    NightRun("lift_sbx_sac.no_pruning", (), None,
-             "today's preset: no pruning (the replay of the run above shows why)"),
+    NightRun("lift_sbx_sac", ("median", {"n_startup_trials": 4, "n_warmup_steps": 30000}),
+             note="the preset until 2026-11-27: the median pruner from 30k env steps"),
+    NightRun("lift_sbx_sac.no_pruning",
+             note="today's preset: no pruning (the replay of the run above shows why)"),
 )
 SWEEP_DIR = RUNS[-1].sweep_dir  # the run `python -m bench tuning` advances
 
@@ -100,7 +107,7 @@ def run() -> dict:
     jobs = int(os.environ.get("TUNING_JOBS", os.cpu_count() or 1))
     current = RUNS[-1]
     if jobs > 0:  # TUNING_JOBS=0 only reports
-        for command in (sweep_command(current.sweep_dir, jobs, current.overrides),
+        for command in (sweep_command(current.sweep_dir, jobs, current.preset_overrides),
                         confirm_command(current.sweep_dir)):
             print("tuning:", " ".join(command[1:]), flush=True)
             subprocess.run(command, cwd=ROOT, check=True)
@@ -114,7 +121,8 @@ def collect_runs() -> dict:
 
 def collect_run(night: NightRun) -> dict:
     """One run: `collect` of its folder, its overrides and note, and its pruner's replay."""
-    run = {"folder": night.folder, "note": night.note, **collect(night.sweep_dir, night.overrides)}
+    run = {"folder": night.folder, "note": night.note,
+           **collect(night.sweep_dir, night.preset_overrides)}
     for cell in run["cells"]:
         cell["pruner_replay"] = None
         if night.pruner and cell["confirm"]:
@@ -171,7 +179,7 @@ def replay_pruner(night: NightRun, cell: dict, which: str) -> list[Optional[int]
     pruner_name, given = night.pruner
     kwargs, _ = sized_pruner_kwargs(pruner_name, cell["n_trials"], int(trainer.total_timesteps),
                                     int(trainer.eval_freq), given)
-    folder = sweep_dir / "confirm" / (name if which == "best" else f"{name}.defaults")
+    folder = confirmed_dir(sweep_dir, name if which == "best" else name + DEFAULTS)
     curves = []
     for seed in cell["confirm"][which]["seeds"]:  # the seeds confirm.json scored, no others
         run_dir = folder / f"seed_{seed['seed']}"
@@ -229,9 +237,9 @@ def collect(sweep_dir: Path, overrides: tuple[str, ...] = ()) -> dict:
                                if (i.a, i.b) == (name, name + DEFAULTS))
             cell["confirm"] = {
                 "seeds": len(confirm.cells[name].seeds),
-                "best": _confirmed(confirm.cells[name], sweep_dir / "confirm" / name),
+                "best": _confirmed(confirm.cells[name], confirmed_dir(sweep_dir, name)),
                 "defaults": _confirmed(confirm.cells[name + DEFAULTS],
-                                       sweep_dir / "confirm" / f"{name}.defaults"),
+                                       confirmed_dir(sweep_dir, name + DEFAULTS)),
                 "p_best_over_defaults": [improvement.probability, improvement.low,
                                          improvement.high]}
         cells.append(cell)

@@ -8,6 +8,7 @@ port with the same API) build flax networks, so their activation functions come 
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -34,11 +35,63 @@ def configure_jax(threads: int) -> None:
     os.environ.setdefault("XLA_FLAGS", flags)  # read when jax's backend starts, not at import
     import jax
 
+    global _listening
+    if not _listening:
+        jax.monitoring.register_event_duration_secs_listener(_record_compile_span)
+        _listening = True
+
     if not os.environ.get("JAX_PLATFORMS"):
         jax.config.update("jax_platforms", "cpu")  # no probing for GPU/TPU backends (and its log)
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "rlsweep" / "jax"
     jax.config.update("jax_compilation_cache_dir", str(cache))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+
+
+# JAX's own events for the three stages of compiling a program: tracing it to a jaxpr, lowering
+# that to MLIR, and XLA compiling it (or loading it from the persistent cache).
+_COMPILE_EVENTS = frozenset(("/jax/core/compile/jaxpr_trace_duration",
+                             "/jax/core/compile/jaxpr_to_mlir_module_duration",
+                             "/jax/core/compile/backend_compile_duration"))
+
+
+class CompileSpans:
+    """Time spent compiling, from spans reported when they end, each span counted once.
+
+    A jitted function called inside one being traced is traced (and reported) first, within the
+    outer span, so a span that starts no later than the last ones replaces them.
+    """
+
+    def __init__(self):
+        self.spans: list[tuple[float, float]] = []
+
+    def add(self, start: float, end: float) -> None:
+        while self.spans and self.spans[-1][0] >= start:
+            self.spans.pop()
+        self.spans.append((start, end))
+
+    @property
+    def seconds(self) -> float:
+        return sum(end - start for start, end in self.spans)
+
+
+_compiling = CompileSpans()
+_listening = False  # the listener is registered once per process
+
+
+def _record_compile_span(event: str, duration: float, **_: Any) -> None:
+    if event in _COMPILE_EVENTS:
+        end = time.perf_counter()
+        _compiling.add(end - duration, end)
+
+
+def jax_compile_seconds() -> float:
+    """Seconds this process has spent compiling JAX programs since `configure_jax` (0 before).
+
+    SBX compiles its update once per distinct static argument: SAC with `policy_delay` 4 and one
+    gradient step per call compiles it 4 times (the actor-update offset is static), in the first
+    `policy_delay` updates. These are one-time costs, so the steady training speed leaves them out.
+    """
+    return _compiling.seconds
 
 
 def algo_class(algo_cfg: Mapping[str, Any]) -> type:

@@ -23,8 +23,10 @@ class PeriodicEvaluation(BaseCallback):
     """
 
     def __init__(self, eval_env: VecEnv, eval_freq: int, episodes: int, deterministic: bool,
-                 hook: EvalHook | None = None, resume: Progress | None = None):
+                 hook: EvalHook | None = None, resume: Progress | None = None,
+                 clock: Callable[[], float] = time.perf_counter):
         super().__init__()
+        self.clock = clock  # measures `eval_seconds` (the trainer's clock stops while JAX compiles)
         self.eval_env, self.eval_freq, self.episodes = eval_env, eval_freq, episodes
         self.deterministic, self.hook = deterministic, hook
         self.curve: list[dict[str, float]] = list(resume.curve) if resume else []
@@ -42,12 +44,12 @@ class PeriodicEvaluation(BaseCallback):
 
     def evaluate(self) -> EvalResult:
         """Evaluate the current policy (also used once more after training ends)."""
-        started = time.perf_counter()
+        started = self.clock()
         sync_envs_normalization(self.training_env, self.eval_env)
         result = run_episodes(
             lambda obs: self.model.predict(obs, deterministic=self.deterministic)[0],
             self.eval_env, self.episodes)
-        self.eval_seconds += time.perf_counter() - started
+        self.eval_seconds += self.clock() - started
         return result
 
     def record(self, result: EvalResult) -> None:
@@ -156,32 +158,6 @@ class StopOnSuccess(BaseCallback):
                 point["success_rate"] >= self.success_rate for point in recent):
             self.stopped_at = self.num_timesteps
             return False
-        return True
-
-
-class FirstUpdateTimer(BaseCallback):
-    """Time the first round of gradient updates: for SBX it includes JAX compiling the update
-    (seconds, once per process and model; the persistent compile cache shortens it), so it is
-    reported apart from the steady speed.
-
-    SB3 runs updates between the end of one rollout and the start of the next, and off-policy
-    algorithms only once `learning_starts` env steps are collected.
-    """
-
-    def __init__(self):
-        super().__init__()
-        self.seconds: float | None = None
-        self._rollout_ended: float | None = None
-
-    def _on_rollout_end(self) -> None:
-        if self.seconds is None and self.num_timesteps > getattr(self.model, "learning_starts", 0):
-            self._rollout_ended = time.perf_counter()
-
-    def _on_rollout_start(self) -> None:
-        if self.seconds is None and self._rollout_ended is not None:
-            self.seconds = time.perf_counter() - self._rollout_ended
-
-    def _on_step(self) -> bool:
         return True
 
 

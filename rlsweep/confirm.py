@@ -167,6 +167,14 @@ def run_seeds(out_dir: Path, seeds: list[int]) -> None:
 DEFAULTS = " (defaults)"  # a cell's baseline is named `<cell> (defaults)`
 
 
+def confirmed_dir(sweep_dir: Path, name: str) -> Path:
+    """Where `confirm` trains the seeds of a confirmed config: `confirm/<cell>/` for a cell's
+    best config, `confirm/<cell>.defaults/` for its defaults (named `<cell> (defaults)`)."""
+    if name.endswith(DEFAULTS):
+        return sweep_dir / "confirm" / f"{name[:-len(DEFAULTS)]}.defaults"
+    return sweep_dir / "confirm" / name
+
+
 def confirm(sweep_dir: Path, n_seeds: int, baseline: bool = False) -> ConfirmData:
     """Retrain every cell's best config on `n_seeds` fresh seeds; write confirm.json and report.html.
 
@@ -196,11 +204,11 @@ def confirm(sweep_dir: Path, n_seeds: int, baseline: bool = False) -> ConfirmDat
             continue
         base_seed = OmegaConf.load(trial_dir / "config.yaml").seed
         seeds = [base_seed + FRESH_SEED_OFFSET + k for k in range(n_seeds)]
-        configs = {name: (trial_dir / "config.yaml", sweep_dir / "confirm" / name,
+        configs = {name: (trial_dir / "config.yaml", confirmed_dir(sweep_dir, name),
                           best, cell.summary.get("best_params", {}))}
         if baseline:
             configs[name + DEFAULTS] = (sweep_dir / name / "base_config.yaml",
-                                        sweep_dir / "confirm" / f"{name}.defaults", None, {})
+                                        confirmed_dir(sweep_dir, name + DEFAULTS), None, {})
         for confirmed, (config_file, out_dir, trial, params) in configs.items():
             write_confirm_config(config_file, out_dir, launcher)
             run_seeds(out_dir, seeds)

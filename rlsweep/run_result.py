@@ -36,7 +36,8 @@ class RunResult:
     :param env_steps: env steps trained
     :param wall_time_s: seconds from start to end (across resumes)
     :param env_steps_per_s: steady training speed (no evaluations, saving or JAX compile)
-    :param first_update_s: seconds of the first update (SBX: compiling it)
+    :param compile_s: seconds JAX spent compiling during the run (model, training, evaluations)
+        (SBX; None for torch): one-time costs, left out of `env_steps_per_s`
     :param stopped_solved_at: env step where `trainer.stop_success_rate` stopped the run
     :param resumes: times the run was resumed from its checkpoint
     :param algo: the algo option's name
@@ -51,7 +52,7 @@ class RunResult:
     env_steps: int
     wall_time_s: float
     env_steps_per_s: float
-    first_update_s: Optional[float] = None
+    compile_s: Optional[float] = None
     stopped_solved_at: Optional[int] = None
     resumes: int = 0
     algo: str = ""

@@ -22,9 +22,10 @@ from stable_baselines3.common.utils import set_random_seed
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecNormalize
 
 from rlsweep import checkpoint, run_result
-from rlsweep.algos import action_noise, algo_class, is_jax_class, configure_jax, policy_kwargs
-from rlsweep.callbacks import (DivergenceGuard, EvalHook, FirstUpdateTimer, PeriodicEvaluation,
-                               ProgressLine, StepBudget, StopOnSuccess)
+from rlsweep.algos import (action_noise, algo_class, configure_jax, is_jax_class, jax_compile_seconds,
+                           policy_kwargs)
+from rlsweep.callbacks import (DivergenceGuard, EvalHook, PeriodicEvaluation, ProgressLine, StepBudget,
+                               StopOnSuccess)
 from rlsweep.config import ConfigError, algo_kwargs, first_line, option_name
 from rlsweep.curves import write_learning_curve
 from rlsweep.envs.build import make_env
@@ -122,6 +123,7 @@ def _learn_and_save(cfg: DictConfig, run_dir: Path, eval_hook: EvalHook | None, 
                     train_env: VecEnv, eval_env: VecEnv, started: float,
                     progress: Callable[[str], None] | None,
                     resume: checkpoint.Progress | None) -> RunResult:
+    compile_before = jax_compile_seconds()  # another run in this process may have compiled
     if resume:
         model = checkpoint.load_model(run_dir, algo_class(cfg.algo), train_env,
                                       device=cfg.trainer.device)
@@ -135,11 +137,15 @@ def _learn_and_save(cfg: DictConfig, run_dir: Path, eval_hook: EvalHook | None, 
         outputs.append(WandbWriter(wandb_run))
     model.set_logger(Logger(str(run_dir), outputs))
 
+    def steady_clock() -> float:
+        # Stops while JAX compiles (SBX: its update once per static variant, its action
+        # functions): one-time costs per process, reported as compile_s, not training speed.
+        return time.perf_counter() - jax_compile_seconds()
+
     evaluation = PeriodicEvaluation(eval_env, cfg.trainer.eval_freq, cfg.trainer.eval_episodes,
-                                    cfg.trainer.deterministic_eval, eval_hook, resume)
+                                    cfg.trainer.deterministic_eval, eval_hook, resume, steady_clock)
     guard = DivergenceGuard()
-    first_update = FirstUpdateTimer()
-    callbacks = [evaluation, guard, first_update, StepBudget(cfg.trainer.total_timesteps)]
+    callbacks = [evaluation, guard, StepBudget(cfg.trainer.total_timesteps)]
     solved = None
     if cfg.trainer.stop_success_rate is not None:
         solved = StopOnSuccess(evaluation, cfg.trainer.stop_success_rate,
@@ -152,11 +158,10 @@ def _learn_and_save(cfg: DictConfig, run_dir: Path, eval_hook: EvalHook | None, 
     saving = None
 
     def learn_seconds() -> float:
-        # Steady training only: evaluations, checkpoint saving and the first update (where SBX
-        # compiles its update, a one-time cost reported as first_update_s) are left out.
-        return (before.learn_seconds + time.perf_counter() - learn_started
+        # Steady training only: evaluations, checkpoint saving and JAX compiling are left out.
+        return (before.learn_seconds + steady_clock() - learn_started
                 - (evaluation.eval_seconds - before.eval_seconds)
-                - (saving.save_seconds if saving else 0.0) - (first_update.seconds or 0.0))
+                - (saving.save_seconds if saving else 0.0))
 
     if cfg.trainer.checkpoint_freq > 0:
         saving = checkpoint.Checkpoint(run_dir, cfg.trainer.checkpoint_freq, lambda: checkpoint.Progress(
@@ -166,7 +171,7 @@ def _learn_and_save(cfg: DictConfig, run_dir: Path, eval_hook: EvalHook | None, 
             {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k != "hydra"})
         callbacks.append(saving)
 
-    learn_started = time.perf_counter()
+    learn_started = steady_clock()
     status, detail = RunStatus.OK, ""
     try:
         model.learn(cfg.trainer.total_timesteps - before.env_steps, callback=callbacks,
@@ -193,7 +198,7 @@ def _learn_and_save(cfg: DictConfig, run_dir: Path, eval_hook: EvalHook | None, 
         env_steps=int(model.num_timesteps),
         wall_time_s=before.wall_seconds + time.perf_counter() - started,
         env_steps_per_s=model.num_timesteps / max(trained_seconds, 1e-9),
-        first_update_s=first_update.seconds,  # SBX: compiling the update; not in the rate
+        compile_s=(jax_compile_seconds() - compile_before) if is_jax_class(cfg.algo._target_) else None,
         stopped_solved_at=solved.stopped_at if solved is not None else None,
         resumes=before.resumes + (1 if resume else 0),
         algo=option_name(cfg.algo), seed=cfg.seed)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import solve_bench
+from bench import solve_bench, tuning_bench
 from rlsweep.sweep.summary import LIFT_SOLVE_STEPS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,7 +41,6 @@ DEFAULT = next(r for r in RECORDS if r["overrides"] == [])
 def test_the_tuning_section_is_recomputed_from_the_committed_sweep_folder():
     """The night sweep and its confirmation (bench/night/) are committed with the section that
     reads them: the numbers in results.json are what that folder holds."""
-    from bench import tuning_bench
 
     tuning = json.loads((ROOT / "bench" / "results.json").read_text())["tuning"]
     assert {k: v for k, v in tuning.items() if k not in ("date", "machine")} == \
@@ -61,7 +60,6 @@ FINISHED = [{10000: 0.0, 20000: 0.2, 30000: 0.5, 40000: 0.8},   # medians: 0.3 a
     ({10000: 0.0, 20000: 0.4, 30000: 0.5, 40000: 0.0}, 30000),  # behind at 30k
 ])
 def test_the_pruner_replay_stops_a_curve_where_optunas_pruner_would(curve, stop):
-    from bench import tuning_bench
     from rlsweep.sweep.study import make_pruner
 
     pruner = make_pruner(*MEDIAN_FROM_20K)
@@ -71,7 +69,6 @@ def test_the_pruner_replay_stops_a_curve_where_optunas_pruner_would(curve, stop)
 def test_the_pruner_replay_judges_each_curve_against_the_finished_trials_only():
     """A replayed curve never becomes a reference for the next, and a trial ends at its
     budget rather than being pruned there."""
-    from bench import tuning_bench
     from rlsweep.sweep.study import make_pruner
 
     high = {10000: 0.0, 20000: 0.9, 30000: 0.9, 40000: 0.9}
@@ -212,3 +209,18 @@ def test_readme_and_preset_quote_the_pruner_replay():
     for text in (readme, preset):
         quoted = re.search(r"stopped (?:its|the) winner on (\d+) of (\d+)", text)
         assert quoted and tuple(map(int, quoted.groups())) == measured
+
+
+@pytest.mark.parametrize("night", tuning_bench.RUNS, ids=lambda night: night.folder)
+def test_each_night_run_is_reproduced_from_todays_preset_by_its_overrides(night):
+    """The overrides a run is reported with compose the pruner its replay judges by."""
+    from rlsweep.cli import compose_config
+
+    command = tuning_bench.sweep_command(night.sweep_dir, 2, night.preset_overrides)
+    overrides = command[command.index("rlsweep") + 2:]  # after `python -m rlsweep -m`
+    sweeper = compose_config(overrides, return_hydra_config=True).hydra.sweeper
+    if night.pruner is None:
+        assert sweeper.pruner == "none"
+    else:
+        name, kwargs = night.pruner
+        assert sweeper.pruner == name and dict(sweeper.pruner_kwargs) == kwargs

@@ -9,7 +9,7 @@ from rlsweep.run_result import RunResult, RunStatus
 
 
 def _result(status: RunStatus, detail: str = "") -> RunResult:
-    return RunResult(status, detail, 0.5, 12.0, 1.0, 400, 9.0, 44.0, first_update_s=1.5,
+    return RunResult(status, detail, 0.5, 12.0, 1.0, 400, 9.0, 44.0, compile_s=1.5,
                      resumes=1, algo="sac", seed=3)
 
 
