@@ -2,12 +2,14 @@
 reference, against SB3 SAC, SBX SAC and SBX TQC on the fast backend.
 
 Each run is the user's command (`python -m rlsweep algo=<algo> env.backend=<backend> ...`) with
-each algo option's own defaults (SBX SAC: batch 256, actor every 4th update; SBX TQC: batch 128,
-actor every 2nd update; SB3 SAC: batch 256, actor every update) and the default controller;
-`env_steps_per_s` from metrics.json counts env steps, policy inference and gradient updates, not
-evaluations nor JAX compiling (SBX compiles its update once per static variant, once per process:
-`compile_s`, shown apart). Two rounds in alternating order, so a machine's drift falls on
-every row.
+each algo option's own defaults and the default controller. All rows take one gradient step per
+env step. SB3 SAC: batch 256, one update per call, actor every update. SBX TQC: batch 128, one
+update per call, actor every 2nd. SBX SAC (the default): batch 128, 4 updates per call, actor
+every 4th; it is also run with SB3 SAC's batch and one update per call, to show what its
+settings add. `env_steps_per_s` from metrics.json counts env steps, policy inference and
+gradient updates, not evaluations nor JAX compiling (SBX compiles its update once per static
+variant, once per process: `compile_s`, shown apart). Two rounds in alternating order, so a
+machine's drift falls on every row.
 Target: SAC family on the fast backend >= 3x SB3 SAC on stock robosuite.
 """
 
@@ -17,9 +19,13 @@ import numpy as np
 
 from bench.env_bench import training_result
 
-# (label, algo option, backend); the first row is the reference.
-ROWS = (("SB3 SAC, stock robosuite", "sac", "robosuite"), ("SB3 SAC, fast", "sac", "fast"),
-        ("SBX SAC, fast", "sbx_sac", "fast"), ("SBX TQC, fast", "sbx_tqc", "fast"))
+# (label, backend, overrides); the first row is the reference.
+ROWS = (("SB3 SAC, stock robosuite", "robosuite", ("algo=sac",)),
+        ("SB3 SAC, fast", "fast", ("algo=sac",)),
+        ("SBX SAC, fast", "fast", ("algo=sbx_sac",)),
+        ("SBX SAC, fast, batch 256, 1 update a call", "fast",
+         ("algo=sbx_sac", "algo.batch_size=256", "algo.train_freq=1", "algo.gradient_steps=1")),
+        ("SBX TQC, fast", "fast", ("algo=sbx_tqc",)))
 STEPS = ("trainer.total_timesteps=3000", "algo.learning_starts=1000")
 
 
@@ -27,8 +33,8 @@ def run() -> dict:
     samples = {label: [] for label, _, _ in ROWS}
     compile_s = {label: [] for label, _, _ in ROWS}
     for order in (ROWS, ROWS[::-1]):
-        for label, algo, backend in order:
-            result = training_result(backend, (f"algo={algo}", *STEPS))
+        for label, backend, overrides in order:
+            result = training_result(backend, (*overrides, *STEPS))
             samples[label].append(result.env_steps_per_s)
             compile_s[label].append(result.compile_s)
     mean = {label: float(np.mean(values)) for label, values in samples.items()}
@@ -42,9 +48,12 @@ def run() -> dict:
 def markdown(results: dict) -> str:
     lines = ["## SAC-family training speed on Lift (issue 12)", "",
              f"`python -m rlsweep algo=<algo> env.backend=<backend> {' '.join(STEPS)}`, each algo "
-             "option's defaults, default controller (OSC_POSITION), 1 env, 1 thread; two rounds "
-             "in alternating order, means shown. Target: the SAC family on the fast backend >= 3x "
-             "SB3 SAC on stock robosuite. "
+             "option's defaults, default controller (OSC_POSITION), 1 env, 1 thread, one gradient "
+             "step per env step. SB3 SAC: batch 256, one update per call. SBX SAC (the default): "
+             "batch 128, 4 updates per call, actor every 4th; the row with SB3 SAC's batch and "
+             "one update per call shows what those settings add. Two rounds in alternating "
+             "order, means shown. Target: the SAC family on the fast backend >= 3x SB3 SAC on "
+             "stock robosuite. "
              + ("JAX's compiling (SBX: its update once per static variant, its action "
                 "functions; once per process) is timed apart and not in the rate." if "compile_s" in
                 results else "Measured before JAX's compiling was timed apart: only the first "

@@ -66,16 +66,17 @@ class Candidate:
 
 # SBX SAC's values before the preset's first night tuned them (the default until then).
 PRE_TUNING_SBX_SAC = ("algo.learning_rate=3e-4", "algo.batch_size=128", "algo.tau=0.005",
-                      "algo.gamma=0.99", "algo.policy_delay=2")
+                      "algo.gamma=0.99", "algo.policy_delay=2", "algo.train_freq=1",
+                      "algo.gradient_steps=1")
 
 # Report order; the default config first. Runs are started in this order too.
 CANDIDATES = (
     Candidate("default", (), note="`python -m rlsweep` as shipped: SBX SAC with the values the "
               "preset `+hparams_search=lift_sbx_sac` found (trial 15 of its first night, rounded "
-              "to 3 digits), OSC_POSITION, fast backend"),
-    Candidate("sbx_sac_lean", ("algo.batch_size=128", "algo.train_freq=4", "algo.gradient_steps=4"),
-              note="the default with half its batch and its updates 4 at a time (the same one "
-                   "gradient step per env step): cheaper updates, fewer JAX calls"),
+              "to 3 digits) but batch 128 and 4 updates per call, OSC_POSITION, fast backend"),
+    Candidate("sbx_sac_night1", ("algo.batch_size=256", "algo.train_freq=1", "algo.gradient_steps=1"),
+              note="the first night's trial 15 as it ran: batch 256, one update per call (the "
+                   "default until 2026-11-27)"),
     Candidate("sbx_sac_before_tuning", PRE_TUNING_SBX_SAC,
               note="SBX SAC with its own values (lr 3e-4, batch 128, tau 0.005, gamma 0.99, "
                    "policy delay 2), the default until the night sweep's find replaced them"),
