@@ -8,8 +8,8 @@ update per call, actor every 2nd. SBX SAC (the default): batch 128, 4 updates pe
 every 4th; it is also run with SB3 SAC's batch and one update per call, to show what its
 settings add. `env_steps_per_s` from metrics.json counts env steps, policy inference and
 gradient updates, not evaluations nor JAX compiling (SBX compiles its update once per static
-variant, once per process: `compile_s`, shown apart). Two rounds in alternating order, so a
-machine's drift falls on every row.
+variant, once per process: `compile_s`, shown apart; torch compiles nothing, so the SB3 rows
+leave nothing out). Two rounds in alternating order, so a machine's drift falls on every row.
 Target: SAC family on the fast backend >= 3x SB3 SAC on stock robosuite.
 """
 

@@ -55,18 +55,22 @@ _COMPILE_EVENTS = frozenset(("/jax/core/compile/jaxpr_trace_duration",
 
 
 class CompileSpans:
-    """Time spent compiling, from spans reported when they end, each span counted once.
+    """Time spent compiling, from spans reported when they end, overlapping time counted once.
 
     A jitted function called inside one being traced is traced (and reported) first, within the
-    outer span, so a span that starts no later than the last ones replaces them.
+    outer span; the outer span then absorbs it. Spans are merged wherever they overlap, so a
+    start placed a little late (the listener runs after JAX's own clock stopped) cannot count
+    an inner span twice.
     """
 
     def __init__(self):
         self.spans: list[tuple[float, float]] = []
 
     def add(self, start: float, end: float) -> None:
-        while self.spans and self.spans[-1][0] >= start:
-            self.spans.pop()
+        start = min(start, end)
+        while self.spans and self.spans[-1][1] > start:
+            earlier_start, earlier_end = self.spans.pop()
+            start, end = min(start, earlier_start), max(end, earlier_end)
         self.spans.append((start, end))
 
     @property
@@ -85,11 +89,17 @@ def _record_compile_span(event: str, duration: float, **_: Any) -> None:
 
 
 def jax_compile_seconds() -> float:
-    """Seconds this process has spent compiling JAX programs since `configure_jax` (0 before).
+    """Seconds this process has spent tracing and compiling JAX programs since `configure_jax`
+    (0 before), from JAX's own events; a few ms per compile fall outside them and stay in.
 
     SBX compiles its update once per distinct static argument: SAC with `policy_delay` 4 and one
     gradient step per call compiles it 4 times (the actor-update offset is static), in the first
-    `policy_delay` updates. These are one-time costs, so the steady training speed leaves them out.
+    `policy_delay` updates; with 4 gradient steps per call, once. These are one-time costs, so the
+    steady training speed leaves them out. Something that traced again and again (a fresh
+    closure jitted on every call, `gradient_steps=-1` with changing episode lengths) would be
+    left out too; SB3's and SBX's training loops do neither. The count is per process, not per
+    thread: every trainer here runs one training per process (joblib's loky workers, submitit,
+    Ray tasks and confirm's runs are processes).
     """
     return _compiling.seconds
 

@@ -159,11 +159,14 @@ class Checkpoint(BaseCallback):
     :param every: env steps between checkpoints (summed over parallel envs)
     :param progress: returns the run's `Progress` at the moment of saving
     :param config: the run's resolved config (stored with the checkpoint)
+    :param clock: measures `save_seconds` (the trainer's clock stops while JAX compiles)
     """
 
-    def __init__(self, run_dir: Path, every: int, progress: Callable[[], Progress], config: dict):
+    def __init__(self, run_dir: Path, every: int, progress: Callable[[], Progress], config: dict,
+                 clock: Callable[[], float] = time.perf_counter):
         super().__init__()
         self.run_dir, self.every, self.progress, self.config = run_dir, every, progress, config
+        self.clock = clock
         self.saved_at: int | None = None
         self.save_seconds = 0.0  # not training time: left out of the run's env steps/s
         self._next = every
@@ -177,7 +180,7 @@ class Checkpoint(BaseCallback):
     def _on_rollout_end(self) -> None:
         if self.num_timesteps >= self._next:
             self._next = (self.num_timesteps // self.every + 1) * self.every
-            started = time.perf_counter()
+            started = self.clock()
             save(self.run_dir, self.model, self.training_env, self.progress(), self.config)
             self.saved_at = self.num_timesteps
-            self.save_seconds += time.perf_counter() - started
+            self.save_seconds += self.clock() - started

@@ -36,7 +36,8 @@ class RunResult:
     :param env_steps: env steps trained
     :param wall_time_s: seconds from start to end (across resumes)
     :param env_steps_per_s: steady training speed (no evaluations, saving or JAX compile)
-    :param compile_s: seconds JAX spent compiling during the run (model, training, evaluations)
+    :param compile_s: seconds JAX spent compiling during the run (model, training, evaluations;
+        a resumed run: in its last process)
         (SBX; None for torch): one-time costs, left out of `env_steps_per_s`
     :param stopped_solved_at: env step where `trainer.stop_success_rate` stopped the run
     :param resumes: times the run was resumed from its checkpoint

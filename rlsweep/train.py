@@ -168,7 +168,8 @@ def _learn_and_save(cfg: DictConfig, run_dir: Path, eval_hook: EvalHook | None, 
             env_steps=model.num_timesteps, curve=evaluation.curve, learn_seconds=learn_seconds(),
             eval_seconds=evaluation.eval_seconds, wall_seconds=evaluation.elapsed(),
             resumes=before.resumes + (1 if resume else 0)),
-            {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k != "hydra"})
+            {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k != "hydra"},
+            steady_clock)
         callbacks.append(saving)
 
     learn_started = steady_clock()
