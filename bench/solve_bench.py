@@ -86,7 +86,9 @@ CANDIDATES = (
     Candidate("sb3_sac_as_shipped", ("algo=sac", "env.robosuite.controller=OSC_POSE"),
               note="SB3 SAC (torch) with the pose controller: the default before issue 12. "
                    "A seed's 300k take 1.7 hours on a CPU with AVX-512/AMX (seed 0: 103 wall "
-                   "minutes, resumed once), 4.5-6 hours on the earlier one (14-19 env steps/s), "
+                   "minutes, resumed once; seed 1, beside other training and resumed 3 times: "
+                   "0.9 at 250k after 109 wall minutes), 4.5-6 hours on the earlier one (14-19 "
+                   "env steps/s), "
                    "where seed 0's first run was cut at 247k with its best evaluation 0.45 at "
                    "230k-240k (sb3_sac_as_shipped/seed_0.cut1/train.log)"),
     Candidate("ppo_fast_2envs", ("algo=ppo", "env.n_envs=2", "env.vec_env=subproc"),
