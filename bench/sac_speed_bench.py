@@ -54,15 +54,13 @@ def markdown(results: dict) -> str:
              "one update per call shows what those settings add. Two rounds in alternating "
              "order, means shown. Target: the SAC family on the fast backend >= 3x SB3 SAC on "
              "stock robosuite. "
-             + ("JAX's compiling (SBX: its update once per static variant, its action "
-                "functions; once per process) is timed apart and not in the rate." if "compile_s" in
-                results else "Measured before JAX's compiling was timed apart: only the first "
-                "update was left out of these rates."), "",
+             "JAX's compiling (SBX: its update once per static variant, its action functions; "
+             "once per process) is timed apart and not in the rate.", "",
              "| run | training env steps/s (rounds) | / SB3 SAC on stock | JAX compile (s) |",
              "|---|---|---|---|"]
     for label, value in results["mean"].items():
         rounds = ", ".join(f"{v:.0f}" for v in results["samples"][label])
-        compile_s = results.get("compile_s", {}).get(label)
+        compile_s = results["compile_s"][label]
         lines.append(f"| {label} | {value:.0f} ({rounds}) | **{results['ratio'][label]:.2f}x** | "
                      + (f"{compile_s:.2f} |" if compile_s is not None else "- |"))
     return "\n".join(lines)

@@ -104,6 +104,12 @@ def jax_compile_seconds() -> float:
     return _compiling.seconds
 
 
+def steady_clock() -> float:
+    """`time.perf_counter()` that stops while JAX compiles: the clock a training's speed is
+    measured on (compiling is a one-time cost per process, reported as `compile_s`)."""
+    return time.perf_counter() - jax_compile_seconds()
+
+
 def algo_class(algo_cfg: Mapping[str, Any]) -> type:
     """The class the algo option names with `_target_` (imported on first use)."""
     target = algo_cfg.get("_target_")

@@ -23,7 +23,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv,
 
 from rlsweep import checkpoint, run_result
 from rlsweep.algos import (action_noise, algo_class, configure_jax, is_jax_class, jax_compile_seconds,
-                           policy_kwargs)
+                           policy_kwargs, steady_clock)
 from rlsweep.callbacks import (DivergenceGuard, EvalHook, PeriodicEvaluation, ProgressLine, StepBudget,
                                StopOnSuccess)
 from rlsweep.config import ConfigError, algo_kwargs, first_line, option_name
@@ -136,11 +136,6 @@ def _learn_and_save(cfg: DictConfig, run_dir: Path, eval_hook: EvalHook | None, 
     if wandb_run is not None:
         outputs.append(WandbWriter(wandb_run))
     model.set_logger(Logger(str(run_dir), outputs))
-
-    def steady_clock() -> float:
-        # Stops while JAX compiles (SBX: its update once per static variant, its action
-        # functions): one-time costs per process, reported as compile_s, not training speed.
-        return time.perf_counter() - jax_compile_seconds()
 
     evaluation = PeriodicEvaluation(eval_env, cfg.trainer.eval_freq, cfg.trainer.eval_episodes,
                                     cfg.trainer.deterministic_eval, eval_hook, resume, steady_clock)
