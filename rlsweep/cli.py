@@ -35,6 +35,21 @@ def config_dirs(argv: Sequence[str]) -> list[str]:
     return [str(Path(d).resolve()) for d in dirs]
 
 
+def primary_config(argv: Sequence[str]) -> tuple[Path, str]:
+    """The primary config Hydra will load: `--config-path/-cp DIR` (relative to the package, as
+    Hydra resolves it for `python -m rlsweep`) and `--config-name/-cn NAME`, else conf/config."""
+    path, name = CONF_DIR, "config"
+    for i, arg in enumerate(argv):
+        flag, _, value = arg.partition("=")
+        if not value and i + 1 < len(argv):
+            value = argv[i + 1]
+        if flag in ("--config-path", "-cp"):
+            path = (Path(__file__).resolve().parent / value).resolve()
+        elif flag in ("--config-name", "-cn"):
+            name = value
+    return path, name
+
+
 def _searchpath(dirs: Sequence[str], overrides: Sequence[str]) -> list[str]:
     """The override that adds `dirs` to Hydra's search path (unless the user set it)."""
     if not dirs or any(o.lstrip("+").startswith("hydra.searchpath=") for o in overrides):
@@ -74,17 +89,22 @@ def check_group_choices(overrides: list[str], dirs: Sequence[str] = ()) -> None:
 
 
 def compose_config(overrides: Sequence[str], return_hydra_config: bool = False,
-                   dirs: Sequence[str] = ()) -> DictConfig:
+                   dirs: Sequence[str] = (), primary: tuple[Path, str] = (CONF_DIR, "config")
+                   ) -> DictConfig:
     """The run config exactly as `python -m rlsweep [--config-dir D...] <overrides>` composes it
-    (the schema is registered by importing rlsweep.config, which this module does)."""
+    (the schema is registered by importing rlsweep.config, which this module does).
+
+    :param primary: the primary config's dir and name (`primary_config` of a command line)
+    """
     from hydra import compose, initialize_config_dir
 
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        return compose("config", overrides=[*overrides, *_searchpath(dirs, overrides)],
+    with initialize_config_dir(str(primary[0]), version_base="1.3"):
+        return compose(primary[1], overrides=[*overrides, *_searchpath(dirs, overrides)],
                        return_hydra_config=return_hydra_config)
 
 
-def check_composed(overrides: list[str], multirun: bool, dirs: Sequence[str] = ()) -> None:
+def check_composed(overrides: list[str], multirun: bool, dirs: Sequence[str] = (),
+                   primary: tuple[Path, str] = (CONF_DIR, "config")) -> None:
     """Compose the config as Hydra will (Hydra's own node included) and validate it.
 
     In a sweep only the fixed overrides are composed here; the sweeper validates every cell.
@@ -92,7 +112,7 @@ def check_composed(overrides: list[str], multirun: bool, dirs: Sequence[str] = (
     parsed = OverridesParser.create().parse_overrides(overrides)
     fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
     try:
-        cfg = compose_config(fixed, return_hydra_config=True, dirs=dirs)
+        cfg = compose_config(fixed, return_hydra_config=True, dirs=dirs, primary=primary)
     except (HydraException, OmegaConfBaseException) as err:
         raise ConfigError(_one_line(err)) from None
     check_storage_password(cfg, multirun)
@@ -138,7 +158,7 @@ def preflight(argv: list[str]) -> None:
     dirs = config_dirs(argv)
     try:
         check_group_choices(overrides, dirs)
-        check_composed(overrides, multirun, dirs)
+        check_composed(overrides, multirun, dirs, primary_config(argv))
     except OverrideParseException as err:
         print(f"error: {mask_credentials(_unparsable(overrides, err))}", file=sys.stderr)
         sys.exit(2)

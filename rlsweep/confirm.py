@@ -7,8 +7,9 @@ algo's own value of every searched parameter) are trained on the same seeds too,
 
 A cell's best trial was picked on one seed, so its value is biased upward. Here each best
 configuration (its trial's composed config, unchanged but for the seed) is trained again on
-`seeds` new seeds, as a Hydra multirun through the sweep's own launcher, in
-`<sweep dir>/confirm/<cell>/seed_<n>/`. Seeds that left a metrics.json (ok or diverged) are not
+`seeds` new seeds in `<sweep dir>/confirm/<cell>/seed_<n>/`. Every config's seeds run as one
+Hydra multirun through the sweep's own launcher (configs in `confirm/jobs/`), so no config
+waits for another's last seed. Seeds that left a metrics.json (ok or diverged) are not
 run again; seeds that left none (failed) are retried. Then `confirm.json` gets per-cell IQM
 success rate and return with 95% stratified-bootstrap CIs and P(A > B) for every pair of cells
 (rlsweep.report.stats), and report.html is rewritten.
@@ -136,32 +137,45 @@ def score_cell(best_trial: Optional[int], params: dict, scores: list[SeedScore]
         iqm_mean_return=None if None in returns else stats.iqm_with_ci(returns))
 
 
-def write_confirm_config(config_file: Path, out_dir: Path, launcher: str) -> None:
-    """A primary Hydra config: `config_file` (the best trial's config.yaml, or the cell's
-    base_config.yaml), the sweep's launcher, one dir a seed."""
-    cfg = OmegaConf.load(config_file)
-    hydra = {"sweep": {"dir": str(out_dir), "subdir": "seed_${seed}"},
+JOBS_DIR = "jobs"  # confirm/jobs/: the multirun's configs (a cell's name always holds a '-')
+JOB_GROUP = "confirmed"  # the config group whose options are the jobs: `<out dir name>/seed_<n>`
+
+
+def write_job_configs(confirm_dir: Path, launcher: str, jobs: dict[str, tuple[Path, int]]) -> None:
+    """The configs of one Hydra multirun over every job: a primary config (the sweep's launcher,
+    each job's output in `<confirm_dir>/<option>`) and an option of the group `confirmed` a job.
+
+    :param confirm_dir: `<sweep dir>/confirm`
+    :param launcher: the sweep's launcher (a `hydra/launcher` option)
+    :param jobs: option name (`<out dir name>/seed_<n>`) -> (the config it trains: a best trial's
+        config.yaml or a cell's base_config.yaml, unchanged but for its seed; the seed)
+    """
+    jobs_dir = confirm_dir / JOBS_DIR
+    for option, (config_file, seed) in jobs.items():
+        cfg = OmegaConf.load(config_file)
+        cfg.seed = seed
+        path = jobs_dir / JOB_GROUP / f"{option}.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("# @package _global_\n" + OmegaConf.to_yaml(cfg))
+    hydra = {"sweep": {"dir": str(confirm_dir.resolve()), "subdir": f"${{hydra:runtime.choices.{JOB_GROUP}}}"},
              "job": {"chdir": False, "name": "confirm"},
              # our launcher presets (conf/hydra/launcher/*) must stay reachable
              "searchpath": [f"file://{CONF_DIR}"]}
-    defaults = ["_self_"]
-    if launcher != "basic":
-        defaults.insert(0, {"override hydra/launcher": launcher})
-    out_dir.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(OmegaConf.merge({"defaults": defaults}, cfg, {"hydra": hydra}),
-                   out_dir / "config.yaml")
+    # a default job (the first), so the config composes without the multirun's list
+    defaults: list = [{JOB_GROUP: next(iter(jobs))}, "_self_"]
+    if launcher != "basic":  # Hydra wants overrides last in a defaults list
+        defaults.append({"override hydra/launcher": launcher})
+    OmegaConf.save(OmegaConf.create({"defaults": defaults, "hydra": hydra}), jobs_dir / "config.yaml")
 
 
-def run_seeds(out_dir: Path, seeds: list[int]) -> None:
-    """Train the seeds of one cell that left no metrics.json, in parallel jobs (a Hydra multirun)."""
-    missing = [s for s in seeds if not (out_dir / f"seed_{s}" / run_result.FILE).exists()]
-    if missing:
-        done = subprocess.run([sys.executable, "-m", "rlsweep", "--config-path",
-                               str(out_dir.resolve()), "--config-name", "config", "-m",
-                               "seed=" + ",".join(map(str, missing))], check=False)
-        if done.returncode != 0:  # seeds that did finish still count; the others score as failed
-            print(f"{out_dir.name}: the seed runs exited with {done.returncode} (output above)",
-                  file=sys.stderr)
+def run_jobs(confirm_dir: Path, options: list[str]) -> None:
+    """Train every job in one Hydra multirun, so the launcher's workers take the next job of any
+    config as soon as they are free (one multirun a config would wait for its slowest seed)."""
+    done = subprocess.run([sys.executable, "-m", "rlsweep", "--config-path",
+                           str((confirm_dir / JOBS_DIR).resolve()), "--config-name", "config", "-m",
+                           f"{JOB_GROUP}=" + ",".join(options)], check=False)
+    if done.returncode != 0:  # seeds that did finish still count; the others score as failed
+        print(f"the confirmation runs exited with {done.returncode} (output above)", file=sys.stderr)
 
 
 DEFAULTS = " (defaults)"  # a cell's baseline is named `<cell> (defaults)`
@@ -190,7 +204,8 @@ def confirm(sweep_dir: Path, n_seeds: int, baseline: bool = False) -> ConfirmDat
     few_seeds = stats.few_seeds_note(n_seeds)
     if few_seeds:
         print(f"warning: {few_seeds}", file=sys.stderr)
-    runs: dict[str, list[SeedRun]] = {}
+    jobs: dict[str, tuple[Path, int]] = {}  # option name -> (config file, seed), see write_job_configs
+    planned: dict[str, tuple[Path, list[int]]] = {}  # confirmed name -> (its runs' dir, seeds)
     picked: dict[str, tuple[Optional[int], dict]] = {}  # confirmed name -> (trial, params)
     skipped: dict[str, str] = {}
     for name, cell in sweep.cells.items():
@@ -210,12 +225,18 @@ def confirm(sweep_dir: Path, n_seeds: int, baseline: bool = False) -> ConfirmDat
             configs[name + DEFAULTS] = (sweep_dir / name / "base_config.yaml",
                                         confirmed_dir(sweep_dir, name + DEFAULTS), None, {})
         for confirmed, (config_file, out_dir, trial, params) in configs.items():
-            write_confirm_config(config_file, out_dir, launcher)
-            run_seeds(out_dir, seeds)
-            runs[confirmed] = [read_seed_run(out_dir / f"seed_{seed}", seed) for seed in seeds]
+            for seed in seeds:  # seeds that left a metrics.json are not run again
+                if not (out_dir / f"seed_{seed}" / run_result.FILE).exists():
+                    jobs[f"{out_dir.name}/seed_{seed}"] = (config_file, seed)
+            planned[confirmed] = (out_dir, seeds)
             picked[confirmed] = (trial, params)
     for name, reason in skipped.items():
         print(f"{name}: {reason}", file=sys.stderr)
+    if jobs:
+        write_job_configs(sweep_dir / "confirm", launcher, jobs)
+        run_jobs(sweep_dir / "confirm", list(jobs))
+    runs = {name: [read_seed_run(out_dir / f"seed_{seed}", seed) for seed in seeds]
+            for name, (out_dir, seeds) in planned.items()}
 
     worst = worst_return(run for cell_runs in runs.values() for run in cell_runs)
     cells = {}

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import pytest
 
-from rlsweep.cli import group_options
+from rlsweep.cli import CONF_DIR, group_options, preflight, primary_config
 from rlsweep.config import ConfigError, validate
 from tests.conftest import compose_cfg, run_cli
 
@@ -119,6 +120,27 @@ def test_cli_bad_input_is_one_line_and_builds_nothing(tmp_path, args, field):
     assert len(lines) == 1 and lines[0].startswith("error: ") and field in lines[0], result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "run").exists() and not (tmp_path / "sweep").exists()
+
+
+@pytest.mark.parametrize("argv,primary", [
+    ([], (CONF_DIR, "config")),
+    (["--config-path", "/a/b", "--config-name", "run", "-m"], (Path("/a/b"), "run")),
+    (["-cp=/a/b", "-cn=run", "seed=1"], (Path("/a/b"), "run")),
+    (["--config-path", "../conf"], (CONF_DIR, "config")),  # relative to the package, as Hydra
+])
+def test_primary_config_is_the_one_the_command_line_names(argv, primary):
+    assert primary_config(argv) == primary
+
+
+def test_preflight_composes_the_primary_config_the_command_line_names(tmp_path, capsys):
+    # rlsweep.confirm runs `--config-path <its jobs dir> --config-name config <its own group>=...`
+    (tmp_path / "job").mkdir()
+    (tmp_path / "job" / "one.yaml").write_text("# @package _global_\nseed: 7\n")
+    (tmp_path / "config.yaml").write_text("defaults:\n  - job: one\n  - _self_\n")
+    preflight(["--config-path", str(tmp_path), "--config-name", "config", "-m", "job=one"])
+    with pytest.raises(SystemExit):
+        preflight(["--config-path", str(tmp_path), "--config-name", "config", "-m", "job=two"])
+    assert "job/two" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("launcher", group_options("hydra/launcher"))

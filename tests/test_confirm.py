@@ -222,12 +222,18 @@ def test_baseline_trains_each_cells_defaults_on_the_same_seeds(tmp_path):
     save_run(sweep_dir / "confirm" / "ppo-dense" / "seed_1000", success_rate=0.5,
              mean_return=8.0, seed=1000)
 
-    result = run_cli(str(sweep_dir), "seeds=1", "baseline=true", module="rlsweep.confirm")
+    result = run_cli(str(sweep_dir), "seeds=2", "baseline=true", module="rlsweep.confirm")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "ppo-dense (defaults): IQM success rate" in result.stdout
+    # the seeds left to train, of both configs, went to the launcher as one multirun
+    launched = OmegaConf.load(sweep_dir / "confirm" / "multirun.yaml").hydra.overrides.task
+    assert list(launched) == [f"{confirm.JOB_GROUP}=ppo-dense/seed_1001,"
+                              "ppo-dense.defaults/seed_1000,ppo-dense.defaults/seed_1001"]
     written = json.loads((sweep_dir / "confirm.json").read_text())
+    assert written["cells"]["ppo-dense"]["seeds"] == [1000, 1001]
+    assert written["cells"]["ppo-dense"]["runs"][0]["mean_return"] == 8.0  # not retrained
     defaults = written["cells"]["ppo-dense (defaults)"]
-    assert defaults["best_trial"] is None and defaults["seeds"] == [1000]
+    assert defaults["best_trial"] is None and defaults["seeds"] == [1000, 1001]
     assert set(written["improvement"]) == {"ppo-dense > ppo-dense (defaults)",
                                            "ppo-dense (defaults) > ppo-dense"}
     base = OmegaConf.load(sweep_dir / "ppo-dense" / "base_config.yaml")
@@ -247,7 +253,7 @@ def test_baseline_trains_each_cells_defaults_on_the_same_seeds(tmp_path):
     assert tuning["confirm"]["defaults"]["trial"] is None
     assert tuning["confirm"]["p_best_over_defaults"] == \
         written["improvement"]["ppo-dense > ppo-dense (defaults)"]
-    assert [s["seed"] for s in tuning["confirm"]["defaults"]["seeds"]] == [1000]
+    assert [s["seed"] for s in tuning["confirm"]["defaults"]["seeds"]] == [1000, 1001]
     page = "\n".join(tuning_bench.run_markdown(tuning_bench.collect(sweep_dir)))
     assert "| defaults |" in page and f"Best: trial {tuning['best']['trial']}," in page
 
