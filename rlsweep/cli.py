@@ -7,6 +7,7 @@ these into one line naming the field and the allowed values, before any env exis
 
 from __future__ import annotations
 
+import itertools
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -121,11 +122,23 @@ def check_composed(overrides: list[str], multirun: bool, dirs: Sequence[str] = (
 
 
 def _one_line(err: BaseException) -> str:
-    """Hydra/OmegaConf errors span lines (override, reason, full_key, ...): keep what and why."""
-    what = str(err).strip().splitlines()
-    why = str(err.__cause__).strip().splitlines() if err.__cause__ else what[1:2]
+    """Hydra/OmegaConf errors span lines (override, reason, full_key, ...): keep what and why.
+
+    Hydra lists a group's options one a line under "Available options in '<group>':"; they
+    become "allowed values are a, b".
+    """
+    lines = str(err).strip().splitlines()
+    what = [line for line in lines if line.strip()]
+    if err.__cause__:
+        why = [line for line in str(err.__cause__).strip().splitlines() if line.strip()][:1]
+    else:
+        why = what[1:2]
+    listed = next((i for i, line in enumerate(lines) if line.startswith("Available options in")), None)
+    if listed is not None:
+        options = itertools.takewhile(lambda line: line.startswith("\t"), lines[listed + 1:])
+        why = ["allowed values are " + ", ".join(option.strip() for option in options)]
     hint = [line for line in what[1:] if line.startswith("To append")]  # Hydra's "+key" advice
-    return ": ".join([what[0].rstrip(".")] + why[:1] + hint)
+    return ": ".join([what[0].rstrip(".")] + why + hint)
 
 
 def _unparsable(overrides: list[str], err: Exception) -> str:

@@ -122,6 +122,17 @@ def test_cli_bad_input_is_one_line_and_builds_nothing(tmp_path, args, field):
     assert not (tmp_path / "run").exists() and not (tmp_path / "sweep").exists()
 
 
+@pytest.mark.parametrize("override,group", [("hydra/launcher=nope", "hydra/launcher"),
+                                             ("+hparams_search=nope", "hparams_search")])
+def test_an_unknown_option_of_any_group_is_one_line_with_the_allowed_values(override, group, capsys):
+    with pytest.raises(SystemExit):
+        preflight([override])
+    lines = capsys.readouterr().err.strip().splitlines()
+    allowed = ", ".join(group_options(group))
+    assert lines == [f"error: In '{'hydra/config' if group.startswith('hydra') else 'config'}': "
+                     f"Could not find '{group}/nope': allowed values are {allowed}"]
+
+
 @pytest.mark.parametrize("argv,primary", [
     ([], (CONF_DIR, "config")),
     (["--config-path", "/a/b", "--config-name", "run", "-m"], (Path("/a/b"), "run")),
