@@ -80,6 +80,14 @@ CANDIDATES = (
     Candidate("sbx_sac_before_tuning", PRE_TUNING_SBX_SAC,
               note="SBX SAC with its own values (lr 3e-4, batch 128, tau 0.005, gamma 0.99, "
                    "policy delay 2), the default until the night sweep's find replaced them"),
+    Candidate("sbx_sac_night3", ("algo.learning_rate=7.62e-4", "algo.batch_size=256",
+                                 "algo.tau=8.25e-3", "algo.gamma=0.95", "algo.policy_delay=2",
+                                 "algo.learning_starts=10000", "algo.train_freq=1",
+                                 "algo.gradient_steps=1"),
+              note="the best trial (22) of the preset's third night (`bench/night/"
+                   "lift_sbx_sac.no_pruning`, no pruning), rounded to 3 digits, one update per "
+                   "call as it ran: its time to 0.9 beside the values that night started from "
+                   "(sbx_sac_before_tuning)"),
     Candidate("sbx_sac_osc_pose", ("env.robosuite.controller=OSC_POSE",),
               note="SBX SAC with the 7-D pose controller (robosuite's published benchmark setup)"),
     Candidate("sbx_tqc", ("algo=sbx_tqc",), note="SBX TQC, OSC_POSITION"),
