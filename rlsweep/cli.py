@@ -25,30 +25,30 @@ from rlsweep.sweep.space import SWEEP_GROUPS
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 
+def _flag_values(argv: Sequence[str], names: tuple[str, ...]) -> list[str]:
+    """The values given to one of Hydra's flags, as `--flag VALUE` or `--flag=VALUE`."""
+    values = []
+    for i, arg in enumerate(argv):
+        flag, equals, value = arg.partition("=")
+        if flag in names and equals:
+            values.append(value)
+        elif arg in names and i + 1 < len(argv):
+            values.append(argv[i + 1])
+    return values
+
+
 def config_dirs(argv: Sequence[str]) -> list[str]:
     """Directories given with `--config-dir DIR` / `-cd DIR` (Hydra adds them to its search path)."""
-    dirs = []
-    for i, arg in enumerate(argv):
-        if arg in ("--config-dir", "-cd") and i + 1 < len(argv):
-            dirs.append(argv[i + 1])
-        elif arg.startswith("--config-dir="):
-            dirs.append(arg.split("=", 1)[1])
-    return [str(Path(d).resolve()) for d in dirs]
+    return [str(Path(d).resolve()) for d in _flag_values(argv, ("--config-dir", "-cd"))]
 
 
 def primary_config(argv: Sequence[str]) -> tuple[Path, str]:
     """The primary config Hydra will load: `--config-path/-cp DIR` (relative to the package, as
     Hydra resolves it for `python -m rlsweep`) and `--config-name/-cn NAME`, else conf/config."""
-    path, name = CONF_DIR, "config"
-    for i, arg in enumerate(argv):
-        flag, _, value = arg.partition("=")
-        if not value and i + 1 < len(argv):
-            value = argv[i + 1]
-        if flag in ("--config-path", "-cp"):
-            path = (Path(__file__).resolve().parent / value).resolve()
-        elif flag in ("--config-name", "-cn"):
-            name = value
-    return path, name
+    paths = _flag_values(argv, ("--config-path", "-cp"))
+    names = _flag_values(argv, ("--config-name", "-cn"))
+    path = (Path(__file__).resolve().parent / paths[-1]).resolve() if paths else CONF_DIR
+    return path, names[-1] if names else "config"
 
 
 def _searchpath(dirs: Sequence[str], overrides: Sequence[str]) -> list[str]:
