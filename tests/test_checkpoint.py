@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import pickle
 import shutil
 import signal
 import subprocess
@@ -26,25 +27,30 @@ def _curve(run_dir: Path) -> list[dict[str, float]]:
         return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
-@pytest.fixture(scope="module")
-def killed_run(tmp_path_factory) -> Path:
-    """A real run SIGKILLed just after its checkpoint at 300 env steps (of 600)."""
-    run_dir = tmp_path_factory.mktemp("killed") / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "rlsweep", *RUN, f"hydra.run.dir={run_dir}"],
+def _killed_after_checkpoint(run: list[str], run_dir: Path, env_steps: int) -> None:
+    """Start `python -m rlsweep <run>` and SIGKILL it just after its checkpoint at `env_steps`."""
+    proc = subprocess.Popen([sys.executable, "-m", "rlsweep", *run, f"hydra.run.dir={run_dir}"],
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env={**os.environ, "WANDB_MODE": "disabled"})
     state = run_dir / "checkpoint" / "state.json"
     deadline = time.monotonic() + 300
     try:
         while time.monotonic() < deadline and proc.poll() is None:
-            if state.exists() and json.loads(state.read_text())["env_steps"] >= 300:
+            if state.exists() and json.loads(state.read_text())["env_steps"] >= env_steps:
                 break
             time.sleep(0.05)
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    assert json.loads(state.read_text())["env_steps"] == 300, "no checkpoint at 300 env steps"
+    assert json.loads(state.read_text())["env_steps"] == env_steps, f"no checkpoint at {env_steps}"
     assert not (run_dir / "metrics.json").exists()
+
+
+@pytest.fixture(scope="module")
+def killed_run(tmp_path_factory) -> Path:
+    """A real run SIGKILLed just after its checkpoint at 300 env steps (of 600)."""
+    run_dir = tmp_path_factory.mktemp("killed") / "run"
+    _killed_after_checkpoint(RUN, run_dir, 300)
     return run_dir
 
 
@@ -110,3 +116,25 @@ def test_resume_without_a_checkpoint_starts_a_new_run(tmp_path):
     assert checkpoint.resume_point(cfg, tmp_path / "fresh") is None
     cfg.trainer.resume = False
     assert checkpoint.resume_point(cfg, tmp_path / "fresh") is None
+
+
+@pytest.mark.slow
+def test_a_resumed_ppo_run_keeps_its_observation_statistics(tmp_path):
+    """PPO normalizes observations (VecNormalize): a resume continues its running statistics
+    from the checkpoint instead of starting them again, which would shift every input the
+    policy was trained on."""
+    run = ["algo=ppo", *TINY, "algo.n_steps=64", "trainer.total_timesteps=640",
+           "trainer.eval_freq=128", "trainer.checkpoint_freq=256", "trainer.resume=true",
+           "logger=none", "seed=4"]
+    run_dir = tmp_path / "run"
+    _killed_after_checkpoint(run, run_dir, 256)
+    with open(run_dir / "checkpoint" / "vecnormalize.pkl", "rb") as f:
+        at_checkpoint = pickle.load(f).obs_rms.count
+
+    done = run_cli(*run, f"hydra.run.dir={run_dir}", env={"WANDB_MODE": "disabled"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads((run_dir / "metrics.json").read_text())["resumes"] == 1
+    with open(run_dir / "vecnormalize.pkl", "rb") as f:
+        final = pickle.load(f).obs_rms.count
+    # one count per observation seen in training: all 640 steps, the 256 before the kill included
+    assert at_checkpoint >= 256 and final >= 640, (at_checkpoint, final)
