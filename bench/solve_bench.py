@@ -89,16 +89,21 @@ CANDIDATES = (
                    "call as it ran: its time to 0.9 beside the values that night started from "
                    "(sbx_sac_before_tuning)"),
     Candidate("sbx_sac_osc_pose", ("env.robosuite.controller=OSC_POSE",),
-              note="SBX SAC with the 7-D pose controller (robosuite's published benchmark setup)"),
+              note="the default (SBX SAC, its tuned values) with the 7-D pose controller "
+                   "OSC_POSE, which robosuite's published benchmark and sb3_sac_as_shipped "
+                   "use: what the controller alone changes (against default) and what the "
+                   "algorithm and its values change (against sb3_sac_as_shipped)"),
     Candidate("sbx_tqc", ("algo=sbx_tqc",), note="SBX TQC, OSC_POSITION"),
     Candidate("sb3_sac_as_shipped", ("algo=sac", "env.robosuite.controller=OSC_POSE"),
               note="SB3 SAC (torch) with the pose controller: the default before issue 12. "
-                   "A seed's 300k take 1.7 hours on a CPU with AVX-512/AMX (seed 0: 103 wall "
-                   "minutes, resumed once; seed 1, beside other training and resumed 3 times: "
-                   "0.9 at 250k after 109 wall minutes), 4.5-6 hours on the earlier one (14-19 "
-                   "env steps/s), "
-                   "where seed 0's first run was cut at 247k with its best evaluation 0.45 at "
-                   "230k-240k (sb3_sac_as_shipped/seed_0.cut1/train.log)"),
+                   "Seed 1 reached 0.9 at 250k; seeds 0 and 2 did not within 300k (best "
+                   "evaluations 0.45 at 240k and 0.80 at 270k). A seed's 300k take 1.5-1.8 "
+                   "hours on a CPU with AVX-512/AMX (seed 0: 103 wall minutes, resumed once; "
+                   "seed 1, beside other training and resumed 3 times: 0.9 at 250k after 109 "
+                   "wall minutes; seed 2: 91 minutes, resumed twice), 4.5-6 hours on the "
+                   "earlier one (14-19 env steps/s), where seed 0's first run was cut at 247k "
+                   "with its best evaluation 0.45 at 230k-240k "
+                   "(sb3_sac_as_shipped/seed_0.cut1/train.log)"),
     Candidate("ppo_fast_2envs", ("algo=ppo", "env.n_envs=2", "env.vec_env=subproc"),
               budget=1_000_000, note="PPO, 2 subprocess envs on the fast backend"),
 )
