@@ -48,12 +48,14 @@ RESUMABLE = ("trainer.checkpoint_freq=10000", "trainer.resume=true")
 
 @dataclass(frozen=True)
 class Candidate:
-    """One way to train Lift: overrides from the default config, and its env-step budget."""
+    """One way to train Lift: overrides from the default config, its env-step budget, and the
+    cores one seed keeps busy (a seed on more than one trains alone, not beside another)."""
 
     name: str
     overrides: tuple[str, ...]
     budget: int = BUDGET
     note: str = ""
+    cores: int = 1
 
     def command(self, seed: int) -> list[str]:
         return [sys.executable, "-m", "rlsweep", *self.overrides, *PROTOCOL, *RESUMABLE,
@@ -105,7 +107,7 @@ CANDIDATES = (
                    "with its best evaluation 0.45 at 230k-240k "
                    "(sb3_sac_as_shipped/seed_0.cut1/train.log)"),
     Candidate("ppo_fast_2envs", ("algo=ppo", "env.n_envs=2", "env.vec_env=subproc"),
-              budget=1_000_000,
+              budget=1_000_000, cores=2,
               note="PPO, 2 subprocess envs on the fast backend, both cores for one seed (58 "
                    "wall minutes for 1M env steps, 16 of them evaluating). Seed 0 rose to 0.85 "
                    "at 180k, then swung between 0.15 and 0.80 until 1M"),
@@ -229,9 +231,18 @@ def run() -> dict:
     jobs = int(os.environ.get("SOLVE_JOBS", os.cpu_count() or 1))
     print(f"solve: {len(todo)} seed runs to train, {jobs} at a time", flush=True)
     if jobs > 0:  # SOLVE_JOBS=0 only collects what has finished
-        with ThreadPoolExecutor(jobs) as pool:
-            list(pool.map(lambda job: train_seed(*job), todo))
+        train_all(todo, jobs)
     return collect()
+
+
+def train_all(todo: list[tuple[Candidate, int]], jobs: int, train=train_seed) -> None:
+    """Train the one-core seeds `jobs` at a time, then each seed of a multi-core candidate
+    alone: beside another run its wall minutes and env steps/s would measure the contention."""
+    with ThreadPoolExecutor(jobs) as pool:
+        list(pool.map(lambda job: train(*job), [j for j in todo if j[0].cores == 1]))
+    for job in todo:
+        if job[0].cores > 1:
+            train(*job)
 
 
 def collect() -> dict:
@@ -241,7 +252,7 @@ def collect() -> dict:
     for c in CANDIDATES:
         seeds = [seed_result(c, s) for s in SEEDS if finished(c, s)]
         record = {"name": c.name, "overrides": list(c.overrides), "budget": c.budget,
-                  "note": c.note, "seeds": seeds,
+                  "cores": c.cores, "note": c.note, "seeds": seeds,
                   "pending_seeds": [s for s in SEEDS if not finished(c, s)]}
         (pending if record["pending_seeds"] else complete).append(record)
     plot(complete + pending)
@@ -260,30 +271,40 @@ def _median_range(values: list) -> str:
 
 
 def plot(candidates: list[dict]) -> None:
-    """Success rate against env steps and against wall minutes, each seed a thin line."""
+    """Success rate against env steps and against wall minutes, each seed a thin line. The env
+    steps axis ends at the off-policy budget, where every SAC-family seed has stopped; a longer
+    budget's curve (PPO's) is cut there and named in the axis label."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax_steps, ax_wall) = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    fig, (ax_steps, ax_wall) = plt.subplots(1, 2, figsize=(13, 4.3), sharey=True)
     for index, c in enumerate(x for x in candidates if x["seeds"]):
         color = f"C{index}"
+        cores = f", {c['cores']} cores a seed" if c["cores"] > 1 else ""
         for k, seed in enumerate(c["seeds"]):
             steps = [p["env_steps"] / 1000 for p in seed["curve"]]
             success = [p["success_rate"] for p in seed["curve"]]
-            label = f"{c['name']} ({len(c['seeds'])} seeds)" if k == 0 else None
+            n = len(c["seeds"])
+            label = f"{c['name']} ({n} seed{'s' * (n != 1)}{cores})" if k == 0 else None
             ax_steps.plot(steps, success, color=color, alpha=0.8, label=label)
             ax_wall.plot([p["wall_minutes"] for p in seed["curve"]], success, color=color,
                          alpha=0.8)
-    for ax, xlabel in ((ax_steps, "env steps (thousands)"), (ax_wall, "wall minutes (1 core each)")):
+    longer = [f"{c['name']} ran to {c['budget']:,}" for c in candidates
+              if c["seeds"] and c["budget"] > BUDGET]
+    steps_label = "env steps (thousands)" + (f"; cut at {BUDGET // 1000}k, {', '.join(longer)}"
+                                             if longer else "")
+    ax_steps.set_xlim(0, BUDGET / 1000 * 1.02)
+    for ax, xlabel in ((ax_steps, steps_label), (ax_wall, "wall minutes (1 core a seed unless "
+                                                          "the legend says more)")):
         ax.axhline(TARGET, color="grey", linestyle="--", linewidth=1)
         ax.set(xlabel=xlabel, ylim=(-0.03, 1.03))
         ax.grid(alpha=0.3)
     ax_steps.set_ylabel("eval success rate (20 episodes)")
-    ax_steps.legend(loc="lower right", fontsize=8)
+    fig.legend(loc="center right", fontsize=8, frameon=False)
     fig.suptitle("robosuite Lift (Panda), time to 90% success, one line per seed")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 0.8, 1))
     for path in (CURVES_PNG, DOCS_PNG):
         fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -295,7 +316,8 @@ def markdown(results: dict) -> str:
              f"`{' '.join(results['protocol'])}`: evaluation every 10k env steps on 20 episodes "
              f"with fresh cube placements; a seed stops once 3 evaluations in a row reach "
              f"{results['target_success']}. Solved = first evaluation at >= 0.9. Wall minutes "
-             "include evaluations; two seeds train at once, one per core. Env steps to 0.9 do "
+             "include evaluations; two seeds train at once, one per core (a candidate whose "
+             "seed uses more cores trains alone: its note says). Env steps to 0.9 do "
              "not depend on the machine; wall minutes do (machines of this class differ up to "
              "2.4x, and anything else running on the cores slows them).", "",
              "| candidate | overrides | seeds | env steps to 0.9: median (range) | "

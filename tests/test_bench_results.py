@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import time
 import types
 from pathlib import Path
@@ -224,3 +225,24 @@ def test_each_night_run_is_reproduced_from_todays_preset_by_its_overrides(night)
     else:
         name, kwargs = night.pruner
         assert sweeper.pruner == name and dict(sweeper.pruner_kwargs) == kwargs
+
+
+def test_a_seed_that_uses_several_cores_trains_alone(monkeypatch):
+    one_core = solve_bench.Candidate("sac", ())
+    two_cores = solve_bench.Candidate("ppo", ("env.n_envs=2",), cores=2)
+    running, overlaps, lock = set(), [], threading.Lock()
+
+    def train(candidate, seed):
+        with lock:
+            running.add((candidate.name, seed))
+            overlaps.append(frozenset(running))
+        time.sleep(0.05)
+        with lock:
+            running.discard((candidate.name, seed))
+
+    todo = [(two_cores, 0), (one_core, 0), (one_core, 1), (two_cores, 1), (one_core, 2)]
+    solve_bench.train_all(todo, jobs=2, train=train)
+    trained = set().union(*overlaps)
+    assert trained == {(c.name, s) for c, s in todo}
+    assert any(len(o) == 2 for o in overlaps)  # one-core seeds share the 2 jobs
+    assert all(o == {job} for o in overlaps for job in o if job[0] == "ppo")
