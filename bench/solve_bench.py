@@ -282,11 +282,11 @@ def plot(candidates: list[dict]) -> None:
     fig, (ax_steps, ax_wall) = plt.subplots(1, 2, figsize=(13, 4.3), sharey=True)
     for index, c in enumerate(x for x in candidates if x["seeds"]):
         color = f"C{index}"
+        n = len(c["seeds"])
         cores = f", {c['cores']} cores a seed" if c["cores"] > 1 else ""
         for k, seed in enumerate(c["seeds"]):
             steps = [p["env_steps"] / 1000 for p in seed["curve"]]
             success = [p["success_rate"] for p in seed["curve"]]
-            n = len(c["seeds"])
             label = f"{c['name']} ({n} seed{'s' * (n != 1)}{cores})" if k == 0 else None
             ax_steps.plot(steps, success, color=color, alpha=0.8, label=label)
             ax_wall.plot([p["wall_minutes"] for p in seed["curve"]], success, color=color,
