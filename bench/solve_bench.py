@@ -108,9 +108,9 @@ CANDIDATES = (
                    "(sb3_sac_as_shipped/seed_0.cut1/train.log)"),
     Candidate("ppo_fast_2envs", ("algo=ppo", "env.n_envs=2", "env.vec_env=subproc"),
               budget=1_000_000, cores=2,
-              note="PPO, 2 subprocess envs on the fast backend, both cores for one seed (58 "
-                   "wall minutes for 1M env steps, 16 of them evaluating). Seed 0 rose to 0.85 "
-                   "at 180k, then swung between 0.15 and 0.80 until 1M"),
+              note="PPO, 2 subprocess envs on the fast backend (58 wall minutes for 1M env "
+                   "steps, 16 of them evaluating). Seed 0 rose to 0.85 at 180k, then swung "
+                   "between 0.15 and 0.80 until 1M"),
 )
 
 
@@ -317,7 +317,7 @@ def markdown(results: dict) -> str:
              f"with fresh cube placements; a seed stops once 3 evaluations in a row reach "
              f"{results['target_success']}. Solved = first evaluation at >= 0.9. Wall minutes "
              "include evaluations; two seeds train at once, one per core (a candidate whose "
-             "seed uses more cores trains alone: its note says). Env steps to 0.9 do "
+             "seed uses more cores trains alone, as its note below says). Env steps to 0.9 do "
              "not depend on the machine; wall minutes do (machines of this class differ up to "
              "2.4x, and anything else running on the cores slows them).", "",
              "| candidate | overrides | seeds | env steps to 0.9: median (range) | "
@@ -334,5 +334,7 @@ def markdown(results: dict) -> str:
             f"{_median_range([s['minutes_to_0_9'] for s in seeds])} | {speed} | "
             f"{finals or '-'} |")
     lines += ["", "![success curves](solve_curves.png)", ""]
-    lines += [f"- **{c['name']}**: {c['note']}" for c in results["candidates"] + results["pending"]]
+    lines += [f"- **{c['name']}**"
+              + (f" ({c['cores']} cores a seed, trained alone)" if c["cores"] > 1 else "")
+              + f": {c['note']}" for c in results["candidates"] + results["pending"]]
     return "\n".join(lines)

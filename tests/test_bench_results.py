@@ -227,7 +227,7 @@ def test_each_night_run_is_reproduced_from_todays_preset_by_its_overrides(night)
         assert sweeper.pruner == name and dict(sweeper.pruner_kwargs) == kwargs
 
 
-def test_a_seed_that_uses_several_cores_trains_alone(monkeypatch):
+def test_a_seed_that_uses_several_cores_trains_alone():
     one_core = solve_bench.Candidate("sac", ())
     two_cores = solve_bench.Candidate("ppo", ("env.n_envs=2",), cores=2)
     running, overlaps, lock = set(), [], threading.Lock()
