@@ -34,4 +34,8 @@ def main(cfg: DictConfig) -> float:
 
 if __name__ == "__main__":
     preflight(sys.argv[1:])
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:  # Ctrl-C: one line, not the interrupted frames of every process
+        print("rlsweep: interrupted (Ctrl-C)", file=sys.stderr)
+        sys.exit(130)

@@ -11,6 +11,7 @@ import json
 import math
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -144,7 +145,8 @@ def test_a_trials_totals_are_stored_at_once_and_never_on_a_finished_trial(tmp_pa
     set_user_attrs(storage, trial._trial_id, {"env_steps": 200})  # updates, keeps the others
     attrs = cell.get_trials()[0].user_attrs
     assert attrs == {"claimed_by": "host:1:0", "env_steps": 200, "seeds": [0, 1],
-                     "fail_reason": None}
+                     "fail_reason": None,
+                     "worker_process": f"{socket.gethostname()}:{os.getpid()}"}
     cell.tell(trial, state=TrialState.FAIL)  # e.g. another worker failed it as stale
     with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
         set_user_attrs(storage, trial._trial_id, {"env_steps": 300})

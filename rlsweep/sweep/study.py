@@ -15,7 +15,9 @@ import itertools
 import json
 import logging
 import math
+import os
 import random
+import socket
 import threading
 import time
 from contextlib import contextmanager
@@ -49,6 +51,9 @@ BUDGET_ATTR = "rlsweep_n_trials"
 # finished too by the time the original worker wakes up.
 TAKEN_OVER_ATTR_PREFIX = "rlsweep_taken_over_trial_"
 CLAIMED_BY_ATTR = "claimed_by"  # user attr of a claimed trial: worker_identity()
+# User attr of a claimed trial: the worker process that claimed it, "<host>:<pid>" (claimed_by
+# names the sweep process, which a cluster's worker outlives).
+WORKER_PROCESS_ATTR = "worker_process"
 # Study user attribute per worker that runs as a Slurm job (value: its SLURM_JOB_ID).
 WORKER_JOB_ATTR_PREFIX = "rlsweep_worker_job_"
 # A worker waits this long for SQLite's write lock before the call fails. A heartbeat may wait
@@ -837,13 +842,16 @@ def _claim_first_waiting(storage: RDBStorage, study_id: int, claimed_by: str) ->
             session.add(models.TrialHeartbeatModel(trial_id=trial_id))
         else:
             beat.heartbeat = session.execute(sqlalchemy.func.now()).scalar()
-        attr = models.TrialUserAttributeModel.find_by_trial_and_key(
-            trial, CLAIMED_BY_ATTR, session)  # a retry inherits its original's
-        if attr is None:
-            session.add(models.TrialUserAttributeModel(
-                trial_id=trial_id, key=CLAIMED_BY_ATTR, value_json=json.dumps(claimed_by)))
-        else:
-            attr.value_json = json.dumps(claimed_by)
+        owners = {CLAIMED_BY_ATTR: claimed_by,
+                  WORKER_PROCESS_ATTR: f"{socket.gethostname()}:{os.getpid()}"}
+        for key, value in owners.items():
+            attr = models.TrialUserAttributeModel.find_by_trial_and_key(
+                trial, key, session)  # a retry inherits its original's
+            if attr is None:
+                session.add(models.TrialUserAttributeModel(
+                    trial_id=trial_id, key=key, value_json=json.dumps(value)))
+            else:
+                attr.value_json = json.dumps(value)
     return trial_id
 
 
@@ -908,6 +916,20 @@ def set_user_attrs(storage: RDBStorage, trial_id: int, attrs: Mapping[str, Any])
 # A trial requeued this often without spending its retry (its worker preempted or its batch
 # aborted each time) is left FAIL: it cannot finish where it is being run.
 FREE_RETRIES_ATTR, MAX_FREE_RETRIES = "free_retries", 3
+# System attr of a retry queued for free: the trial it retries. `failed_trial` names the first
+# of a chain of retries (as in Optuna's retry), this one the trial just before.
+REQUEUED_ATTR = "requeued_trial"
+
+
+def retried_trials(trials: Sequence[optuna.trial.FrozenTrial]) -> set[int]:
+    """The numbers of the trials some other trial retries (a retry counts in their place)."""
+    retried: set[int] = set()
+    for t in trials:
+        retried.update(t.system_attrs.get("retry_history", []))
+        for key in ("failed_trial", REQUEUED_ATTR):
+            if t.system_attrs.get(key) is not None:
+                retried.add(t.system_attrs[key])
+    return retried
 
 
 def requeue_orphans(studies: Mapping[str, optuna.Study], storage: RDBStorage,
@@ -918,17 +940,77 @@ def requeue_orphans(studies: Mapping[str, optuna.Study], storage: RDBStorage,
 
     Done by the sweep process at once, instead of waiting for their heartbeats to go stale.
     """
+    return _requeue(studies, storage,
+                    lambda trial: trial.user_attrs.get(CLAIMED_BY_ATTR) in claimants, reason)
+
+
+DEAD_SWEEP_REASON = ("its sweep process {owner} and its worker are gone (killed, or Ctrl-C); "
+                     "retried without spending its retry")
+
+
+def dead_sweep_owner(trial: optuna.trial.FrozenTrial, host: str) -> str | None:
+    """The sweep process ("<host>:<pid>") that held RUNNING `trial` if it and the trial's worker
+    process both ran on `host` (this machine) and both are gone; else None: alive, on another
+    machine (its heartbeat tells), or claimed before workers noted their process.
+
+    A pid counts as gone too if the process now holding it started after the trial's claim."""
+    from rlsweep.sweep.processes import process_gone
+
+    claimed_by = trial.user_attrs.get(CLAIMED_BY_ATTR)
+    worker = trial.user_attrs.get(WORKER_PROCESS_ATTR)
+    if not isinstance(claimed_by, str) or not isinstance(worker, str):
+        return None
+    sweep_host, sweep_pid, _job = claimed_by.rsplit(":", 2)
+    worker_host, worker_pid = worker.rsplit(":", 1)
+    if sweep_host != host or worker_host != host:
+        return None
+    try:
+        pids = int(sweep_pid), int(worker_pid)
+    except ValueError:
+        return None
+    if all(process_gone(pid, trial.datetime_start) for pid in pids):
+        return f"{sweep_host}:{sweep_pid}"
+    return None
+
+
+def requeue_dead_sweeps_trials(studies: Mapping[str, optuna.Study], storage: RDBStorage
+                               ) -> list[int]:
+    """Fail the RUNNING trials whose sweep process and worker process on this machine are gone
+    (the sweep was SIGKILLed or interrupted as a whole) and queue each a retry that does not
+    spend its one retry, as a preempted worker's; return their numbers. A resumed sweep calls
+    this before its workers start, so it finds them at once instead of after their grace
+    period. Trials of a live sweep process, or held on another machine, are left alone."""
+    host = socket.gethostname()
+    owners: dict[int, str] = {}
+
+    def dead(trial: optuna.trial.FrozenTrial) -> bool:
+        owner = dead_sweep_owner(trial, host)
+        if owner is not None:
+            owners[trial._trial_id] = owner
+        return owner is not None
+
+    return _requeue(studies, storage, dead,
+                    lambda trial: DEAD_SWEEP_REASON.format(owner=owners[trial._trial_id]))
+
+
+def _requeue(studies: Mapping[str, optuna.Study], storage: RDBStorage,
+             held: Callable[[optuna.trial.FrozenTrial], bool],
+             reason: str | Callable[[optuna.trial.FrozenTrial], str]) -> list[int]:
+    """Fail each RUNNING trial for which `held(trial)` says its worker is dead, with `reason`
+    (a text, or one per trial), and queue its retry for free (at most MAX_FREE_RETRIES times
+    per trial: else it stays FAIL, saying so). Returns the numbers of the trials requeued."""
     requeued = []
     for study in studies.values():
         running = with_retries(
             lambda: study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)),
             "listing running trials")
         for trial in running:
-            if trial.user_attrs.get(CLAIMED_BY_ATTR) not in claimants:
+            if not held(trial):
                 continue
+            text = reason(trial) if callable(reason) else reason
             free = trial.system_attrs.get(FREE_RETRIES_ATTR, 0)
-            why = reason if free < MAX_FREE_RETRIES else (
-                f"{reason.split(';')[0]}; not retried: requeued {free} times already (a trial "
+            why = text if free < MAX_FREE_RETRIES else (
+                f"{text.split(';')[0]}; not retried: requeued {free} times already (a trial "
                 "longer than its job's time limit?)")
             try:
                 with_retries(lambda: storage.set_trial_user_attr(
@@ -941,7 +1023,7 @@ def requeue_orphans(studies: Mapping[str, optuna.Study], storage: RDBStorage,
                 continue
             system_attrs = {"failed_trial": trial.number, "retry_history": [],
                             **trial.system_attrs,  # history not extended: the retry is free
-                            FREE_RETRIES_ATTR: free + 1}
+                            FREE_RETRIES_ATTR: free + 1, REQUEUED_ATTR: trial.number}
             with_retries(lambda: study.add_trial(optuna.trial.create_trial(
                 state=TrialState.WAITING, params=trial.params,
                 distributions=trial.distributions, system_attrs=system_attrs)),
@@ -989,6 +1071,13 @@ def fail_stale_trials(study: optuna.Study, storage: RDBStorage) -> None:
                          f"checking {study.study_name} for stale trials")
     for trial_id in stale:
         try:
+            trial = with_retries(lambda: storage.get_trial(trial_id), "reading a stale trial")
+            # Optuna retries a trial once: a retry that goes stale stays FAIL (say so)
+            retry = "not retried: it was a retry already" \
+                if trial.system_attrs.get("retry_history") else "retried once"
+            with_retries(lambda: storage.set_trial_user_attr(trial_id, "fail_reason", (
+                f"no heartbeat for hydra.sweeper.grace_period={storage.grace_period} s (its "
+                f"worker died, or paused); {retry}")), "saving why")
             failed = with_retries(
                 lambda: storage.set_trial_state_values(trial_id, state=TrialState.FAIL),
                 f"failing stale trial id {trial_id}")

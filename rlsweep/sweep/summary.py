@@ -7,11 +7,10 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import optuna
-from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from rlsweep.files import write_json_atomic
-from rlsweep.sweep.study import taken_over_trials
+from rlsweep.sweep.study import retried_trials, taken_over_trials
 
 SUMMARY_FILE = "sweep_summary.json"
 # Env steps the default config needed to first reach 0.9 success on Lift, fewest over its seeds,
@@ -50,7 +49,7 @@ def cell_summary(study: optuna.Study, metrics: Sequence[str] = ("success_then_re
     grace_period): the trial ran twice, and a grace_period that short wastes compute.
     """
     trials = study.get_trials(deepcopy=False)
-    retried = {RetryHeartbeatStaleTrialCallback.retried_trial_number(t) for t in trials} - {None}
+    retried = retried_trials(trials)
     by_state = {s: [t for t in trials if t.state == s and t.number not in retried]
                 for s in TrialState}
     complete = by_state[TrialState.COMPLETE]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import getpass
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -29,12 +30,14 @@ from optuna.trial import TrialState
 from rlsweep.config import ConfigError, first_line, option_name, validate
 from rlsweep.periodic import Periodic
 from rlsweep.sweep.plan import build_plan, resume_conflict, sweep_name, write_plan
+from rlsweep.sweep.processes import child_pids
 from rlsweep.sweep.space import (SWEEP_GROUPS, Cell, declared_space, grid_cells,
                                  parse_sweep_request)
 from rlsweep.sweep.study import (SWEEP_HOST_ENV, SWEEP_PID_ENV, Objectives,
                                  check_connection_budget, check_existing_study, check_grid,
                                  check_settings, count_trials, make_sampler, make_storage,
-                                 mask_url, open_cell_study, requeue_orphans,
+                                 mask_url, open_cell_study, requeue_dead_sweeps_trials,
+                                 requeue_orphans,
                                  sized_pruner_kwargs, sized_sampler_kwargs, storage_url,
                                  study_name, worker_identity, worker_jobs)
 from rlsweep.sweep.summary import (budget_note, cell_summary, format_pareto, format_table,
@@ -350,9 +353,47 @@ def launch_watching_the_storage(launcher, jobs: list[list[str]], initial_job_idx
     return outcome.get("returns")
 
 
+class StopOnSigterm:
+    """While the sweep runs its workers on this machine, SIGTERM to the sweep process (`kill`,
+    `timeout`, a service manager, a terminal's process group) stops the sweep in order: it is
+    passed on to the processes the sweep started (its joblib pool, submitit's local jobs),
+    whose workers requeue their running trials with their retry unspent and return
+    (worker.py); the sweep then launches no more, writes its summary and exits 143. Without
+    it the sweep process died at once, without a summary, and its idle pool processes and
+    their resource trackers (~100 MB each) lived on under init for minutes.
+
+    :param enabled: False (workers on other machines) leaves SIGTERM's default: exit at once
+    """
+
+    def __init__(self, enabled: bool = True):
+        self.enabled, self.received = enabled, False
+        self._previous: Any = None
+
+    def __enter__(self) -> "StopOnSigterm":
+        if self.enabled:
+            try:
+                self._previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+            except ValueError:  # not the main thread (an embedding app): leave signals alone
+                self.enabled = False
+        return self
+
+    def _on_sigterm(self, signum, frame) -> None:
+        self.received = True
+        for pid in child_pids(os.getpid()):  # resource trackers ignore it; trainers are
+            try:                             # grandchildren, stopped by their worker
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.enabled:
+            signal.signal(signal.SIGTERM, self._previous if self._previous is not None
+                          else signal.SIG_DFL)
+
+
 def _launch_until_done(launcher, n_jobs: int, studies: Mapping[str, Any], storage,
                        on_this_machine: bool = True, slurm: bool = False,
-                       fixed: Sequence[str] = ()) -> Any:
+                       fixed: Sequence[str] = (), stopping=lambda: False) -> Any:
     """Launch n_jobs workers; if a worker process dies (killed, a bug), the launcher may abort
     the whole batch (joblib kills every pool process when one dies): launch again while trials
     are left. The batch's trials are failed at once and retried without spending their one
@@ -365,7 +406,8 @@ def _launch_until_done(launcher, n_jobs: int, studies: Mapping[str, Any], storag
     `fixed` are the command line's fixed task overrides (`+hparams_search=...`, ...). Each job
     gets them: Hydra composes a job's config from the hydra overrides and the job's own list
     only, so without them a preset's `hydra.sweeper` settings (pruner, sampler kwargs, ...)
-    would not reach the workers, which read their settings from their job's config."""
+    would not reach the workers, which read their settings from their job's config.
+    `stopping()` true (SIGTERM reached the sweep): no further launch."""
     returns = None
     # the workers' claims name this process
     os.environ[SWEEP_PID_ENV], os.environ[SWEEP_HOST_ENV] = str(os.getpid()), socket.gethostname()
@@ -402,7 +444,7 @@ def _launch_until_done(launcher, n_jobs: int, studies: Mapping[str, Any], storag
                 print(f"rlsweep: trials {', '.join(map(str, requeued))} queued again",
                       file=sys.stderr, flush=True)
             returns = None
-        if not _work_left(studies):
+        if stopping() or not _work_left(studies):
             break
     return returns
 
@@ -474,15 +516,26 @@ def run_sweep(settings: Mapping[str, Any], config: DictConfig, config_loader, la
     print(f"rlsweep: {len(cells)} cell(s) x {settings['n_trials']} trials, "
           f"{settings['n_jobs']} workers, storage {mask_url(url)}, sweep dir {sweep_dir}",
           flush=True)
-    returns = None
+    # Trials a killed or interrupted run of a sweep on this machine left RUNNING: queued again
+    # now, their retry unspent, instead of after their heartbeats' grace period.
+    requeued = requeue_dead_sweeps_trials(studies, storage)
+    if requeued:
+        print(f"rlsweep: trial(s) {', '.join(map(str, requeued))} were left running by a sweep "
+              "process that is gone (killed, or Ctrl-C): queued again", file=sys.stderr,
+              flush=True)
+    returns, interrupted = None, False
+    sigterm = StopOnSigterm(enabled=on_this_machine)
     try:
-        with ProgressPrinter(studies, settings["n_trials"], objectives.metrics) as progress:
+        with sigterm, ProgressPrinter(studies, settings["n_trials"],
+                                      objectives.metrics) as progress:
             returns = _launch_until_done(
                 launcher, settings["n_jobs"], studies, storage,
                 on_this_machine=on_this_machine,
                 slurm=launcher_class(config.hydra.launcher._target_) == "SlurmLauncher",
-                fixed=parse_sweep_request(arguments).fixed)
+                fixed=parse_sweep_request(arguments).fixed, stopping=lambda: sigterm.received)
             progress.poll()
+    except KeyboardInterrupt:  # Ctrl-C: the workers left their trials for the resume
+        interrupted = True
     finally:  # also on Ctrl-C: what finished is in the storage and in its trial folder
         summary = {cell: cell_summary(study, objectives.metrics)
                    for cell, study in studies.items()}
@@ -498,6 +551,10 @@ def run_sweep(settings: Mapping[str, Any], config: DictConfig, config_loader, la
         report = _write_report(sweep_dir, settings.get("on_finish"))
         print(f"rlsweep: results in {sweep_dir} (summary: {path.name}{report}; "
               f"optuna-dashboard {mask_url(url)})", flush=True)
+    if interrupted or sigterm.received:
+        print(f"rlsweep: {'interrupted (Ctrl-C)' if interrupted else 'stopped by SIGTERM'}; "
+              "rerun the same command to resume", file=sys.stderr, flush=True)
+        sys.exit(130 if interrupted else 128 + signal.SIGTERM)
     crashed = False
     for k, job in enumerate(returns or []):
         try:
