@@ -252,3 +252,27 @@ def test_ctrl_c_prints_the_summary_and_exits_130_without_a_traceback(tmp_path):
     assert f"rlsweep: results in {sweep_dir}" in out
     assert any(line.startswith(f"{CELL} ") for line in out.splitlines())  # the table's row
     assert (sweep_dir / "sweep_summary.json").exists()
+
+
+def test_a_trial_failed_by_its_heartbeat_says_why_and_whether_it_is_retried(tmp_path):
+    """A trial held on another machine is left to its heartbeat: when that stops for
+    grace_period, the trial is FAIL with the reason (before: fail_reason null), and a retry that
+    goes stale too says that it is not retried again."""
+    from rlsweep.sweep.study import claim_trial, fail_stale_trials
+
+    storage = make_storage(f"sqlite:///{tmp_path}/optuna.db", heartbeat_interval=1,
+                           grace_period=1)
+    study = open_cell_study(storage, CELL, ["maximize"], n_trials=1)
+    reasons = []
+    for _ in range(2):  # the trial, then its retry
+        trial = claim_trial(study, storage, "elsewhere:1:0")
+        assert trial is not None
+        wait_for(lambda: fail_stale_trials(study, storage) or
+                 storage.get_trial(trial._trial_id).state == TrialState.FAIL, timeout=30)
+        reasons.append(storage.get_trial(trial._trial_id).user_attrs["fail_reason"])
+    assert reasons == [
+        "no heartbeat for hydra.sweeper.grace_period=1 s (its worker died, or paused); "
+        "retried once",
+        "no heartbeat for hydra.sweeper.grace_period=1 s (its worker died, or paused); "
+        "not retried: it was a retry already"]
+    assert study.get_trials(states=(TrialState.WAITING,)) == []
