@@ -960,13 +960,13 @@ def dead_sweep_owner(trial: optuna.trial.FrozenTrial, host: str) -> str | None:
     worker = trial.user_attrs.get(WORKER_PROCESS_ATTR)
     if not isinstance(claimed_by, str) or not isinstance(worker, str):
         return None
-    sweep_host, sweep_pid, _job = claimed_by.rsplit(":", 2)
-    worker_host, worker_pid = worker.rsplit(":", 1)
-    if sweep_host != host or worker_host != host:
-        return None
     try:
+        sweep_host, sweep_pid, _job = claimed_by.rsplit(":", 2)
+        worker_host, worker_pid = worker.rsplit(":", 1)
         pids = int(sweep_pid), int(worker_pid)
-    except ValueError:
+    except ValueError:  # not written by this version's claim
+        return None
+    if sweep_host != host or worker_host != host:
         return None
     if all(process_gone(pid, trial.datetime_start) for pid in pids):
         return f"{sweep_host}:{sweep_pid}"

@@ -369,7 +369,7 @@ class StopOnSigterm:
         self.enabled, self.received = enabled, False
         self._previous: Any = None
 
-    def __enter__(self) -> "StopOnSigterm":
+    def install(self) -> "StopOnSigterm":
         if self.enabled:
             try:
                 self._previous = signal.signal(signal.SIGTERM, self._on_sigterm)
@@ -385,8 +385,10 @@ class StopOnSigterm:
             except ProcessLookupError:
                 pass
 
-    def __exit__(self, *exc: Any) -> None:
+    def restore(self) -> None:
+        """SIGTERM's handler as it was before `install`."""
         if self.enabled:
+            self.enabled = False
             signal.signal(signal.SIGTERM, self._previous if self._previous is not None
                           else signal.SIG_DFL)
 
@@ -524,10 +526,9 @@ def run_sweep(settings: Mapping[str, Any], config: DictConfig, config_loader, la
               "process that is gone (killed, or Ctrl-C): queued again", file=sys.stderr,
               flush=True)
     returns, interrupted = None, False
-    sigterm = StopOnSigterm(enabled=on_this_machine)
+    sigterm = StopOnSigterm(enabled=on_this_machine).install()  # until the summary is written
     try:
-        with sigterm, ProgressPrinter(studies, settings["n_trials"],
-                                      objectives.metrics) as progress:
+        with ProgressPrinter(studies, settings["n_trials"], objectives.metrics) as progress:
             returns = _launch_until_done(
                 launcher, settings["n_jobs"], studies, storage,
                 on_this_machine=on_this_machine,
@@ -536,6 +537,9 @@ def run_sweep(settings: Mapping[str, Any], config: DictConfig, config_loader, la
             progress.poll()
     except KeyboardInterrupt:  # Ctrl-C: the workers left their trials for the resume
         interrupted = True
+    except BaseException:  # the sweep ends with this error, SIGTERM as before
+        sigterm.restore()
+        raise
     finally:  # also on Ctrl-C: what finished is in the storage and in its trial folder
         summary = {cell: cell_summary(study, objectives.metrics)
                    for cell, study in studies.items()}
@@ -551,6 +555,7 @@ def run_sweep(settings: Mapping[str, Any], config: DictConfig, config_loader, la
         report = _write_report(sweep_dir, settings.get("on_finish"))
         print(f"rlsweep: results in {sweep_dir} (summary: {path.name}{report}; "
               f"optuna-dashboard {mask_url(url)})", flush=True)
+    sigterm.restore()
     if interrupted or sigterm.received:
         print(f"rlsweep: {'interrupted (Ctrl-C)' if interrupted else 'stopped by SIGTERM'}; "
               "rerun the same command to resume", file=sys.stderr, flush=True)
