@@ -56,10 +56,13 @@ def cells_table(page: str) -> str:
 # ---------------------------------------------------------------- a single run (item 9)
 
 @pytest.mark.slow
-def test_a_pendulum_run_stores_null_success_and_no_success_column(tmp_path):
+def test_a_pendulum_run_stores_null_success_and_no_success_column(tmp_path, monkeypatch):
     from rlsweep.train import train
+    from tests.wandb_reader import find_offline_runs, read_offline_run
 
-    result = train(compose_cfg(*PENDULUM), tmp_path)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    overrides = [o for o in PENDULUM if o != "logger=none"] + ["logger=wandb"]
+    result = train(compose_cfg(*overrides), tmp_path)
     assert result.success_rate is None
     assert json.loads((tmp_path / "metrics.json").read_text())["success_rate"] is None
     with open(tmp_path / "learning_curve.csv") as f:
@@ -68,6 +71,10 @@ def test_a_pendulum_run_stores_null_success_and_no_success_column(tmp_path):
     assert "success_rate" not in curve[0] and all(r["mean_return"] for r in curve)
     progress_header = (tmp_path / "progress.csv").read_text().splitlines()[0].split(",")
     assert "eval/mean_return" in progress_header and "eval/success_rate" not in progress_header
+    logged = read_offline_run(find_offline_runs(tmp_path)[0])
+    assert "success_rate" in logged.summary and logged.summary["success_rate"] is None
+    assert any("eval/mean_return" in row for row in logged.history)
+    assert not any("eval/success_rate" in row for row in logged.history)
 
 
 def test_stop_success_rate_on_an_env_without_success_is_refused_before_any_compute():
