@@ -19,13 +19,15 @@ class PeriodicEvaluation(BaseCallback):
 
     Env steps count every parallel env, so with `n_envs` > 1 an evaluation happens at the first
     step at or past each multiple of `eval_freq`. A resumed run passes its checkpoint's
-    `Progress`: the curve and the clocks continue from it.
+    `Progress`: the curve and the clocks continue from it. On an env without a notion of
+    success (`reports_success` False) the curve's `success_rate` is None, never 0.
     """
 
     def __init__(self, eval_env: VecEnv, eval_freq: int, episodes: int, deterministic: bool,
                  hook: EvalHook | None = None, resume: Progress | None = None,
-                 clock: Callable[[], float] = time.perf_counter):
+                 clock: Callable[[], float] = time.perf_counter, reports_success: bool = True):
         super().__init__()
+        self.reports_success = reports_success
         self.clock = clock  # measures `eval_seconds` (the trainer's clock stops while JAX compiles)
         self.eval_env, self.eval_freq, self.episodes = eval_env, eval_freq, episodes
         self.deterministic, self.hook = deterministic, hook
@@ -48,7 +50,7 @@ class PeriodicEvaluation(BaseCallback):
         sync_envs_normalization(self.training_env, self.eval_env)
         result = run_episodes(
             lambda obs: self.model.predict(obs, deterministic=self.deterministic)[0],
-            self.eval_env, self.episodes)
+            self.eval_env, self.episodes, reports_success=self.reports_success)
         self.eval_seconds += self.clock() - started
         return result
 
@@ -57,7 +59,8 @@ class PeriodicEvaluation(BaseCallback):
         self.curve.append({"env_steps": self.num_timesteps, **result.summary(),
                            "wall_time_s": self.elapsed()})
         for key, value in result.summary().items():
-            self.logger.record(f"eval/{key}", value)
+            if value is not None:  # no success rate on an env without success: no column
+                self.logger.record(f"eval/{key}", value)
         self.logger.dump(self.num_timesteps)
 
     def _on_step(self) -> bool:
@@ -118,7 +121,8 @@ class ProgressLine(BaseCallback):
                 f" | ETA {_duration(left)}")
         if self.evaluation.curve:
             last = self.evaluation.curve[-1]
-            success = f"success {last['success_rate']:.2f}, " if self.reports_success else ""
+            success = (f"success {last['success_rate']:.2f}, "
+                       if self.reports_success and last["success_rate"] is not None else "")
             text += f" | eval at {last['env_steps']:,}: {success}return {last['mean_return']:.1f}"
         return text
 

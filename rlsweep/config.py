@@ -289,6 +289,10 @@ def validate(cfg: DictConfig, targets: bool = True) -> None:
     check_number("trainer.threads", t.threads, int, 1, True)
     if t.stop_success_rate is not None:
         check_number("trainer.stop_success_rate", t.stop_success_rate, float, 0.0, False, 1.0)
+        if not cfg.env.get("reports_success"):  # it would never stop the run
+            _fail("trainer.stop_success_rate", t.stop_success_rate,
+                  f"env={option_name(cfg.env)} reports no task success (env.reports_success="
+                  "false); leave it null")
     check_number("trainer.stop_success_evals", t.stop_success_evals, int, 1, True)
     check_number("trainer.progress_s", t.progress_s, float, 0.0, True)
     learning_starts = cfg.algo.get("learning_starts")

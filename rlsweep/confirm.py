@@ -17,6 +17,10 @@ success rate and return with 95% stratified-bootstrap CIs and P(A > B) for every
 Every seed counts. Dropping the seeds whose run diverged or failed would leave only a cell's
 lucky runs, so such a seed scores success 0 and the confirmation's worst return
 (`WORST_RETURN_RULE`); confirm.json records per seed how its run ended.
+
+On an env with no notion of success (env.reports_success=false, e.g. Pendulum) a seed's
+success rate is null, never 0: the cell has no IQM success rate, and P(A > B) compares returns
+(`comparison_metric`), as the sweep ranked such trials.
 """
 
 from __future__ import annotations
@@ -37,7 +41,8 @@ from rlsweep.config import first_line
 from rlsweep.files import write_json_atomic
 from rlsweep.report import stats
 from rlsweep.report.build import REPORT_FILE
-from rlsweep.report.data import CONFIRM_FILE, FAILED, ConfirmData, ConfirmedCell, SeedScore, load_sweep
+from rlsweep.report.data import (CONFIRM_FILE, FAILED, ConfirmData, ConfirmedCell, SeedScore,
+                                 comparison_metric, load_sweep)
 from rlsweep.report.html import write_report
 from rlsweep.run_result import RunResult, RunStatus
 from rlsweep.sweep.plan import read_plan_file
@@ -61,12 +66,15 @@ class SeedRun:
     :param result: its metrics.json; None if it left none (it raised, was killed or never
         started) or an unusable one
     :param problem: why there is no result ("" when there is one)
+    :param reports_success: whether its env has a notion of success (False: no success rate,
+        not 0)
     """
 
     seed: int
     run_dir: Path
     result: Optional[RunResult]
     problem: str = ""
+    reports_success: bool = True
 
     @property
     def finished(self) -> bool:
@@ -74,24 +82,30 @@ class SeedRun:
         return self.result is not None and self.result.ok
 
 
-def read_seed_run(run_dir: Path, seed: int) -> SeedRun:
+def read_seed_run(run_dir: Path, seed: int, reports_success: bool = True) -> SeedRun:
     """The seed's metrics.json (through `rlsweep.run_result`), or why it has none.
 
     :param run_dir: the seed's run dir
     :param seed: its training seed
+    :param reports_success: whether its env has a notion of success; if not, its success
+        rate is None whatever the file says (one written before such envs said null says 0)
     """
     if not (run_dir / run_result.FILE).exists():
         return SeedRun(seed, run_dir, None, f"no {run_result.FILE}: the run raised, was killed or "
-                                            f"never started (see {run_dir})")
+                                            f"never started (see {run_dir})", reports_success)
     try:
         result = run_result.load(run_dir)
     except (ValueError, TypeError, KeyError) as err:  # truncated file, unknown status, ...
-        return SeedRun(seed, run_dir, None, f"unreadable {run_result.FILE}: {first_line(err)}")
-    if result.ok and not all(isinstance(v, (int, float)) and math.isfinite(v)
-                             for v in (result.success_rate, result.mean_return)):
+        return SeedRun(seed, run_dir, None, f"unreadable {run_result.FILE}: {first_line(err)}",
+                       reports_success)
+    if not reports_success:
+        result.success_rate = None
+    needed = ("success_rate", "mean_return") if reports_success else ("mean_return",)
+    if result.ok and not all(isinstance(getattr(result, k), (int, float))
+                             and math.isfinite(getattr(result, k)) for k in needed):
         return SeedRun(seed, run_dir, None, f"{run_result.FILE} says ok but holds no finite "
-                                            "success_rate and mean_return")
-    return SeedRun(seed, run_dir, result)
+                                            + " and ".join(needed), reports_success)
+    return SeedRun(seed, run_dir, result, reports_success=reports_success)
 
 
 def worst_return(runs: Iterable[SeedRun]) -> Optional[float]:
@@ -105,17 +119,20 @@ def worst_return(runs: Iterable[SeedRun]) -> Optional[float]:
 
 def score_seed(run: SeedRun, worst: Optional[float]) -> SeedScore:
     """A finished seed scores its last evaluation; any other (diverged, failed, ...) scores
-    success 0 and `worst`.
+    success 0 and `worst`. On an env with no notion of success its success is None.
 
     :param run: the seed's run
     :param worst: `worst_return` of the whole confirmation
     """
+    failed_success = 0.0 if run.reports_success else None
     if run.finished:
-        return SeedScore(run.seed, RunStatus.OK.value, "", float(run.result.success_rate),
-                         float(run.result.mean_return))
+        success = run.result.success_rate
+        return SeedScore(run.seed, RunStatus.OK.value, "",
+                         None if success is None else float(success), float(run.result.mean_return))
     if run.result is None:
-        return SeedScore(run.seed, FAILED, run.problem, 0.0, worst)
-    return SeedScore(run.seed, run.result.status.value, run.result.describe(), 0.0, worst)
+        return SeedScore(run.seed, FAILED, run.problem, failed_success, worst)
+    return SeedScore(run.seed, run.result.status.value, run.result.describe(), failed_success,
+                     worst)
 
 
 def score_cell(best_trial: Optional[int], params: dict, scores: list[SeedScore]
@@ -130,9 +147,11 @@ def score_cell(best_trial: Optional[int], params: dict, scores: list[SeedScore]
         raise ValueError(f"{'defaults' if best_trial is None else f'best trial {best_trial}'}: "
                          "no seed to score")
     returns = [s.mean_return for s in scores]
+    successes = [s.success_rate for s in scores]
     return ConfirmedCell(
         best_trial=best_trial, params=params, seeds=scores,
-        iqm_success_rate=stats.iqm_with_ci([s.success_rate for s in scores]),
+        # none on an env with no notion of success (its seeds' success rates are None)
+        iqm_success_rate=None if None in successes else stats.iqm_with_ci(successes),
         # no return is known only when no seed of the whole confirmation finished
         iqm_mean_return=None if None in returns else stats.iqm_with_ci(returns))
 
@@ -205,7 +224,8 @@ def confirm(sweep_dir: Path, n_seeds: int, baseline: bool = False) -> ConfirmDat
     if few_seeds:
         print(f"warning: {few_seeds}", file=sys.stderr)
     jobs: dict[str, tuple[Path, int]] = {}  # option name -> (config file, seed), see write_job_configs
-    planned: dict[str, tuple[Path, list[int]]] = {}  # confirmed name -> (its runs' dir, seeds)
+    planned: dict[str, tuple[Path, list[int], bool]] = {}  # confirmed name -> (its runs' dir,
+    # seeds, whether its env reports success)
     picked: dict[str, tuple[Optional[int], dict]] = {}  # confirmed name -> (trial, params)
     skipped: dict[str, str] = {}
     for name, cell in sweep.cells.items():
@@ -217,7 +237,9 @@ def confirm(sweep_dir: Path, n_seeds: int, baseline: bool = False) -> ConfirmDat
         if not (trial_dir / "config.yaml").exists():  # run by another process on a shared study
             skipped[name] = f"best trial {best} ran in another sweep dir; confirm it there"
             continue
-        base_seed = OmegaConf.load(trial_dir / "config.yaml").seed
+        trial_cfg = OmegaConf.load(trial_dir / "config.yaml")
+        base_seed = trial_cfg.seed
+        reports_success = bool(trial_cfg.env.get("reports_success", True))
         seeds = [base_seed + FRESH_SEED_OFFSET + k for k in range(n_seeds)]
         configs = {name: (trial_dir / "config.yaml", confirmed_dir(sweep_dir, name),
                           best, cell.summary.get("best_params", {}))}
@@ -228,15 +250,16 @@ def confirm(sweep_dir: Path, n_seeds: int, baseline: bool = False) -> ConfirmDat
             for seed in seeds:  # seeds that left a metrics.json are not run again
                 if not (out_dir / f"seed_{seed}" / run_result.FILE).exists():
                     jobs[f"{out_dir.name}/seed_{seed}"] = (config_file, seed)
-            planned[confirmed] = (out_dir, seeds)
+            planned[confirmed] = (out_dir, seeds, reports_success)
             picked[confirmed] = (trial, params)
     for name, reason in skipped.items():
         print(f"{name}: {reason}", file=sys.stderr)
     if jobs:
         write_job_configs(sweep_dir / "confirm", launcher, jobs)
         run_jobs(sweep_dir / "confirm", list(jobs))
-    runs = {name: [read_seed_run(out_dir / f"seed_{seed}", seed) for seed in seeds]
-            for name, (out_dir, seeds) in planned.items()}
+    runs = {name: [read_seed_run(out_dir / f"seed_{seed}", seed, reports_success)
+                   for seed in seeds]
+            for name, (out_dir, seeds, reports_success) in planned.items()}
 
     worst = worst_return(run for cell_runs in runs.values() for run in cell_runs)
     cells = {}
@@ -244,13 +267,19 @@ def confirm(sweep_dir: Path, n_seeds: int, baseline: bool = False) -> ConfirmDat
         scores = [score_seed(run, worst) for run in cell_runs]
         cells[name] = score_cell(*picked[name], scores)
         for s in cells[name].failures:
-            print(f"{name}: seed {s.seed} scores as a failure (success 0, return "
+            success = "" if s.success_rate is None else f"success {s.success_rate:g}, "
+            print(f"{name}: seed {s.seed} scores as a failure ({success}return "
                   f"{_number(s.mean_return)}): {s.detail}", file=sys.stderr)
+    metric = comparison_metric(cells.values())
     result = ConfirmData(
         method=stats.METHOD, cells=cells, seeds_per_cell=n_seeds, worst_return=worst,
         worst_return_rule=WORST_RETURN_RULE, few_seeds_note=few_seeds, skipped=skipped,
-        improvement=[stats.improvement(a, cells[a].success_rates, b, cells[b].success_rates)
-                     for a, b in itertools.permutations(cells, 2)])
+        improvement_metric=metric,
+        # returns are unknown only when no seed of the whole confirmation finished
+        improvement=[stats.improvement(a, cells[a].scores(metric), b, cells[b].scores(metric),
+                                       metric)
+                     for a, b in itertools.permutations(cells, 2)
+                     if None not in cells[a].scores(metric) + cells[b].scores(metric)])
     write_json_atomic(sweep_dir / CONFIRM_FILE, result.to_json())
     sweep.confirm = result  # what load_sweep would now read back from confirm.json
     write_report([sweep], sweep_dir / REPORT_FILE)
@@ -262,13 +291,16 @@ def _number(value: Optional[float]) -> str:
 
 
 def summary_line(name: str, cell: ConfirmedCell) -> str:
-    """One line per cell for the terminal: IQMs with CIs, and which seeds scored as failures."""
-    iqm, low, high = cell.iqm_success_rate
-    line = f"{name}: IQM success rate {iqm:.2f} [{low:.2f}, {high:.2f}]"
+    """One line per cell for the terminal: IQMs with CIs (no success rate on an env with no
+    notion of success), and which seeds scored as failures."""
+    parts = []
+    if cell.iqm_success_rate is not None:
+        iqm, low, high = cell.iqm_success_rate
+        parts.append(f"IQM success rate {iqm:.2f} [{low:.2f}, {high:.2f}]")
     if cell.iqm_mean_return is not None:
         iqm, low, high = cell.iqm_mean_return
-        line += f", IQM return {iqm:.4g} [{low:.4g}, {high:.4g}]"
-    line += f" over {len(cell.seeds)} seeds"
+        parts.append(f"IQM return {iqm:.4g} [{low:.4g}, {high:.4g}]")
+    line = f"{name}: {', '.join(parts) or 'no score'} over {len(cell.seeds)} seeds"
     if cell.failures:
         line += (f" ({len(cell.failures)} scored as failures: "
                  + ", ".join(f"seed {s.seed} {s.status}" for s in cell.failures) + ")")

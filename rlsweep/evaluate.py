@@ -83,17 +83,17 @@ def evaluate_run(run_dir: Path, episodes: int, video: bool = False, seed: int | 
     from rlsweep.evaluation import run_episodes
 
     model, env, seed = load_policy(run_dir, seed, render=video)
+    reports_success = bool(OmegaConf.load(run_config(run_dir)).env.reports_success)
     frames = []
     def film_first_episode(episode: int) -> None:
         if video and episode == 0:
             frames.append(env.get_images()[0])
 
     result = run_episodes(lambda obs: model.predict(obs, deterministic=deterministic)[0],
-                          env, episodes, on_step=film_first_episode)
+                          env, episodes, on_step=film_first_episode,
+                          reports_success=reports_success)  # Pendulum has none: null, not 0
     env.close()
     report = {"run_dir": str(run_dir), "episodes": episodes, "seed": seed, **result.to_dict()}
-    if not OmegaConf.load(run_config(run_dir)).env.reports_success:  # Pendulum has no success
-        report["success_rate"], report["successes"] = None, None
     if video:
         import imageio
 
@@ -105,23 +105,26 @@ def evaluate_run(run_dir: Path, episodes: int, video: bool = False, seed: int | 
     return report
 
 
-def film_strip(run_dir: Path, path: Path, frames: int = 6, seed: int | None = None) -> bool:
+def film_strip(run_dir: Path, path: Path, frames: int = 6, seed: int | None = None) -> bool | None:
     """A PNG of `frames` evenly spaced frames of one deterministic episode of the saved policy,
-    side by side; returns whether the episode succeeded (lifted the cube)."""
+    side by side; returns whether the episode succeeded (lifted the cube), None on an env
+    with no notion of success."""
     import imageio
     import numpy as np
+    from omegaconf import OmegaConf
 
     from rlsweep.evaluation import run_episodes
 
     model, env, _ = load_policy(run_dir, seed, render=True)
     shots = []
     result = run_episodes(lambda obs: model.predict(obs, deterministic=True)[0], env, 1,
-                          on_step=lambda episode: episode == 0 and shots.append(env.get_images()[0]))
+                          on_step=lambda episode: episode == 0 and shots.append(env.get_images()[0]),
+                          reports_success=bool(OmegaConf.load(run_config(run_dir)).env.reports_success))
     env.close()
     shots = shots[:-1]  # the episode's last image is already the next episode's start (auto-reset)
     picks = np.linspace(0, len(shots) - 1, frames).round().astype(int)
     imageio.imwrite(path, np.concatenate([shots[i] for i in picks], axis=1))
-    return result.successes[0]
+    return None if result.successes is None else result.successes[0]
 
 
 def main(argv: list[str]) -> int:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Optional
 
 import numpy as np
 
@@ -13,14 +13,19 @@ if TYPE_CHECKING:  # a type only: the sweep worker imports this module without t
 
 @dataclass
 class EvalResult:
-    """Per-episode outcomes. An episode succeeds if the task succeeded at any step in it."""
+    """Per-episode outcomes. An episode succeeds if the task succeeded at any step in it.
 
-    successes: list[bool]
+    :param successes: per episode, whether the task succeeded; None on an env with no notion
+        of success (env.reports_success=false, e.g. Pendulum): no success rate, not 0
+    :param returns: per episode, the env's summed reward
+    """
+
+    successes: Optional[list[bool]]
     returns: list[float]
 
     @property
-    def success_rate(self) -> float:
-        return float(np.mean(self.successes))
+    def success_rate(self) -> Optional[float]:
+        return None if self.successes is None else float(np.mean(self.successes))
 
     @property
     def mean_return(self) -> float:
@@ -30,7 +35,7 @@ class EvalResult:
     def std_return(self) -> float:
         return float(np.std(self.returns))
 
-    def summary(self) -> dict[str, float]:
+    def summary(self) -> dict[str, Optional[float]]:
         return {"success_rate": self.success_rate, "mean_return": self.mean_return,
                 "std_return": self.std_return}
 
@@ -44,8 +49,10 @@ EvalHook = Callable[[int, EvalResult], bool]
 
 
 def run_episodes(act: Callable[[np.ndarray], np.ndarray], env: VecEnv, episodes: int,
-                 on_step: Callable[[int], None] | None = None) -> EvalResult:
+                 on_step: Callable[[int], None] | None = None,
+                 reports_success: bool = True) -> EvalResult:
     """Run `episodes` full episodes on a one-env VecEnv; `act` maps observations to actions.
+    With `reports_success` False (the env has no `is_success`) the result has no successes.
 
     The VecEnv resets itself at episode end (SB3 convention), so one `reset` starts the loop.
     Returns are the env's own rewards: evaluate through VecNormalize with `norm_reward=False`.
@@ -64,4 +71,4 @@ def run_episodes(act: Callable[[np.ndarray], np.ndarray], env: VecEnv, episodes:
             successes.append(succeeded)
             returns.append(episode_return)
             episode_return, succeeded = 0.0, False
-    return EvalResult(successes, returns)
+    return EvalResult(successes if reports_success else None, returns)

@@ -138,7 +138,8 @@ def _learn_and_save(cfg: DictConfig, run_dir: Path, eval_hook: EvalHook | None, 
     model.set_logger(Logger(str(run_dir), outputs))
 
     evaluation = PeriodicEvaluation(eval_env, cfg.trainer.eval_freq, cfg.trainer.eval_episodes,
-                                    cfg.trainer.deterministic_eval, eval_hook, resume, steady_clock)
+                                    cfg.trainer.deterministic_eval, eval_hook, resume, steady_clock,
+                                    reports_success=cfg.env.reports_success)
     guard = DivergenceGuard()
     callbacks = [evaluation, guard, StepBudget(cfg.trainer.total_timesteps)]
     solved = None
@@ -200,7 +201,8 @@ def _learn_and_save(cfg: DictConfig, run_dir: Path, eval_hook: EvalHook | None, 
         algo=option_name(cfg.algo), seed=cfg.seed)
     run_result.save(run_dir, result)
     write_learning_curve(evaluation.curve, run_dir,
-                         title=f"{option_name(cfg.algo)} on {env_title(cfg.env)} ({option_name(cfg.reward)})")
+                         title=f"{option_name(cfg.algo)} on {env_title(cfg.env)} ({option_name(cfg.reward)})",
+                         reports_success=cfg.env.reports_success)
     checkpoint.remove(run_dir)  # the final model and metrics supersede it
     return result
 

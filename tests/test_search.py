@@ -58,9 +58,10 @@ def test_nsga_generations_fit_the_budget():
 
 
 @pytest.mark.parametrize("n_trials,total,freq,startup,warmup", [
-    (8, 20_000, 2_000, 2, 6_000),      # rl-zoo3: no pruning in the first third
-    (40, 100_000, 10_000, 5, 30_000),
-    (6, 400, 100, 2, 100),
+    (8, 20_000, 2_000, 2, 6_667),      # rl-zoo3: no pruning in the first third
+    (40, 100_000, 10_000, 5, 33_334),
+    (6, 400, 100, 2, 134),             # first chance at 200, never at 100
+    (8, 300_000, 10_000, 2, 100_000),  # the default config: from 100k
 ])
 def test_median_pruner_is_sized_to_trials_and_env_steps(n_trials, total, freq, startup, warmup):
     kwargs, notes = sized_pruner_kwargs("median", n_trials, total, freq, {})

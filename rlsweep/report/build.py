@@ -8,7 +8,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from rlsweep.report.data import SweepData, load_sweep
+from rlsweep.report.data import SweepData, comparison_metric, load_sweep
 from rlsweep.report.film import film_best_trial
 from rlsweep.report.html import confirm_label, sweep_prefixes, write_report
 from rlsweep.report.stats import Improvement, improvement
@@ -31,21 +31,27 @@ def finish_sweep(sweep_dir: Path) -> Path:
 
 
 def cross_sweep_improvements(sweeps: list[SweepData]) -> list[Improvement]:
-    """P(A > B) on success rate for every pair of confirmed cells of two different sweeps (both
-    orders), from the per-seed scores in their confirm.json; a sweep without one adds no pair.
+    """P(A > B) for every pair of confirmed cells of two different sweeps (both orders), from
+    the per-seed scores in their confirm.json; a sweep without one adds no pair. It compares
+    success rates, or returns when a cell's env has no notion of success (`comparison_metric`);
+    a pair with a seed of unknown return adds nothing.
 
     Labels are "<sweep>/<cell>" (`sweep_prefixes`), so two sweeps' "ppo-dense" stay apart.
 
     :param sweeps: the sweeps compared, in report order
     """
     prefixes = sweep_prefixes(sweeps)
-    cells = [[(confirm_label(prefix, name), cell.success_rates)
+    metric = comparison_metric(cell for sweep in sweeps if sweep.confirm is not None
+                               for cell in sweep.confirm.cells.values())
+    cells = [[(confirm_label(prefix, name), cell.scores(metric))
               for name, cell in sweep.confirm.cells.items()]
              for sweep, prefix in zip(sweeps, prefixes) if sweep.confirm is not None]
     pairs = []
     for first, second in itertools.combinations(cells, 2):
         for (a, a_scores), (b, b_scores) in itertools.product(first, second):
-            forward = improvement(a, a_scores, b, b_scores)
+            if None in a_scores + b_scores:
+                continue
+            forward = improvement(a, a_scores, b, b_scores, metric)
             pairs += [forward, forward.reversed()]  # one bootstrap serves both orders
     return pairs
 

@@ -8,7 +8,7 @@ import csv
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterable, Optional
 
 import optuna
 from optuna.distributions import json_to_distribution
@@ -24,6 +24,8 @@ from rlsweep.sweep.summary import SUMMARY_FILE
 CONFIRM_FILE = "confirm.json"
 FAILED = "failed"  # a confirmation seed that left no readable metrics.json (raised, killed)
 Interval = tuple[float, float, float]  # (estimate, 95% CI low, 95% CI high)
+SUCCESS, RETURN = "success_rate", "mean_return"  # the per-seed scores P(A > B) may compare
+COMPARISON_METRICS = (SUCCESS, RETURN)
 
 
 @dataclass
@@ -54,6 +56,12 @@ class CellData:
     summary: dict
     space: dict
     trials: list[ReportTrial]
+
+    @property
+    def reports_success(self) -> bool:
+        """Whether the cell's env has a notion of success (a summary written before cells said
+        so: yes, as it was shown then)."""
+        return bool(self.summary.get("reports_success", True))
 
     def study(self, directions: str | list[str]) -> optuna.Study:
         """An in-memory Optuna study of the finished trials, for Optuna's plots."""
@@ -86,6 +94,11 @@ class SweepData:
     def multi(self) -> bool:
         return len(self.metrics) > 1
 
+    @property
+    def reports_success(self) -> bool:
+        """Whether any of its cells' envs has a notion of success."""
+        return any(c.reports_success for c in self.cells.values())
+
 
 # ---------------------------------------------------------------- confirm.json (rlsweep.confirm)
 
@@ -102,9 +115,9 @@ def _interval(value: Any, where: str) -> Interval:
     return (float(value[0]), float(value[1]), float(value[2]))
 
 
-def _optional_float(value: Any, where: str) -> Optional[float]:
+def _optional_float(value: Any, where: str, key: str = "mean_return") -> Optional[float]:
     if value is not None and not isinstance(value, (int, float)):
-        raise ValueError(f"{where}: mean_return={value!r} is invalid: expected a number or null")
+        raise ValueError(f"{where}: {key}={value!r} is invalid: expected a number or null")
     return None if value is None else float(value)
 
 
@@ -114,13 +127,15 @@ class SeedScore:
 
     A seed is never dropped: a run that diverged or failed scores success 0 and the
     confirmation's worst return (`ConfirmData.worst_return`), so a cell that often breaks
-    cannot look better than one that does not.
+    cannot look better than one that does not. On an env with no notion of success every
+    seed's success is None (never 0): it scores its return alone.
 
     :param seed: the training seed
     :param status: a `RunStatus` value ("ok", "diverged", ...) or "failed" (no readable
         metrics.json: the run raised, was killed or never started)
     :param detail: what happened ("" for ok), e.g. "diverged: non-finite actions"
-    :param success_rate: the score: the last evaluation's success rate if ok, else 0
+    :param success_rate: the score: the last evaluation's success rate if ok, else 0 (None on
+        an env with no notion of success)
     :param mean_return: the score: the last evaluation's mean return if ok, else the worst
         return (None only when no seed of the confirmation finished)
     """
@@ -128,7 +143,7 @@ class SeedScore:
     seed: int
     status: str
     detail: str
-    success_rate: float
+    success_rate: Optional[float]
     mean_return: Optional[float]
 
     @property
@@ -145,19 +160,29 @@ class ConfirmedCell:
         (its base_config.yaml: the algo's own values of every searched parameter)
     :param params: that trial's sampled parameters
     :param seeds: one score per seed, failures included
-    :param iqm_success_rate: IQM of the seeds' success rates with its CI
+    :param iqm_success_rate: IQM of the seeds' success rates with its CI (None on an env with
+        no notion of success)
     :param iqm_mean_return: IQM of the seeds' returns with its CI (None if no return is known)
     """
 
     best_trial: Optional[int]
     params: dict
     seeds: list[SeedScore]
-    iqm_success_rate: Interval
+    iqm_success_rate: Optional[Interval]
     iqm_mean_return: Optional[Interval]
 
     @property
-    def success_rates(self) -> list[float]:
+    def success_rates(self) -> list[Optional[float]]:
         return [s.success_rate for s in self.seeds]
+
+    @property
+    def reports_success(self) -> bool:
+        """Whether its seeds have success rates (not on an env with no notion of success)."""
+        return self.iqm_success_rate is not None
+
+    def scores(self, metric: str) -> list[Optional[float]]:
+        """The seeds' scores of `metric` ("success_rate" or "mean_return"), in seed order."""
+        return [getattr(s, metric) for s in self.seeds]
 
     @property
     def failures(self) -> list[SeedScore]:
@@ -170,7 +195,7 @@ class ConfirmedCell:
                 "seeds": [s.seed for s in self.seeds], "success_rate": self.success_rates,
                 "mean_return": [s.mean_return for s in self.seeds],
                 "runs": [asdict(s) for s in self.seeds],
-                "iqm_success_rate": list(self.iqm_success_rate),
+                "iqm_success_rate": list(self.iqm_success_rate) if self.iqm_success_rate else None,
                 "iqm_mean_return": list(self.iqm_mean_return) if self.iqm_mean_return else None}
 
     @classmethod
@@ -181,23 +206,32 @@ class ConfirmedCell:
             seeds = [SeedScore(seed=int(_field(r, "seed", f"{where}.runs")),
                                status=str(_field(r, "status", f"{where}.runs")),
                                detail=str(r.get("detail", "")),
-                               success_rate=float(_field(r, "success_rate", f"{where}.runs")),
+                               success_rate=_optional_float(_field(r, "success_rate", f"{where}.runs"),
+                                                            f"{where}.runs", "success_rate"),
                                mean_return=_optional_float(r.get("mean_return"), f"{where}.runs"))
                      for r in _field(data, "runs", where)]
         else:  # written before failures were scored: it holds the seeds that finished
             seeds = [SeedScore(seed=int(seed), status=RunStatus.OK.value, detail="",
-                               success_rate=float(success), mean_return=mean_return)
+                               success_rate=_optional_float(success, where, "success_rate"),
+                               mean_return=mean_return)
                      for seed, success, mean_return in zip(
                          _field(data, "seeds", where), _field(data, "success_rate", where),
                          _field(data, "mean_return", where))]
         returns = _field(data, "iqm_mean_return", where)
+        success = _field(data, "iqm_success_rate", where)
         best = _field(data, "best_trial", where)
         return cls(best_trial=None if best is None else int(best), params=data.get("params", {}),
                    seeds=seeds,
-                   iqm_success_rate=_interval(_field(data, "iqm_success_rate", where),
-                                              f"{where}.iqm_success_rate"),
+                   iqm_success_rate=None if success is None
+                   else _interval(success, f"{where}.iqm_success_rate"),
                    iqm_mean_return=None if returns is None
                    else _interval(returns, f"{where}.iqm_mean_return"))
+
+
+def comparison_metric(cells: Iterable[ConfirmedCell]) -> str:
+    """What P(A > B) compares for these cells: the success rate, or the return when a cell's
+    env has no notion of success (what a sweep ranks such a cell by)."""
+    return SUCCESS if all(c.reports_success for c in cells) else RETURN
 
 
 @dataclass
@@ -206,7 +240,8 @@ class ConfirmData:
 
     :param method: how the statistics are computed (for the report)
     :param cells: the confirmed cells by name
-    :param improvement: P(A > B) on success rate for every ordered pair of these cells
+    :param improvement: P(A > B) for every ordered pair of these cells, on
+        `improvement_metric`
     :param seeds_per_cell: seeds each cell was scored on (None: an older file, not recorded)
     :param worst_return: the return a diverged or failed seed scores
     :param worst_return_rule: how `worst_return` was chosen
@@ -214,6 +249,8 @@ class ConfirmData:
     :param skipped: cells not confirmed and why (no complete trial, ...)
     :param scores_failures: False for a file written before failed and diverged seeds were
         scored: those seeds were dropped, which biases its cells upward
+    :param improvement_metric: what P(A > B) compares (`comparison_metric`): success_rate, or
+        mean_return when a cell's env has no notion of success
     """
 
     method: str
@@ -225,13 +262,14 @@ class ConfirmData:
     few_seeds_note: Optional[str] = None
     skipped: dict[str, str] = field(default_factory=dict)
     scores_failures: bool = True
+    improvement_metric: str = SUCCESS
 
     def to_json(self) -> dict[str, Any]:
         return {"method": self.method, "seeds_per_cell": self.seeds_per_cell,
                 "few_seeds_note": self.few_seeds_note, "worst_return": self.worst_return,
                 "worst_return_rule": self.worst_return_rule,
                 "cells": {name: c.to_json() for name, c in self.cells.items()},
-                "skipped": self.skipped,
+                "skipped": self.skipped, "improvement_metric": self.improvement_metric,
                 "improvement": {f"{i.a} > {i.b}": [i.probability, i.low, i.high]
                                 for i in self.improvement}}
 
@@ -244,11 +282,16 @@ class ConfirmData:
         if not isinstance(data.get("improvement", {}), dict):
             raise ValueError(f"{where}: field 'improvement' is not an object")
         improvement = []
+        metric = data.get("improvement_metric", SUCCESS)  # older files compared success only
+        if metric not in COMPARISON_METRICS:
+            raise ValueError(f"{where}: improvement_metric={metric!r} is invalid: allowed values "
+                             "are " + ", ".join(COMPARISON_METRICS))
         for key, value in data.get("improvement", {}).items():
             a, sep, b = key.partition(" > ")
             if not sep:
                 raise ValueError(f"{where} improvement: key {key!r} is invalid: expected 'A > B'")
-            improvement.append(Improvement(a, b, *_interval(value, f"{where} improvement.{key}")))
+            improvement.append(Improvement(a, b, *_interval(value, f"{where} improvement.{key}"),
+                                           metric=metric))
         return cls(method=str(data.get("method", "")), cells=cells, improvement=improvement,
                    seeds_per_cell=data.get("seeds_per_cell"),
                    worst_return=data.get("worst_return"),
@@ -257,7 +300,8 @@ class ConfirmData:
                    few_seeds_note=data["few_seeds_note"] if "few_seeds_note" in data else
                    few_seeds_note(min((len(c.seeds) for c in cells.values()), default=FEW_SEEDS)),
                    skipped=data.get("skipped", {}),
-                   scores_failures=all("runs" in c for c in data["cells"].values()))
+                   scores_failures=all("runs" in c for c in data["cells"].values()),
+                   improvement_metric=metric)
 
     @classmethod
     def read(cls, path: Path) -> Optional["ConfirmData"]:

@@ -37,5 +37,7 @@ def film_best_trial(sweep: SweepData) -> str:
     except Exception as err:  # no offscreen GL on this machine, ...: the report goes on without
         log.warning("could not film the best trial: %s", first_line(err))
         return f"rendering is not available here ({first_line(err) or type(err).__name__})"
-    return (f"{cell} trial {trial.number}, one episode on a fresh evaluation seed: "
-            + ("the cube was lifted" if lifted else "the cube was not lifted"))
+    shown = f"{cell} trial {trial.number}, one episode on a fresh evaluation seed"
+    if lifted is None:  # the env has no notion of success
+        return shown
+    return shown + (": the cube was lifted" if lifted else ": the cube was not lifted")

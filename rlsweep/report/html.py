@@ -49,8 +49,13 @@ def _fmt(value, digits: int = 4) -> str:
 
 
 def _cells_table(sweeps: list[SweepData], several: bool) -> str:
+    # no success column when no cell's env has a notion of success (Pendulum): "-" or 0 would
+    # read as a measured failure
+    with_success = any(sweep.reports_success for sweep in sweeps)
     head = ("cell", "success rate", "return", "objective", "best trial", "complete", "pruned",
             "failed", "env steps", "wall time s", "best params")
+    if not with_success:
+        head = tuple(h for h in head if h != "success rate")
     rows = ["<tr>" + "".join(f'<th class="{"l" if h in ("cell", "best params") else ""}">{h}</th>'
                              for h in head) + "</tr>"]
     for sweep in sweeps:
@@ -63,12 +68,18 @@ def _cells_table(sweeps: list[SweepData], several: bool) -> str:
                     ("n_complete", s.get("n_complete")), ("n_pruned", s.get("n_pruned")),
                     ("n_failed", s.get("n_failed")), ("env_steps", s.get("env_steps")),
                     ("wall_time_s", _fmt(s.get("wall_time_s"), 5))]
+            if not with_success:
+                cols = cols[1:]
             rows.append(f'<tr data-cell="{html.escape(_label(sweep, name, several))}">'
                         f'<td class="l">{html.escape(_label(sweep, name, several))}</td>'
                         + "".join(f'<td data-key="{k}">{v}</td>' for k, v in cols)
                         + f'<td class="l">{params}</td></tr>')
-    return ("<table>" + "".join(rows) + "</table><p class='note'>Success rate and return: the best "
-            "trial's last evaluation. Objective: what the sweeper ranked trials by.</p>")
+    measured = "Success rate and return" if with_success else "Return"
+    return ("<table>" + "".join(rows) + f"</table><p class='note'>{measured}: the best trial's, "
+            "each the mean of its last <code>value_last_evals</code> evaluations "
+            "(<code>hydra.sweeper.value_last_evals</code>, 3 by default; with several seeds, of "
+            "their aggregate at each evaluation), the numbers its objective value is made of. "
+            "Objective: what the sweeper ranked trials by.</p>")
 
 
 def _policy_section(sweeps: list[SweepData], captions: dict[str, str]) -> str:
@@ -104,8 +115,10 @@ def _curves(sweeps: list[SweepData], several: bool, key: str, title: str) -> go.
         for name, cell in sweep.cells.items():
             for rank, t in enumerate(_best_trials(cell, sweep.direction == "maximize")):
                 label = f"{_label(sweep, name, several)} #{t.number}"
+                if not any(key in row for row in t.curve):  # no success rate on its env
+                    continue
                 x = [row["env_steps"] for row in t.curve]
-                y = [row[key] for row in t.curve]
+                y = [row.get(key) for row in t.curve]
                 fig.add_trace(go.Scatter(x=x, y=y, name=label, legendgroup=label, mode="lines+markers",
                                          line=dict(width=3 if rank == 0 else 1.2,
                                                    dash="solid" if t.state == "COMPLETE" else "dot")))
@@ -155,10 +168,12 @@ def _pareto_section(sweeps: list[SweepData], several: bool) -> str:
             continue
         heads = "".join(f"<th>{html.escape(m)} ({d})</th>"
                         for m, d in zip(sweep.metrics, sweep.directions))
+        success = sweep.reports_success  # no success column when no cell's env has one
         rows = "".join(
             f"<tr><td>{html.escape(_label(sweep, p['cell'], several))}</td><td>{p['trial']}</td>"
             + "".join(f"<td>{_fmt(v)}</td>" for v in p["values"])
-            + f"<td>{_fmt(p.get('success_rate'), 2)}</td><td>{_fmt(p.get('mean_return'), 1)}</td>"
+            + (f"<td>{_fmt(p.get('success_rate'), 2)}</td>" if success else "")
+            + f"<td>{_fmt(p.get('mean_return'), 1)}</td>"
             + "<td>" + html.escape(", ".join(f"{k.split('.')[-1]}={_fmt(v, 3)}"
                                              for k, v in p["params"].items())) + "</td></tr>"
             for p in sweep.pareto)
@@ -167,7 +182,8 @@ def _pareto_section(sweeps: list[SweepData], several: bool) -> str:
                      "good in every objective and better in one. Each cell's own front is in "
                      "sweep_summary.json (<code>pareto</code>) and in its Optuna plots below."
                      "</p><table><tr><th>cell</th><th>trial</th>" + heads
-                     + "<th>success</th><th>return</th><th>params</th></tr>" + rows + "</table>")
+                     + ("<th>success</th>" if success else "")
+                     + "<th>return</th><th>params</th></tr>" + rows + "</table>")
     return "".join(parts)
 
 
@@ -187,6 +203,8 @@ def confirm_label(prefix: str, cell: str) -> str:
 
 
 CONFIRM_COMMAND = "python -m rlsweep.confirm {dir} seeds=5"
+# what P(A > B) compares, in words (return where an env has no notion of success)
+_SCORE_WORDS = {"success_rate": "success rate", "mean_return": "return"}
 
 
 def _interval(value: tuple[float, float, float] | None, digits: str) -> str:
@@ -227,7 +245,8 @@ def _confirm_notes(sweep: SweepData, prefix: str, several: bool) -> list[str]:
                      f"{html.escape(CONFIRM_COMMAND.format(dir=sweep.path))}</code> (seeds that "
                      "finished are not retrained).")
     elif any(c.failures for c in conf.cells.values()):
-        notes.append(f"{who}Seeds that diverged or failed count with success 0 and return "
+        success = "success 0 and " if any(c.reports_success for c in conf.cells.values()) else ""
+        notes.append(f"{who}Seeds that diverged or failed count with {success}return "
                      f"{_fmt(conf.worst_return)}, {html.escape(conf.worst_return_rule)}.")
     for name, reason in conf.skipped.items():
         notes.append(f"{who}{html.escape(name)} not confirmed: {html.escape(reason)}.")
@@ -259,8 +278,11 @@ def _confirm_section(sweeps: list[SweepData], several: bool,
     def label(prefix: str, cell: str) -> str:  # one sweep: its cells' own names
         return confirm_label(prefix, cell) if several else cell
 
+    # no success column when no confirmed cell's env has a notion of success
+    with_success = any(c.reports_success for s, _ in confirmed for c in s.confirm.cells.values())
     rows = ["<tr><th class='l'>cell</th><th>seeds</th><th class='l'>scored as failures</th>"
-            "<th>IQM success rate [95% CI]</th><th>IQM return [95% CI]</th><th>best trial</th></tr>"]
+            + ("<th>IQM success rate [95% CI]</th>" if with_success else "")
+            + "<th>IQM return [95% CI]</th><th>best trial</th></tr>"]
     names, pairs, notes = [], {}, []
     for sweep, prefix in confirmed:
         for name, c in sweep.confirm.cells.items():
@@ -268,8 +290,9 @@ def _confirm_section(sweeps: list[SweepData], several: bool,
             rows.append(f'<tr data-confirm="{html.escape(names[-1])}">'
                         f'<td class="l">{html.escape(names[-1])}</td><td>{len(c.seeds)}</td>'
                         f'<td class="l">{_failures(c, sweep.confirm.scores_failures)}</td>'
-                        f"<td>{_interval(c.iqm_success_rate, '.2f')}</td>"
-                        f"<td>{_interval(c.iqm_mean_return, '.4g')}</td>"
+                        + (f"<td>{_interval(c.iqm_success_rate, '.2f')}</td>" if with_success
+                           else "")
+                        + f"<td>{_interval(c.iqm_mean_return, '.4g')}</td>"
                         f"<td>{'defaults' if c.best_trial is None else c.best_trial}</td></tr>")
         for pair in sweep.confirm.improvement:
             pairs[(label(prefix, pair.a), label(prefix, pair.b))] = pair
@@ -278,7 +301,8 @@ def _confirm_section(sweeps: list[SweepData], several: bool,
         pairs[(pair.a, pair.b)] = pair
     out += "<table>" + "".join(rows) + "</table>"
     if pairs:
-        head = "<tr><th class='l'>P(row &gt; column), success rate</th>" + "".join(
+        compared = " / ".join(sorted({_SCORE_WORDS[p.metric] for p in pairs.values()}))
+        head = f"<tr><th class='l'>P(row &gt; column), {compared}</th>" + "".join(
             f"<th>{html.escape(n)}</th>" for n in names) + "</tr>"
         body = "".join("<tr><td class='l'>" + html.escape(a) + "</td>" + "".join(
             _improvement_cell(pairs.get((a, b)), a, b) for b in names) + "</tr>" for a in names)
@@ -292,6 +316,7 @@ def _same_cell_between_sweeps(confirmed: list[tuple[SweepData, str]],
                               cross_sweep: list[Improvement]) -> str:
     """The question a second sweep usually asks: is its ppo-dense better than the first's?"""
     by_labels = {(p.a, p.b): p for p in cross_sweep}
+    compared = " / ".join(sorted({_SCORE_WORDS[p.metric] for p in cross_sweep}))
     lines = []
     for (first, a_prefix), (second, b_prefix) in itertools.combinations(confirmed, 2):
         for name in first.confirm.cells:
@@ -303,7 +328,7 @@ def _same_cell_between_sweeps(confirmed: list[tuple[SweepData, str]],
                              f"{_interval((pair.probability, pair.low, pair.high), '.2f')}</li>")
     if not lines:
         return ""
-    return ("<p>The same cell in two sweeps (success rate over fresh seeds; 0.5 = no difference):"
+    return (f"<p>The same cell in two sweeps ({compared} over fresh seeds; 0.5 = no difference):"
             "</p><ul>" + "".join(lines) + "</ul>")
 
 
@@ -320,9 +345,10 @@ def write_report(sweeps: list[SweepData], out: Path, captions: dict[str, str] | 
              "<h2>Cells</h2>", _cells_table(sweeps, several), _pareto_section(sweeps, several),
              "<h2>The best trial's policy</h2>", _policy_section(sweeps, captions or {}),
              "<h2>Confirmation on fresh seeds</h2>", _confirm_section(sweeps, several, cross_sweep),
-             "<h2>Learning curves of the best trials</h2>",
-             figures(_curves(sweeps, several, "success_rate", "Eval success rate")),
-             figures(_curves(sweeps, several, "mean_return", "Eval return"))]
+             "<h2>Learning curves of the best trials</h2>"]
+    if any(sweep.reports_success for sweep in sweeps):  # none where no env has success
+        parts.append(figures(_curves(sweeps, several, "success_rate", "Eval success rate")))
+    parts.append(figures(_curves(sweeps, several, "mean_return", "Eval return")))
     for sweep in sweeps:
         for name, cell in sweep.cells.items():
             parts.append(f"<h3>Optuna: {html.escape(_label(sweep, name, several))}</h3>")

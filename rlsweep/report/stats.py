@@ -100,6 +100,8 @@ class Improvement:
     :param probability: P(A > B), ties counted half
     :param low: CI low end
     :param high: CI high end
+    :param metric: the per-seed score compared: success_rate, or mean_return where an env has
+        no notion of success
     """
 
     a: str
@@ -107,22 +109,26 @@ class Improvement:
     probability: float
     low: float
     high: float
+    metric: str = "success_rate"
 
     def reversed(self) -> "Improvement":
         """P(B > A): on every bootstrap resample P(B > A) = 1 - P(A > B) (ties count half), so
         the CI mirrors too; no second bootstrap needed."""
-        return Improvement(self.b, self.a, 1.0 - self.probability, 1.0 - self.high, 1.0 - self.low)
+        return Improvement(self.b, self.a, 1.0 - self.probability, 1.0 - self.high, 1.0 - self.low,
+                           self.metric)
 
 
-def improvement(a: str, a_scores: Sequence[float], b: str, b_scores: Sequence[float]) -> Improvement:
+def improvement(a: str, a_scores: Sequence[float], b: str, b_scores: Sequence[float],
+                metric: str = "success_rate") -> Improvement:
     """P(a > b) with its CI (`improvement_with_ci`); ValueError if a cell has no score.
 
     :param a: label of cell A
     :param a_scores: A's per-seed scores
     :param b: label of cell B
     :param b_scores: B's per-seed scores
+    :param metric: what the scores are (success_rate or mean_return)
     """
     for label, scores in ((a, a_scores), (b, b_scores)):
         if len(scores) == 0:
             raise ValueError(f"{label}: no per-seed score to compare")
-    return Improvement(a, b, *improvement_with_ci(a_scores, b_scores))
+    return Improvement(a, b, *improvement_with_ci(a_scores, b_scores), metric=metric)

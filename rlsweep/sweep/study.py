@@ -551,12 +551,18 @@ def sized_pruner_kwargs(name: str, n_trials: int, total_timesteps: int, eval_fre
     if name == "median":
         kwargs.setdefault("n_startup_trials", max(2, min(MAX_PRUNER_STARTUP, n_trials // 4)))
         # rl-zoo3: no pruning in the first third of training, when every curve is noise.
-        kwargs.setdefault("n_warmup_steps", (n_evals // 3) * eval_freq)
+        # Optuna's earliest prune is at step == n_warmup_steps, so a third of the env steps
+        # rounded up: the first evaluation that can prune is the first at or past a third (a
+        # third rounded down to whole evaluations let a 400-step trial with 100-step
+        # evaluations be pruned at step 100).
+        kwargs.setdefault("n_warmup_steps", -(-total_timesteps // 3))
         if kwargs["n_startup_trials"] >= n_trials:
             notes.append(f"hydra.sweeper.pruner_kwargs.n_startup_trials="
                          f"{kwargs['n_startup_trials']} >= n_trials={n_trials}: nothing can be "
                          "pruned")
-        if n_evals >= 2 and kwargs["n_warmup_steps"] >= total_timesteps - eval_freq:
+        # the last evaluation before the end (the one at total_timesteps finishes the trial)
+        last_prunable = (total_timesteps - 1) // eval_freq * eval_freq
+        if n_evals >= 2 and kwargs["n_warmup_steps"] > last_prunable:
             notes.append(f"hydra.sweeper.pruner_kwargs.n_warmup_steps={kwargs['n_warmup_steps']}"
                          f" leaves no evaluation before the end of trainer.total_timesteps="
                          f"{total_timesteps}: nothing can be pruned")

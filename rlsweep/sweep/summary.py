@@ -39,10 +39,13 @@ def _trial_record(t: optuna.trial.FrozenTrial, metrics: Sequence[str]) -> dict[s
             "mean_return": t.user_attrs.get("mean_return")}
 
 
-def cell_summary(study: optuna.Study, metrics: Sequence[str] = ("success_then_return",)
-                 ) -> dict[str, Any]:
+def cell_summary(study: optuna.Study, metrics: Sequence[str] = ("success_then_return",),
+                 reports_success: bool = True) -> dict[str, Any]:
     """Best value/params (or, with several metrics, the Pareto front), trial counts and
     compute spent of one cell's study.
+
+    `reports_success` False (the cell's env has no notion of success, e.g. Pendulum): the
+    summary says so, and its success rates are None, never 0; tables leave the column out.
 
     A trial failed by its heartbeat and then retried counts once: as its retry.
     `n_taken_over` counts those whose worker was still running them (it paused longer than
@@ -74,7 +77,9 @@ def cell_summary(study: optuna.Study, metrics: Sequence[str] = ("success_then_re
         "best_trial": best.number if best else None,
         # What the objective blends, as users read it: the best trial's success rate and
         # return, each the mean of its last evaluations (the basis of its value).
-        "best_success_rate": best.user_attrs.get("success_rate") if best else None,
+        "best_success_rate": best.user_attrs.get("success_rate") if best and reports_success
+        else None,
+        "reports_success": reports_success,
         "best_mean_return": best.user_attrs.get("mean_return") if best else None,
         "n_complete": len(complete),
         "n_pruned": len(by_state[TrialState.PRUNED]),
@@ -110,9 +115,10 @@ def _number(value: Any, spec: str) -> str:
 
 def progress_line(cell: str, s: dict[str, Any], budget: int) -> str:
     done = s["n_complete"] + s["n_pruned"] + s["n_failed"]
+    success = (f"success {_number(s.get('best_success_rate'), '.2f')}, "
+               if s.get("reports_success", True) else "")
     best = "-" if s.get("best_trial") is None and s.get("best_value") is None else (
-        f"success {_number(s.get('best_success_rate'), '.2f')}, "
-        f"return {_number(s.get('best_mean_return'), '.1f')}")
+        f"{success}return {_number(s.get('best_mean_return'), '.1f')}")
     taken_over = f", {s['n_taken_over']} taken over" if s.get("n_taken_over") else ""
     return (f"[{cell}] {done}/{budget} done ({s['n_complete']} complete, {s['n_pruned']} pruned, "
             f"{s['n_failed']} failed{taken_over}), {s['n_running']} running, best {best}")
@@ -151,9 +157,18 @@ def format_pareto(summary: dict[str, dict]) -> str | None:
     return f"Pareto front across cells ({len(front)} trials):\n" + _columns(rows)
 
 
+def reports_success(summary: dict[str, dict]) -> bool:
+    """Whether any cell's env has a notion of success (a summary written before cells said so
+    counts as having one)."""
+    return any(s.get("reports_success", True) for s in summary.values() if isinstance(s, dict))
+
+
 def format_table(summary: dict[str, dict]) -> str:
     """A plain-text table of the summary, one row per cell: the best trial's success rate and
-    return (its last evaluation), then counts, compute spent and the best parameters."""
+    return, each the mean of its last `value_last_evals` evaluations (what its value is made
+    of), then counts, compute spent and the best parameters. No success column when no cell's
+    env reports success; "-" in a cell whose env does not, in a sweep where another does."""
+    with_success = reports_success(summary)
     header = ("cell", "success", "return", "complete", "pruned", "failed", "env steps", "wall s",
               "best params")
     rows = [header]
@@ -162,6 +177,8 @@ def format_table(summary: dict[str, dict]) -> str:
                      _number(s.get("best_mean_return"), ".1f"), str(s["n_complete"]),
                      str(s["n_pruned"]), str(s["n_failed"]), str(s["env_steps"]),
                      f"{s['wall_time_s']:.0f}", _params_text(s["best_params"])))
+    if not with_success:
+        rows = [row[:1] + row[2:] for row in rows]
     table = _columns(rows)
     taken_over = {cell: s["n_taken_over"] for cell, s in summary.items() if s.get("n_taken_over")}
     if taken_over:  # each ran twice: never silent

@@ -166,9 +166,10 @@ class ProgressPrinter(Periodic):
     look's time, so watching never takes more than ~5% of a core from the workers."""
 
     def __init__(self, studies: Mapping[str, Any], budget: int, metrics: tuple[str, ...],
-                 interval_s: float = 2.0):
+                 interval_s: float = 2.0, reports_success: Mapping[str, bool] | None = None):
         super().__init__(interval_s, self.poll)
         self.studies, self.budget, self.metrics = studies, budget, metrics
+        self.reports_success = reports_success or {}  # by cell; a cell not named: it does
         self.min_interval_s = interval_s
         self._last: dict[str, str] = {}
 
@@ -182,7 +183,8 @@ class ProgressPrinter(Periodic):
     def _print_changed_lines(self) -> None:
         for cell, study in self.studies.items():
             try:
-                line = progress_line(cell, cell_summary(study, self.metrics), self.budget)
+                line = progress_line(cell, cell_summary(
+                    study, self.metrics, self.reports_success.get(cell, True)), self.budget)
             except Exception:  # a busy storage must never break the sweep; try next time
                 continue
             if self._last.get(cell) != line:
@@ -527,8 +529,11 @@ def run_sweep(settings: Mapping[str, Any], config: DictConfig, config_loader, la
               flush=True)
     returns, interrupted = None, False
     sigterm = StopOnSigterm(enabled=on_this_machine).install()  # until the summary is written
+    # a cell whose env has no notion of success (Pendulum) shows none, not 0
+    reports_success = {name: bool(c.env.reports_success) for name, c in base_configs.items()}
     try:
-        with ProgressPrinter(studies, settings["n_trials"], objectives.metrics) as progress:
+        with ProgressPrinter(studies, settings["n_trials"], objectives.metrics,
+                             reports_success=reports_success) as progress:
             returns = _launch_until_done(
                 launcher, settings["n_jobs"], studies, storage,
                 on_this_machine=on_this_machine,
@@ -541,7 +546,7 @@ def run_sweep(settings: Mapping[str, Any], config: DictConfig, config_loader, la
         sigterm.restore()
         raise
     finally:  # also on Ctrl-C: what finished is in the storage and in its trial folder
-        summary = {cell: cell_summary(study, objectives.metrics)
+        summary = {cell: cell_summary(study, objectives.metrics, reports_success[cell])
                    for cell, study in studies.items()}
         path = write_summary(sweep_dir, summary)
         print(format_table(summary), flush=True)

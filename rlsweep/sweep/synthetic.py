@@ -59,6 +59,7 @@ def _pretend_training(cfg: DictConfig, run_dir: Path, eval_hook: EvalHook | None
     run_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     steps, status, detail, success = 0, RunStatus.OK, "", 0.0
+    reports_success = bool(cfg.env.reports_success)
     while steps < cfg.trainer.total_timesteps:
         period = min(cfg.trainer.eval_freq, cfg.trainer.total_timesteps - steps)
         time.sleep(period / STEPS_PER_S)
@@ -67,13 +68,15 @@ def _pretend_training(cfg: DictConfig, run_dir: Path, eval_hook: EvalHook | None
             status, detail, success = RunStatus.DIVERGED, "non-finite loss (synthetic)", 0.0
             break
         success = q * steps / cfg.trainer.total_timesteps
-        result = EvalResult(successes=[k < round(10 * success) for k in range(10)],
+        result = EvalResult(successes=[k < round(10 * success) for k in range(10)]
+                            if reports_success else None,  # an env without success: none
                             returns=[success * cfg.env.horizon] * 10)
         if eval_hook is not None and not eval_hook(steps, result):
             status, detail = RunStatus.PRUNED, f"at env step {steps}"
             break
     seconds = time.perf_counter() - started
-    result = RunResult(status=status, detail=detail, seed=cfg.seed, success_rate=round(10 * success) / 10,
+    result = RunResult(status=status, detail=detail, seed=cfg.seed,
+                       success_rate=round(10 * success) / 10 if reports_success else None,
                        mean_return=success * cfg.env.horizon, std_return=0.0, env_steps=steps,
                        wall_time_s=seconds, env_steps_per_s=steps / max(seconds, 1e-9))
     run_result.save(run_dir, result)

@@ -283,13 +283,14 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, cell: dict, settings: Di
         env_steps = int(np.mean([r.env_steps for r in results])) if results else evals.last_step
         reports_success = cfg is None or cfg.env.get("reports_success", True)
         recent = evals.recent(settings.value_last_evals)
+        if not reports_success:  # none on an env that reports no success (shown as "-", not
+            recent["success_rate"] = None  # 0), even from an objective that says 0
         intermediate = {}
         if not taken_over:
             try:
                 totals = {
                     "env_steps": env_steps,
-                    # none on an env that reports no success: shown as "-", not 0
-                    "success_rate": recent["success_rate"] if reports_success else None,
+                    "success_rate": recent["success_rate"],
                     "mean_return": recent["mean_return"], "wall_time_s": wall,
                     "last_step": evals.last_step or env_steps,
                     "seeds": [o.seed for o in outcomes] or seeds, "trial_dir": str(trial_dir),
@@ -325,7 +326,8 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, cell: dict, settings: Di
         taken_over=taken_over, taken_over_reason=reason if taken_over else None,
         seeds=[SeedRecord(seed=o.seed, run_dir=str(o.run_dir),
                           status=o.result.describe() if o.result else o.error,
-                          success_rate=o.result.success_rate if o.result else None,
+                          success_rate=o.result.success_rate
+                          if o.result and reports_success else None,
                           mean_return=o.result.mean_return if o.result else None)
                for o in outcomes],
         intermediate_values=dict(intermediate)).write(trial_dir)
