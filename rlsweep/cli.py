@@ -8,13 +8,14 @@ these into one line naming the field and the allowed values, before any env exis
 from __future__ import annotations
 
 import itertools
+import re
 import sys
 from pathlib import Path
 from typing import Sequence
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException, OverrideParseException
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from rlsweep.config import ConfigError, first_line, validate
@@ -117,8 +118,26 @@ def check_composed(overrides: list[str], multirun: bool, dirs: Sequence[str] = (
     except (HydraException, OmegaConfBaseException) as err:
         raise ConfigError(_one_line(err)) from None
     check_storage_password(cfg, multirun)
-    if not multirun:
+    if multirun:
+        check_sweeper_resolves(cfg)
+    else:
         validate(cfg)
+
+
+def check_sweeper_resolves(cfg: DictConfig) -> None:
+    """ConfigError naming the field and the variable if a `hydra.sweeper` setting cannot be
+    resolved, e.g. `storage=postgresql://u:${oc.env:VAR}@host/db` with VAR unset: Hydra
+    resolves the settings when it builds the sweeper, and would fail in 3 chained tracebacks.
+    The resolved values are not kept (the password stays in memory only, never printed)."""
+    try:
+        OmegaConf.to_container(cfg.hydra.sweeper, resolve=True)
+    except OmegaConfBaseException as err:
+        key = getattr(err, "full_key", None) or "hydra.sweeper"
+        unset = re.search(r"Environment variable '([^']+)' not found", str(err))
+        if unset:
+            raise ConfigError(f"{key} is invalid: it reads the environment variable "
+                              f"{unset[1]}, which is not set; export {unset[1]}") from None
+        raise ConfigError(f"{key} cannot be resolved: {first_line(err)}") from None
 
 
 def _one_line(err: BaseException) -> str:
