@@ -16,19 +16,23 @@ from pathlib import Path
 
 os.environ.setdefault("MUJOCO_GL", "egl")  # must precede any mujoco import; osmesa is absent here
 
-OPTIONS = {"run_dir": None, "episodes": "10", "video": "false", "seed": None,
-           "deterministic": "true"}
+from rlsweep.arguments import KeyValueParser
+
+PARSER = KeyValueParser(
+    prog="python -m rlsweep.evaluate",
+    usage="python -m rlsweep.evaluate run_dir=DIR [episodes=N] [video=true|false] [seed=S] "
+          "[deterministic=true|false]",
+    description=__doc__.split("\n\n", 1)[1],
+    options={"run_dir": (None, "a run dir or a sweep's trial folder (required)"),
+             "episodes": ("10", "episodes to run"),
+             "video": ("false", "write video.mp4 of the first episode"),
+             "seed": (None, "evaluation seed (default: the run's)"),
+             "deterministic": ("true", "deterministic actions")})
 
 
 def parse_args(argv: list[str]) -> dict[str, str]:
-    """key=value arguments, with one-line errors naming the bad field."""
-    args = dict(OPTIONS)
-    for arg in argv:
-        key, sep, value = arg.partition("=")
-        if not sep or key not in OPTIONS:
-            raise ValueError(f"{arg!r} is invalid: expected key=value with key one of "
-                             + ", ".join(OPTIONS))
-        args[key] = value
+    """key=value arguments, with one-line errors naming the bad field (ValueError)."""
+    args = vars(PARSER.parse(argv))
     if not args["run_dir"]:
         raise ValueError("run_dir is required: run_dir=<a run dir holding model.zip>")
     run_dir = Path(args["run_dir"])

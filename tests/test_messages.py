@@ -5,6 +5,7 @@ input that is valid (a password with `{}` or `@`, gymnasium's `module:id`) works
 
 from __future__ import annotations
 
+import importlib
 import re
 
 import pytest
@@ -81,3 +82,29 @@ def test_an_unset_variable_in_the_storage_url_is_one_line_naming_it(tmp_path):
     line = one_error_line(result)
     assert re.search(r"hydra\.sweeper\.storage .*RLSWEEP_MSG_UNSET.* not set", line), line
     assert not tmp_path.exists() or not any(tmp_path.iterdir())
+
+
+# ---------------------------------------------------------------- 22: --help of the tools
+
+@pytest.mark.parametrize("module", ["rlsweep.evaluate", "rlsweep.confirm",
+                                    "rlsweep.report.__main__"])
+def test_help_prints_the_usage_and_exits_0(module, capsys):
+    main = importlib.import_module(module).main
+    with pytest.raises(SystemExit) as exited:
+        main(["--help"])
+    assert exited.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: python -m {module.removesuffix('.__main__')} ")
+    assert "=" in out.splitlines()[0]  # the key=value options, as they are written
+
+
+@pytest.mark.parametrize("module, argv, expected", [
+    ("rlsweep.evaluate", ["episodes=3", "runs_dir=x"], "unknown argument 'runs_dir'"),
+    ("rlsweep.confirm", ["a", "b", "seeds=2"], "one sweep dir is required, got 2"),
+    ("rlsweep.report.__main__", ["out=x.html"], "the following arguments are required"),
+])
+def test_a_bad_command_line_is_one_line_with_the_usage(module, argv, expected, capsys):
+    assert importlib.import_module(module).main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {expected}") and err.count("\n") == 1, err
+    assert f"usage: python -m {module.removesuffix('.__main__')} " in err
