@@ -6,7 +6,11 @@ input that is valid (a password with `{}` or `@`, gymnasium's `module:id`) works
 from __future__ import annotations
 
 import importlib
+import os
 import re
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -14,7 +18,8 @@ from bench.postgres import postgres_bindir, throwaway_postgres
 from rlsweep.config import ConfigError
 from rlsweep.credentials import PASSWORD_ENV
 from rlsweep.sweep.study import make_storage, mask_url
-from tests.conftest import require_installed
+from tests.clusters import free_port
+from tests.conftest import ROOT, require_installed
 from tests.test_postgres import ENV_PASSWORD, POSTGRESQL
 from tests.test_sweeper import SYNTHETIC, sweep
 
@@ -24,6 +29,11 @@ ODD_PASSWORD = "braces{antpiece}and@hostpiece0"
 PIECES = ("antpiece", "hostpiece0", ODD_PASSWORD)
 ONE_TRIAL = ["algo=ppo", *SYNTHETIC, "hydra.sweeper.pruner=none", "hydra.sweeper.n_trials=1",
              "hydra.sweeper.n_jobs=1", "trainer.total_timesteps=200", "trainer.eval_freq=100"]
+
+
+PENDULUM_TINY = ["env=gym", "env.id=Pendulum-v1", "algo=ppo", "algo.n_steps=128",
+                 "trainer.total_timesteps=256", "trainer.eval_freq=128", "trainer.eval_episodes=1",
+                 "trainer.progress_s=0"]
 
 
 def one_error_line(result) -> str:
@@ -108,3 +118,27 @@ def test_a_bad_command_line_is_one_line_with_the_usage(module, argv, expected, c
     err = capsys.readouterr().err
     assert err.startswith(f"error: {expected}") and err.count("\n") == 1, err
     assert f"usage: python -m {module.removesuffix('.__main__')} " in err
+
+
+# ---------------------------------------------------------------- 18: W&B key, no network
+
+@pytest.mark.slow
+def test_a_wandb_key_with_the_server_unreachable_logs_offline_saying_so_once(tmp_path):
+    """No WANDB_MODE, a (fake) key, and a W&B server that refuses connections (a closed port
+    here; a machine without network fails its DNS lookup the same way): wandb alone would
+    retry for 90 s and raise. The run logs offline instead, saying so in one line."""
+    fake_key = "0123456789abcdef" * 2 + "fakefake"
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_MODE"}
+    env.update(WANDB_API_KEY=fake_key, WANDB_BASE_URL=f"http://127.0.0.1:{free_port()}")
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "rlsweep", *PENDULUM_TINY, "logger=wandb",
+         f"hydra.run.dir={tmp_path}"], cwd=ROOT, env=env, text=True, capture_output=True,
+        timeout=80)  # wandb's own wait (90 s) would run past this
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    assert "Traceback" not in output and fake_key not in output
+    warnings = [line for line in output.splitlines() if "W&B logs offline" in line]
+    assert len(warnings) == 1 and "unreachable" in warnings[0], output[-3000:]
+    assert list((tmp_path / "wandb").glob("offline-run-*")), "the run was not logged offline"
+    assert time.monotonic() - started < 70
