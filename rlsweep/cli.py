@@ -7,6 +7,7 @@ these into one line naming the field and the allowed values, before any env exis
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import re
 import sys
@@ -118,10 +119,49 @@ def check_composed(overrides: list[str], multirun: bool, dirs: Sequence[str] = (
     except (HydraException, OmegaConfBaseException) as err:
         raise ConfigError(_one_line(err)) from None
     check_storage_password(cfg, multirun)
+    check_sections(cfg, primary)
     if multirun:
         check_sweeper_resolves(cfg)
+        check_launcher_installed(cfg)
     else:
         validate(cfg)
+
+
+def check_sections(cfg: DictConfig, primary: tuple[Path, str]) -> None:
+    """ConfigError if a group's section (algo, env, ..., logger) is not a mapping: with a
+    primary config that has no defaults list (a run's or trial's composed config.yaml given
+    with --config-path/--config-name), `logger=none` replaces the whole section by a string,
+    which would fail later as an AttributeError."""
+    for group in SWEEP_GROUPS:
+        value = cfg.get(group)
+        if not isinstance(value, DictConfig):
+            shown = "" if value is None else f"={value!r}"
+            raise ConfigError(
+                f"{group}{shown} is invalid with --config-name {primary[1]} "
+                f"(in {primary[0]}): that config has no {group} config group (a composed "
+                f"config.yaml has no defaults list), so {group}=... sets its whole {group} "
+                f"section; set its fields instead, e.g. {group}.name=...")
+
+
+# Launchers whose package is an optional extra: launcher class -> (module, extra).
+LAUNCHER_EXTRAS = {"hydra_plugins.rlsweep_ray_launcher.ray_launcher.RayLauncher": ("ray", "ray")}
+
+
+def check_launcher_installed(cfg: DictConfig) -> None:
+    """ConfigError if the chosen launcher needs an extra that is not installed: otherwise each
+    job would die importing it (ModuleNotFoundError per worker) and the sweep would end
+    saying "rerun the same command to resume", which cannot help."""
+    needs = LAUNCHER_EXTRAS.get(cfg.hydra.launcher.get("_target_", ""))
+    if needs is None:
+        return
+    module, extra = needs
+    try:
+        importlib.import_module(module)
+    except ImportError as err:
+        name = cfg.hydra.runtime.choices.get("hydra/launcher") or module
+        raise ConfigError(f"hydra/launcher={name} needs the {extra} extra, which is not "
+                          f"installed ({first_line(err)}): install the {extra} extra: "
+                          f"pip install -e '.[{extra}]'") from None
 
 
 def check_sweeper_resolves(cfg: DictConfig) -> None:
@@ -189,6 +229,9 @@ def preflight(argv: list[str]) -> None:
     multirun = any(a in ("-m", "--multirun") for a in argv)
     dirs = config_dirs(argv)
     try:
+        for config_dir in dirs:  # Hydra only warns and goes on without it
+            if not Path(config_dir).is_dir():
+                raise ConfigError(f"--config-dir {config_dir} is invalid: no such directory")
         check_group_choices(overrides, dirs)
         check_composed(overrides, multirun, dirs, primary_config(argv))
     except OverrideParseException as err:

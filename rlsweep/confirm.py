@@ -203,8 +203,6 @@ def confirm(sweep_dir: Path, n_seeds: int, baseline: bool = False) -> ConfirmDat
     sweep = load_sweep(sweep_dir)
     launcher = read_plan_file(sweep_dir).get("launcher", "basic")
     few_seeds = stats.few_seeds_note(n_seeds)
-    if few_seeds:
-        print(f"warning: {few_seeds}", file=sys.stderr)
     jobs: dict[str, tuple[Path, int]] = {}  # option name -> (config file, seed), see write_job_configs
     planned: dict[str, tuple[Path, list[int]]] = {}  # confirmed name -> (its runs' dir, seeds)
     picked: dict[str, tuple[Optional[int], dict]] = {}  # confirmed name -> (trial, params)
@@ -231,6 +229,11 @@ def confirm(sweep_dir: Path, n_seeds: int, baseline: bool = False) -> ConfirmDat
                     jobs[f"{out_dir.name}/seed_{seed}"] = (config_file, seed)
             planned[confirmed] = (out_dir, seeds)
             picked[confirmed] = (trial, params)
+    if not planned:  # nothing to train or score: an empty confirm.json would read as a result
+        raise ValueError(f"{sweep_dir} has nothing to confirm, nothing was written: "
+                         + "; ".join(f"{name}: {reason}" for name, reason in skipped.items()))
+    if few_seeds:
+        print(f"warning: {few_seeds}", file=sys.stderr)
     for name, reason in skipped.items():
         print(f"{name}: {reason}", file=sys.stderr)
     if jobs:

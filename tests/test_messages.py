@@ -6,11 +6,15 @@ input that is valid (a password with `{}` or `@`, gymnasium's `module:id`) works
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 
@@ -19,7 +23,7 @@ from rlsweep.config import ConfigError
 from rlsweep.credentials import PASSWORD_ENV
 from rlsweep.sweep.study import make_storage, mask_url
 from tests.clusters import free_port
-from tests.conftest import ROOT, require_installed
+from tests.conftest import ROOT, compose_cfg, require_installed, run_cli
 from tests.test_postgres import ENV_PASSWORD, POSTGRESQL
 from tests.test_sweeper import SYNTHETIC, sweep
 
@@ -142,3 +146,224 @@ def test_a_wandb_key_with_the_server_unreachable_logs_offline_saying_so_once(tmp
     assert len(warnings) == 1 and "unreachable" in warnings[0], output[-3000:]
     assert list((tmp_path / "wandb").glob("offline-run-*")), "the run was not logged offline"
     assert time.monotonic() - started < 70
+
+
+def failing_objective(cfg, run_dir, eval_hook=None, wandb_init=None):
+    """A trial objective that always raises: a sweep whose every trial failed."""
+    raise RuntimeError("this trial fails on purpose")
+
+
+# ---------------------------------------------------------------- 19: damaged inputs
+
+@pytest.fixture(scope="module")
+def finished_sweep(tmp_path_factory) -> Path:
+    """A finished sweep of two synthetic trials (logger=none), to copy and damage."""
+    sweep_dir = tmp_path_factory.mktemp("finished") / "sweep"
+    result = sweep(sweep_dir, *ONE_TRIAL, "hydra.sweeper.n_trials=2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return sweep_dir
+
+
+def damaged_copy(finished: Path, to: Path, file: str, content: str | None) -> Path:
+    """A copy of the sweep with `file` cut to `content` (None: deleted); returns the file."""
+    shutil.copytree(finished, to)
+    path = to / file
+    if content is None:
+        path.unlink()
+    else:
+        path.write_text(content)
+    return path
+
+
+def cut_short(path: Path) -> str:
+    return path.read_text()[:40]
+
+
+DAMAGES = [  # (file, what is done to it, what the error says of it)
+    ("sweep_plan.json", cut_short, "is not valid JSON"),
+    ("sweep_plan.json", lambda _: '{"cells": 1}', "is malformed"),
+    ("sweep_summary.json", cut_short, "is not valid JSON"),
+    ("ppo-dense/trial_000/trial.json", cut_short, "is not valid JSON"),
+    ("ppo-dense/trial_000/trial.json", lambda _: "[]", "is malformed"),
+    ("ppo-dense/base_config.yaml", lambda _: None, "is missing"),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("tool, file, damage, expected", [
+    (tool, *damage) for tool in ("rlsweep.report.__main__", "rlsweep.confirm")
+    for damage in DAMAGES
+    # confirm reads a cell's base_config.yaml only with baseline=true
+    if not (tool == "rlsweep.confirm" and damage[0].endswith("base_config.yaml"))])
+def test_a_damaged_sweep_file_is_one_line_naming_it(finished_sweep, tmp_path, capsys, tool,
+                                                     file, damage, expected):
+    copy = tmp_path / "copy"
+    path = damaged_copy(finished_sweep, copy, file, damage(finished_sweep / file))
+    before = sorted(p.name for p in copy.rglob("*"))
+    assert importlib.import_module(tool).main([str(copy), "seeds=1"][:1 if "report" in tool
+                                                                    else 2]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {path} {expected}") and err.count("\n") == 1, err
+    assert sorted(p.name for p in copy.rglob("*")) == before  # nothing written
+
+
+@pytest.mark.slow
+def test_a_report_on_a_read_only_sweep_dir_is_one_line_naming_it(finished_sweep):
+    """Made read-only for a user who cannot write it (root writes anywhere: run as nobody)."""
+    root = Path(tempfile.mkdtemp(prefix="rlsweep-ro-"))  # not under pytest's 0700 tmp dir
+    try:
+        root.chmod(0o755)
+        (root / "home").mkdir(mode=0o777)
+        (root / "home").chmod(0o777)  # that user's HOME and matplotlib's cache
+        copy = root / "sweep"
+        shutil.copytree(finished_sweep, copy)
+        (copy / "report.html").unlink()
+        for path in [copy, *copy.rglob("*")]:
+            path.chmod(0o555 if path.is_dir() else 0o444)
+        as_user = (["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
+                   if os.geteuid() == 0 else [])
+        result = subprocess.run([*as_user, sys.executable, "-m", "rlsweep.report", str(copy)],
+                                cwd=ROOT, text=True, capture_output=True, timeout=300,
+                                env={**os.environ, "HOME": str(root / "home"),
+                                     "MPLCONFIGDIR": str(root / "home")})
+        assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-3000:]
+        assert "Traceback" not in result.stderr
+        errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and f"cannot write the report in {copy}" in errors[0], \
+            result.stderr
+        assert not (copy / "report.html").exists()
+    finally:
+        for path in [root, *root.rglob("*")]:
+            if path.is_dir():
+                path.chmod(0o755)
+        shutil.rmtree(root)
+
+
+@pytest.mark.slow
+def test_confirm_on_a_sweep_whose_every_trial_failed_is_refused_writing_nothing(tmp_path,
+                                                                                 capsys):
+    from rlsweep import confirm
+
+    result = sweep(tmp_path, *[a for a in ONE_TRIAL if not a.startswith("hydra.sweeper.obj")],
+                   "hydra.sweeper.objective=tests.test_messages.failing_objective")
+    assert result.returncode == 1 and "every trial failed" in result.stderr, result.stderr[-2000:]
+    assert confirm.main([str(tmp_path), "seeds=2"]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"error: {tmp_path} has nothing to confirm, nothing was written: "
+                   "ppo-dense: no complete trial to confirm\n")
+    assert not (tmp_path / "confirm.json").exists() and not (tmp_path / "confirm").exists()
+
+
+@pytest.fixture(scope="module")
+def pendulum_run(tmp_path_factory) -> Path:
+    """A finished single run on Pendulum (a few hundred env steps), to copy and damage."""
+    run_dir = tmp_path_factory.mktemp("pendulum") / "run"
+    result = run_cli(*PENDULUM_TINY, "logger=none", f"hydra.run.dir={run_dir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return run_dir
+
+
+@pytest.mark.slow
+def test_evaluate_on_a_truncated_model_is_one_line_naming_it(pendulum_run, tmp_path, capsys):
+    from rlsweep import evaluate
+
+    copy = tmp_path / "run"
+    shutil.copytree(pendulum_run, copy)
+    (copy / "model.zip").write_bytes((pendulum_run / "model.zip").read_bytes()[:3000])
+    assert evaluate.main([f"run_dir={copy}", "episodes=1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {copy / 'model.zip'} cannot be loaded as a "
+                          "stable_baselines3.PPO model: ") and err.count("\n") == 1, err
+    assert not (copy / "eval.json").exists()
+
+
+@pytest.mark.slow
+def test_filming_prints_no_sdl_message_as_if_it_were_ours(pendulum_run, tmp_path):
+    """Pendulum draws with pygame, whose SDL looks for a display and printed "error:
+    XDG_RUNTIME_DIR is invalid or not set in the environment." (no XDG_RUNTIME_DIR here)."""
+    copy = tmp_path / "run"
+    shutil.copytree(pendulum_run, copy)
+    env = {k: v for k, v in os.environ.items() if k not in ("XDG_RUNTIME_DIR", "SDL_VIDEODRIVER")}
+    result = subprocess.run([sys.executable, "-m", "rlsweep.evaluate", f"run_dir={copy}",
+                             "episodes=1", "video=true"], cwd=ROOT, env=env, text=True,
+                            capture_output=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (copy / "video.mp4").stat().st_size > 0
+    assert "error" not in result.stderr.lower(), result.stderr
+
+
+def preflight_error(argv: list[str], capsys) -> str:
+    """The one line `python -m rlsweep <argv>` refuses with (exit 2), checked in process."""
+    from rlsweep.cli import preflight
+
+    with pytest.raises(SystemExit) as exited:
+        preflight(argv)
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    return err.strip()
+
+
+def test_a_config_dir_that_does_not_exist_is_refused(capsys):
+    line = preflight_error(["--config-dir", "/nonexistent/rlsweep", "algo=ppo"], capsys)
+    assert line == "error: --config-dir /nonexistent/rlsweep is invalid: no such directory"
+
+
+def test_a_composed_config_as_primary_with_a_group_override_is_one_line(tmp_path, capsys):
+    """A run's config.yaml has no defaults list: `logger=none` replaced its logger section by
+    a string, and the check of logger.name raised AttributeError."""
+    from omegaconf import OmegaConf
+
+    OmegaConf.save(compose_cfg("algo=ppo"), tmp_path / "config.yaml")
+    line = preflight_error(["--config-path", str(tmp_path), "--config-name", "config",
+                            "logger=none"], capsys)
+    assert line.startswith("error: logger='none' is invalid with --config-name config") \
+        and "logger.name=" in line, line
+    from rlsweep.cli import preflight
+
+    preflight(["--config-path", str(tmp_path), "--config-name", "config", "logger.name=none"])
+
+
+# ---------------------------------------------------------------- 22: the wandb sync command
+
+def test_the_wandb_sync_command_covers_every_offline_run_of_a_sweep(tmp_path):
+    """Where rlsweep's runs write their offline W&B runs: a one-seed trial, each seed of a
+    several-seed trial (rlsweep.sweep.seeds), each confirmation seed (rlsweep.confirm) and the
+    sweep's summary run. Patterns matching nothing are left out (a shell would pass them on as
+    they are, and `wandb sync` fails on a path that does not exist)."""
+    import glob
+
+    from rlsweep.report.build import offline_run_globs
+
+    runs = [tmp_path / "ppo-dense/trial_000/wandb/offline-run-1",
+            tmp_path / "ppo-dense/trial_001/seed_0/wandb/offline-run-2",
+            tmp_path / "ppo-dense/trial_001/seed_1/wandb/offline-run-3",
+            tmp_path / "confirm/ppo-dense/seed_1000/wandb/offline-run-4",
+            tmp_path / "confirm/ppo-dense.defaults/seed_1000/wandb/offline-run-5",
+            tmp_path / "wandb/offline-run-6"]
+    for run in runs:
+        run.mkdir(parents=True)
+    patterns = offline_run_globs([tmp_path])
+    assert sorted(p for pattern in patterns for p in glob.glob(pattern)) == sorted(map(str, runs))
+    shutil.rmtree(tmp_path / "confirm")
+    assert not [p for p in offline_run_globs([tmp_path]) if "confirm" in p]
+
+
+# ---------------------------------------------------------------- 22: the ray launcher's extra
+
+@pytest.mark.slow
+def test_the_ray_launcher_without_its_extra_is_one_line_before_any_job(tmp_path):
+    """The venv has ray; a `ray` package first on PYTHONPATH that fails to import stands in
+    for an install without the extra (`import ray` raises ModuleNotFoundError as then)."""
+    fake = tmp_path / "no_ray" / "ray"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text(
+        "raise ModuleNotFoundError(\"No module named 'ray'\", name='ray')\n")
+    result = sweep(tmp_path / "sweep", *ONE_TRIAL, "hydra/launcher=ray_cluster",
+                   "hydra.sweeper.single_node=true",  # SQLite with Ray: one machine
+                   env={"PYTHONPATH": str(fake.parent)}, timeout=300)
+    line = one_error_line(result)
+    assert line == ("error: hydra/launcher=ray_cluster needs the ray extra, which is not "
+                    "installed (No module named 'ray'): install the ray extra: "
+                    "pip install -e '.[ray]'"), line
+    assert not (tmp_path / "sweep").exists()

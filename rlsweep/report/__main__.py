@@ -35,6 +35,11 @@ def main(argv: list[str]) -> int:
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # a read-only sweep dir, a full disk
+        where = Path(err.filename).parent if err.filename else "the report's folder"
+        print(f"error: cannot write the report in {where}: {err.strerror or err}; "
+              "give another place with out=PATH", file=sys.stderr)
+        return 2
     return 0
 
 
