@@ -367,3 +367,28 @@ def test_the_ray_launcher_without_its_extra_is_one_line_before_any_job(tmp_path)
                     "installed (No module named 'ray'): install the ray extra: "
                     "pip install -e '.[ray]'"), line
     assert not (tmp_path / "sweep").exists()
+
+
+# ---------------------------------------------------------------- 22: Optuna's importance warning
+
+@pytest.mark.slow
+def test_a_two_objective_report_shows_importances_without_optunas_warning(tmp_path, capsys):
+    """Optuna's importance evaluator takes a given target as lower-is-better and warns each
+    time; the report negates a maximized first objective for it, so the warning is moot."""
+    import warnings
+
+    from rlsweep.report.__main__ import main
+
+    result = sweep(tmp_path, *[a for a in ONE_TRIAL if "n_trials" not in a],
+                   "hydra.sweeper.n_trials=5", "hydra.sweeper.sampler=random",
+                   "hydra.sweeper.metric=[success_rate,wall_time_s]",
+                   "hydra.sweeper.direction=[maximize,minimize]")
+    assert result.returncode == 0, result.stderr[-3000:]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main([str(tmp_path)]) == 0
+    assert not [w for w in caught if "importances" in str(w.message)], \
+        [str(w.message) for w in caught]
+    page = (tmp_path / "report.html").read_text()
+    assert "ppo-dense: parameter importances (first objective)" in page
+    assert "parameter importances (first objective) not available" not in page
