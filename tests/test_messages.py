@@ -392,3 +392,40 @@ def test_a_two_objective_report_shows_importances_without_optunas_warning(tmp_pa
     page = (tmp_path / "report.html").read_text()
     assert "ppo-dense: parameter importances (first objective)" in page
     assert "parameter importances (first objective) not available" not in page
+
+
+# ---------------------------------------------------------------- 22: gymnasium's module:id
+
+USER_ENV_PACKAGE = '''import gymnasium
+
+gymnasium.register("MyPendulum-v0", max_episode_steps=50,
+                   entry_point="gymnasium.envs.classic_control.pendulum:PendulumEnv")
+'''
+
+
+@pytest.mark.slow
+def test_an_env_registered_by_a_users_package_trains_with_gymnasiums_module_id(tmp_path):
+    """`env.id=my_rl_envs:MyPendulum-v0`: the package registers the env when imported (as
+    gymnasium.make imports it); it was refused as unregistered before any import."""
+    package = tmp_path / "packages" / "my_rl_envs"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text(USER_ENV_PACKAGE)
+    run_dir = tmp_path / "run"
+    result = run_cli(*[a for a in PENDULUM_TINY if not a.startswith("env.id=")], "logger=none",
+                     "env.id=my_rl_envs:MyPendulum-v0", f"hydra.run.dir={run_dir}",
+                     env={"PYTHONPATH": str(package.parent)})
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["env_steps"] == 256
+    # its registered 50-step episodes (Pendulum-v1's are 200: returns around -1000 and below)
+    assert metrics["mean_return"] > -50 * 16.3
+
+
+def test_an_env_module_that_cannot_be_imported_is_one_line_naming_it():
+    from rlsweep.envs.gym_env import check_config
+
+    with pytest.raises(ConfigError) as err:
+        check_config({"id": "rlsweep_no_such_package:MyEnv-v0"})
+    assert str(err.value) == ("env.id='rlsweep_no_such_package:MyEnv-v0' is invalid: module "
+                              "'rlsweep_no_such_package' cannot be imported (ModuleNotFoundError: "
+                              "No module named 'rlsweep_no_such_package')")
