@@ -16,6 +16,7 @@ from typing import Sequence
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException, OverrideParseException
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -118,6 +119,8 @@ def check_composed(overrides: list[str], multirun: bool, dirs: Sequence[str] = (
         cfg = compose_config(fixed, return_hydra_config=True, dirs=dirs, primary=primary)
     except (HydraException, OmegaConfBaseException) as err:
         raise ConfigError(_one_line(err)) from None
+    # A config may set the mode itself (a sweep preset: `hydra.mode: MULTIRUN`), as Hydra reads it.
+    multirun = multirun or OmegaConf.select(cfg, "hydra.mode") == RunMode.MULTIRUN
     check_storage_password(cfg, multirun)
     check_sections(cfg, primary)
     if multirun:

@@ -429,3 +429,33 @@ def test_an_env_module_that_cannot_be_imported_is_one_line_naming_it():
     assert str(err.value) == ("env.id='rlsweep_no_such_package:MyEnv-v0' is invalid: module "
                               "'rlsweep_no_such_package' cannot be imported (ModuleNotFoundError: "
                               "No module named 'rlsweep_no_such_package')")
+
+
+# ---------------------------------------------------------------- 22: a preset is a sweep
+
+@pytest.mark.slow
+def test_a_search_preset_without_dash_m_sweeps(tmp_path):
+    """`+hparams_search=lift_sbx_sac` sets `hydra.mode: MULTIRUN`: without -m it sweeps
+    (before: it silently trained one run with the preset's fixed values)."""
+    result = run_cli("+hparams_search=lift_sbx_sac",  # its own sampler (TPE) and kwargs
+                     *[a for a in SYNTHETIC if "sampler" not in a], "hydra.sweeper.n_trials=2",
+                     "hydra.sweeper.n_jobs=1", "trainer.total_timesteps=400",
+                     "trainer.eval_freq=100", "trainer.eval_episodes=1",
+                     f"hydra.sweep.dir={tmp_path / 'sweep'}", f"hydra.run.dir={tmp_path / 'run'}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert not (tmp_path / "run").exists()
+    assert len(list((tmp_path / "sweep" / "sbx_sac-dense").glob("trial_*/trial.json"))) == 2
+    assert json.loads((tmp_path / "sweep" / "sweep_plan.json").read_text())["n_trials"] == 2
+
+
+@pytest.mark.parametrize("preset", [f"+{group}={name}" for group in ("experiment", "hparams_search")
+                                    for name in sorted(p.stem for p in (ROOT / "conf" / group)
+                                                       .glob("*.yaml"))])
+def test_every_preset_sets_the_multirun_mode(preset):
+    from hydra.types import RunMode
+    from omegaconf import OmegaConf
+
+    from rlsweep.cli import compose_config
+
+    cfg = compose_config([preset], return_hydra_config=True)
+    assert OmegaConf.select(cfg, "hydra.mode") == RunMode.MULTIRUN
