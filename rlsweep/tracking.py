@@ -31,14 +31,22 @@ def has_wandb_key() -> bool:
 REACH_TIMEOUT_S = 5.0  # a W&B host that does not accept a connection in this long is "down"
 
 
-@functools.lru_cache(maxsize=None)  # asked once per process, so it warns once
-def wandb_unreachable() -> str | None:
-    """Why the W&B server (wandb's base_url: WANDB_BASE_URL or its default) cannot be reached
-    from here, or None if it accepts a TCP connection. wandb itself would retry for its
-    init_timeout (90 s) and then raise a 26-line traceback."""
+def wandb_server() -> str:
+    """The W&B server wandb would talk to (its base_url: WANDB_BASE_URL or its default).
+    Read as wandb.setup() reads it, without starting wandb's service process."""
     import wandb
 
-    url = urlsplit(wandb.Settings().base_url)
+    settings = wandb.Settings()
+    settings.update_from_env_vars(dict(os.environ))
+    return settings.base_url
+
+
+@functools.lru_cache(maxsize=None)  # asked once per process and server, so it warns once
+def wandb_unreachable(base_url: str) -> str | None:
+    """Why the W&B server at `base_url` cannot be reached from here, or None if it accepts a
+    TCP connection. wandb itself would retry for its init_timeout (90 s) and then raise a
+    26-line traceback."""
+    url = urlsplit(base_url)
     host = url.hostname or ""
     port = url.port or (80 if url.scheme == "http" else 443)
     try:
@@ -46,6 +54,9 @@ def wandb_unreachable() -> str | None:
     except OSError as err:  # no DNS, refused, no route, timed out
         return f"{host}:{port} is unreachable ({err.strerror or type(err).__name__})"
     return None
+
+
+_WARNED: set[str] = set()
 
 
 def _offline_because(why: str) -> str:
@@ -61,8 +72,14 @@ def wandb_mode(logger_cfg: Mapping[str, Any]) -> str:
     if mode == "auto":
         if not has_wandb_key():
             return "offline"
-        why = wandb_unreachable()
-        return "online" if why is None else _offline_because(why)
+        server = wandb_server()
+        why = wandb_unreachable(server)
+        if why is None:
+            return "online"
+        if why not in _WARNED:  # once per process, though asked at every run
+            _WARNED.add(why)
+            _offline_because(why)
+        return "offline"
     return mode
 
 

@@ -143,7 +143,8 @@ def test_a_wandb_key_with_the_server_unreachable_logs_offline_saying_so_once(tmp
     assert result.returncode == 0, output[-3000:]
     assert "Traceback" not in output and fake_key not in output
     warnings = [line for line in output.splitlines() if "W&B logs offline" in line]
-    assert len(warnings) == 1 and "unreachable" in warnings[0], output[-3000:]
+    assert len(warnings) == 1 and "127.0.0.1" in warnings[0] and "unreachable" in warnings[0], \
+        output[-3000:]
     assert list((tmp_path / "wandb").glob("offline-run-*")), "the run was not logged offline"
     assert time.monotonic() - started < 70
 
@@ -151,6 +152,19 @@ def test_a_wandb_key_with_the_server_unreachable_logs_offline_saying_so_once(tmp
 def failing_objective(cfg, run_dir, eval_hook=None, wandb_init=None):
     """A trial objective that always raises: a sweep whose every trial failed."""
     raise RuntimeError("this trial fails on purpose")
+
+
+def test_auto_mode_with_a_key_and_no_server_is_offline_warning_once(monkeypatch, tmp_path,
+                                                                     capsys):
+    from rlsweep.tracking import wandb_mode
+
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("WANDB_API_KEY", "k" * 40)
+    monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{free_port()}")  # nothing listens
+    auto = {"name": "wandb", "mode": "auto"}
+    assert [wandb_mode(auto) for _ in range(3)] == ["offline"] * 3  # e.g. a worker's trials
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("warning: W&B logs offline: 127.0.0.1:"), lines
 
 
 # ---------------------------------------------------------------- 19: damaged inputs
