@@ -137,10 +137,9 @@ def check_sections(cfg: DictConfig, primary: tuple[Path, str]) -> None:
     which would fail later as an AttributeError."""
     for group in SWEEP_GROUPS:
         value = cfg.get(group)
-        if not isinstance(value, DictConfig):
-            shown = "" if value is None else f"={value!r}"
+        if value is not None and not isinstance(value, DictConfig):
             raise ConfigError(
-                f"{group}{shown} is invalid with --config-name {primary[1]} "
+                f"{group}={value!r} is invalid with --config-name {primary[1]} "
                 f"(in {primary[0]}): that config has no {group} config group (a composed "
                 f"config.yaml has no defaults list), so {group}=... sets its whole {group} "
                 f"section; set its fields instead, e.g. {group}.name=...")
