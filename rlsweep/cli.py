@@ -167,8 +167,8 @@ def check_launcher_installed(cfg: DictConfig) -> None:
 
 
 def check_sweeper_resolves(cfg: DictConfig) -> None:
-    """ConfigError naming the field and the variable if a `hydra.sweeper` setting cannot be
-    resolved, e.g. `storage=postgresql://u:${oc.env:VAR}@host/db` with VAR unset: Hydra
+    """ConfigError naming the field and the variable if a `hydra.sweeper` setting reads an
+    unset environment variable, e.g. `storage=postgresql://u:${oc.env:VAR}@host/db` with VAR unset: Hydra
     resolves the settings when it builds the sweeper, and would fail in 3 chained tracebacks.
     The resolved values are not kept (the password stays in memory only, never printed)."""
     try:
@@ -176,10 +176,9 @@ def check_sweeper_resolves(cfg: DictConfig) -> None:
     except OmegaConfBaseException as err:
         key = getattr(err, "full_key", None) or "hydra.sweeper"
         unset = re.search(r"Environment variable '([^']+)' not found", str(err))
-        if unset:
+        if unset:  # other failures (e.g. `${hydra:...}`, set only once Hydra runs) are Hydra's
             raise ConfigError(f"{key} is invalid: it reads the environment variable "
                               f"{unset[1]}, which is not set; export {unset[1]}") from None
-        raise ConfigError(f"{key} cannot be resolved: {first_line(err)}") from None
 
 
 def _one_line(err: BaseException) -> str:
