@@ -7,14 +7,17 @@ these into one line naming the field and the allowed values, before any env exis
 
 from __future__ import annotations
 
+import importlib
 import itertools
+import re
 import sys
 from pathlib import Path
 from typing import Sequence
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException, OverrideParseException
-from omegaconf import DictConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from rlsweep.config import ConfigError, first_line, validate
@@ -116,9 +119,66 @@ def check_composed(overrides: list[str], multirun: bool, dirs: Sequence[str] = (
         cfg = compose_config(fixed, return_hydra_config=True, dirs=dirs, primary=primary)
     except (HydraException, OmegaConfBaseException) as err:
         raise ConfigError(_one_line(err)) from None
+    # A config may set the mode itself (a sweep preset: `hydra.mode: MULTIRUN`), as Hydra reads it.
+    multirun = multirun or OmegaConf.select(cfg, "hydra.mode") == RunMode.MULTIRUN
     check_storage_password(cfg, multirun)
-    if not multirun:
+    check_sections(cfg, primary)
+    if multirun:
+        check_sweeper_resolves(cfg)
+        check_launcher_installed(cfg)
+    else:
         validate(cfg)
+
+
+def check_sections(cfg: DictConfig, primary: tuple[Path, str]) -> None:
+    """ConfigError if a group's section (algo, env, ..., logger) is not a mapping: with a
+    primary config that has no defaults list (a run's or trial's composed config.yaml given
+    with --config-path/--config-name), `logger=none` replaces the whole section by a string,
+    which would fail later as an AttributeError."""
+    for group in SWEEP_GROUPS:
+        value = cfg.get(group)
+        if value is not None and not isinstance(value, DictConfig):
+            raise ConfigError(
+                f"{group}={value!r} is invalid with --config-name {primary[1]} "
+                f"(in {primary[0]}): that config has no {group} config group (a composed "
+                f"config.yaml has no defaults list), so {group}=... sets its whole {group} "
+                f"section; set its fields instead, e.g. {group}.name=...")
+
+
+# Launchers whose package is an optional extra: launcher class -> (module, extra).
+LAUNCHER_EXTRAS = {"hydra_plugins.rlsweep_ray_launcher.ray_launcher.RayLauncher": ("ray", "ray")}
+
+
+def check_launcher_installed(cfg: DictConfig) -> None:
+    """ConfigError if the chosen launcher needs an extra that is not installed: otherwise each
+    job would die importing it (ModuleNotFoundError per worker) and the sweep would end
+    saying "rerun the same command to resume", which cannot help."""
+    needs = LAUNCHER_EXTRAS.get(cfg.hydra.launcher.get("_target_", ""))
+    if needs is None:
+        return
+    module, extra = needs
+    try:
+        importlib.import_module(module)
+    except ImportError as err:
+        name = cfg.hydra.runtime.choices.get("hydra/launcher") or module
+        raise ConfigError(f"hydra/launcher={name} needs the {extra} extra, which is not "
+                          f"installed ({first_line(err)}): install the {extra} extra: "
+                          f"pip install -e '.[{extra}]'") from None
+
+
+def check_sweeper_resolves(cfg: DictConfig) -> None:
+    """ConfigError naming the field and the variable if a `hydra.sweeper` setting reads an
+    unset environment variable, e.g. `storage=postgresql://u:${oc.env:VAR}@host/db` with VAR unset: Hydra
+    resolves the settings when it builds the sweeper, and would fail in 3 chained tracebacks.
+    The resolved values are not kept (the password stays in memory only, never printed)."""
+    try:
+        OmegaConf.to_container(cfg.hydra.sweeper, resolve=True)
+    except OmegaConfBaseException as err:
+        key = getattr(err, "full_key", None) or "hydra.sweeper"
+        unset = re.search(r"Environment variable '([^']+)' not found", str(err))
+        if unset:  # other failures (e.g. `${hydra:...}`, set only once Hydra runs) are Hydra's
+            raise ConfigError(f"{key} is invalid: it reads the environment variable "
+                              f"{unset[1]}, which is not set; export {unset[1]}") from None
 
 
 def _one_line(err: BaseException) -> str:
@@ -170,6 +230,9 @@ def preflight(argv: list[str]) -> None:
     multirun = any(a in ("-m", "--multirun") for a in argv)
     dirs = config_dirs(argv)
     try:
+        for config_dir in dirs:  # Hydra only warns and goes on without it
+            if not Path(config_dir).is_dir():
+                raise ConfigError(f"--config-dir {config_dir} is invalid: no such directory")
         check_group_choices(overrides, dirs)
         check_composed(overrides, multirun, dirs, primary_config(argv))
     except OverrideParseException as err:

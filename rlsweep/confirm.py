@@ -36,6 +36,7 @@ from typing import Iterable, Optional
 from omegaconf import OmegaConf
 
 from rlsweep import run_result
+from rlsweep.arguments import KeyValueParser, UsageError
 from rlsweep.cli import CONF_DIR
 from rlsweep.config import first_line
 from rlsweep.files import write_json_atomic
@@ -221,8 +222,6 @@ def confirm(sweep_dir: Path, n_seeds: int, baseline: bool = False) -> ConfirmDat
     sweep = load_sweep(sweep_dir)
     launcher = read_plan_file(sweep_dir).get("launcher", "basic")
     few_seeds = stats.few_seeds_note(n_seeds)
-    if few_seeds:
-        print(f"warning: {few_seeds}", file=sys.stderr)
     jobs: dict[str, tuple[Path, int]] = {}  # option name -> (config file, seed), see write_job_configs
     planned: dict[str, tuple[Path, list[int], bool]] = {}  # confirmed name -> (its runs' dir,
     # seeds, whether its env reports success)
@@ -252,6 +251,11 @@ def confirm(sweep_dir: Path, n_seeds: int, baseline: bool = False) -> ConfirmDat
                     jobs[f"{out_dir.name}/seed_{seed}"] = (config_file, seed)
             planned[confirmed] = (out_dir, seeds, reports_success)
             picked[confirmed] = (trial, params)
+    if not planned:  # nothing to train or score: an empty confirm.json would read as a result
+        raise ValueError(f"{sweep_dir} has nothing to confirm, nothing was written: "
+                         + "; ".join(f"{name}: {reason}" for name, reason in skipped.items()))
+    if few_seeds:
+        print(f"warning: {few_seeds}", file=sys.stderr)
     for name, reason in skipped.items():
         print(f"{name}: {reason}", file=sys.stderr)
     if jobs:
@@ -307,23 +311,27 @@ def summary_line(name: str, cell: ConfirmedCell) -> str:
     return line
 
 
-USAGE = "usage: python -m rlsweep.confirm <sweep dir> seeds=N (N >= 1) [baseline=true|false]"
+PARSER = KeyValueParser(
+    prog="python -m rlsweep.confirm",
+    usage="python -m rlsweep.confirm SWEEP_DIR [seeds=N] [baseline=true|false]",
+    description=__doc__.split("\n\n", 1)[1],
+    options={"seeds": (str(DEFAULT_SEEDS), "fresh seeds per cell, an integer >= 1"),
+             "baseline": ("false", "also train each cell's defaults on the same seeds")})
+PARSER.add_argument("sweep_dir", nargs="*", help="a finished sweep's hydra.sweep.dir")
 
 
 def main(argv: list[str]) -> int:
-    args = dict(a.split("=", 1) for a in argv if "=" in a)
-    dirs = [a for a in argv if "=" not in a]
-    unknown = sorted(set(args) - {"seeds", "baseline"})
-    seeds = args.get("seeds", str(DEFAULT_SEEDS))
-    baseline = args.get("baseline", "false").lower()
-    problem = (f"unknown argument {unknown[0]!r}" if unknown
-               else f"seeds={seeds!r} is invalid: expected an integer >= 1"
-               if not seeds.isdigit() or int(seeds) < 1
-               else f"baseline={args['baseline']!r} is invalid: expected true or false"
-               if baseline not in ("true", "false")
-               else "one sweep dir is required" if len(dirs) != 1 else None)
-    if problem:
-        print(f"error: {problem}; {USAGE}", file=sys.stderr)
+    try:
+        args = PARSER.parse(argv)
+        seeds, baseline, dirs = args.seeds, args.baseline.lower(), args.sweep_dir
+        if not seeds.isdigit() or int(seeds) < 1:
+            raise UsageError(f"seeds={seeds!r} is invalid: expected an integer >= 1")
+        if baseline not in ("true", "false"):
+            raise UsageError(f"baseline={args.baseline!r} is invalid: expected true or false")
+        if len(dirs) != 1:
+            raise UsageError(f"one sweep dir is required, got {len(dirs)}; usage: {PARSER.usage}")
+    except UsageError as err:
+        print(f"error: {err}", file=sys.stderr)
         return 2
     try:
         result = confirm(Path(dirs[0]), int(seeds), baseline == "true")

@@ -12,6 +12,7 @@ writes and is resolved only in memory (docs/cluster.md).
 from __future__ import annotations
 
 import re
+from urllib.parse import quote
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -50,6 +51,14 @@ def password_from_env(text: str) -> str:
     recommends, to show the user the safe form of what they typed."""
     return _USERINFO.sub(
         lambda m: f"{m['head']}:${{oc.env:{PASSWORD_ENV}}}@" if m["password"] else m[0], text)
+
+
+def quote_password(url: str) -> str:
+    """`url` with its password percent-encoded, as SQLAlchemy reads URLs: a password holding
+    `@` would otherwise end at its first `@` (the rest read as the host), and one holding `{`
+    or `}` would break Optuna, which calls `url.format()`. A `%` is kept as is, so a password
+    already encoded (SQLAlchemy's documented form) stays the same."""
+    return _USERINFO.sub(lambda m: f"{m['head']}:{quote(m['password'], safe='%')}@", url, count=1)
 
 
 def literal_password(url: str) -> str | None:

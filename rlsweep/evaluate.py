@@ -15,20 +15,29 @@ import sys
 from pathlib import Path
 
 os.environ.setdefault("MUJOCO_GL", "egl")  # must precede any mujoco import; osmesa is absent here
+# Frames are rendered offscreen (rgb_array), never in a window: SDL (pygame, which gymnasium's
+# classic-control envs draw with) would otherwise look for a display and print its own
+# "error: XDG_RUNTIME_DIR is invalid or not set", which reads as one of ours.
+os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 
-OPTIONS = {"run_dir": None, "episodes": "10", "video": "false", "seed": None,
-           "deterministic": "true"}
+from rlsweep.arguments import KeyValueParser
+from rlsweep.config import first_line
+
+PARSER = KeyValueParser(
+    prog="python -m rlsweep.evaluate",
+    usage="python -m rlsweep.evaluate run_dir=DIR [episodes=N] [video=true|false] [seed=S] "
+          "[deterministic=true|false]",
+    description=__doc__.split("\n\n", 1)[1],
+    options={"run_dir": (None, "a run dir or a sweep's trial folder (required)"),
+             "episodes": ("10", "episodes to run"),
+             "video": ("false", "write video.mp4 of the first episode"),
+             "seed": (None, "evaluation seed (default: the run's)"),
+             "deterministic": ("true", "deterministic actions")})
 
 
 def parse_args(argv: list[str]) -> dict[str, str]:
-    """key=value arguments, with one-line errors naming the bad field."""
-    args = dict(OPTIONS)
-    for arg in argv:
-        key, sep, value = arg.partition("=")
-        if not sep or key not in OPTIONS:
-            raise ValueError(f"{arg!r} is invalid: expected key=value with key one of "
-                             + ", ".join(OPTIONS))
-        args[key] = value
+    """key=value arguments, with one-line errors naming the bad field (ValueError)."""
+    args = vars(PARSER.parse(argv))
     if not args["run_dir"]:
         raise ValueError("run_dir is required: run_dir=<a run dir holding model.zip>")
     run_dir = Path(args["run_dir"])
@@ -53,6 +62,10 @@ def run_config(run_dir: Path) -> Path | None:
                  if p.exists()), None)
 
 
+class ModelFileError(ValueError):
+    """A run's model.zip that cannot be loaded; the message names the file."""
+
+
 def load_policy(run_dir: Path, seed: int | None = None, render: bool = False):
     """The saved model of `run_dir` and a one-env Lift to replay it on (VecNormalize restored).
 
@@ -72,7 +85,13 @@ def load_policy(run_dir: Path, seed: int | None = None, render: bool = False):
         env.training, env.norm_reward = False, False
     if is_jax_class(cfg.algo._target_):
         configure_jax(cfg.trainer.threads)
-    return algo_class(cfg.algo).load(run_dir / "model.zip", device="cpu"), env, seed
+    try:
+        model = algo_class(cfg.algo).load(run_dir / "model.zip", device="cpu")
+    except Exception as err:  # cut short, not a zip, another algo's or SB3 version's model
+        env.close()
+        raise ModelFileError(f"{run_dir / 'model.zip'} cannot be loaded as a "
+                             f"{cfg.algo._target_} model: {first_line(err)}") from None
+    return model, env, seed
 
 
 def evaluate_run(run_dir: Path, episodes: int, video: bool = False, seed: int | None = None,
@@ -133,9 +152,14 @@ def main(argv: list[str]) -> int:
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    report = evaluate_run(Path(args["run_dir"]), int(args["episodes"]), args["video"] == "true",
-                          None if args["seed"] is None else int(args["seed"]),
-                          args["deterministic"] == "true")
+    try:
+        report = evaluate_run(Path(args["run_dir"]), int(args["episodes"]),
+                              args["video"] == "true",
+                              None if args["seed"] is None else int(args["seed"]),
+                              args["deterministic"] == "true")
+    except ModelFileError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     success = report["success_rate"]
     print(f"{report['episodes']} episodes: "
           + ("" if success is None else f"success_rate={success:.2f} ")

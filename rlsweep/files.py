@@ -38,3 +38,18 @@ def write_text_atomic(path: Path, text: str) -> Path:
 
 def write_json_atomic(path: Path, data) -> Path:
     return write_text_atomic(path, json.dumps(data, indent=2, default=str))
+
+
+def read_json(path: Path):
+    """The JSON in `path`; ValueError naming the file and what is wrong with it (missing,
+    unreadable, not JSON: e.g. cut short by a full disk or a copy), never a bare parser message."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise ValueError(f"{path} cannot be read: {err.strerror or err}") from None
+    try:
+        return json.loads(text)
+    except ValueError as err:  # JSONDecodeError, UnicodeDecodeError
+        problem = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ValueError(f"{path} is not valid JSON (damaged or cut short?): {problem}") from None

@@ -7,10 +7,14 @@ system metadata (which includes the command line) is turned off for the same rea
 
 from __future__ import annotations
 
+import functools
 import netrc
 import os
+import socket
+import sys
 from pathlib import Path
 from typing import Any, Mapping
+from urllib.parse import urlsplit
 
 from rlsweep.run_result import RunResult, RunStatus
 
@@ -24,11 +28,58 @@ def has_wandb_key() -> bool:
         return False
 
 
+REACH_TIMEOUT_S = 5.0  # a W&B host that does not accept a connection in this long is "down"
+
+
+def wandb_server() -> str:
+    """The W&B server wandb would talk to (its base_url: WANDB_BASE_URL or its default).
+    Read as wandb.setup() reads it, without starting wandb's service process."""
+    import wandb
+
+    settings = wandb.Settings()
+    settings.update_from_env_vars(dict(os.environ))
+    return settings.base_url
+
+
+@functools.lru_cache(maxsize=None)  # asked once per process and server, so it warns once
+def wandb_unreachable(base_url: str) -> str | None:
+    """Why the W&B server at `base_url` cannot be reached from here, or None if it accepts a
+    TCP connection. wandb itself would retry for its init_timeout (90 s) and then raise a
+    26-line traceback."""
+    url = urlsplit(base_url)
+    host = url.hostname or ""
+    port = url.port or (80 if url.scheme == "http" else 443)
+    try:
+        socket.create_connection((host, port), timeout=REACH_TIMEOUT_S).close()
+    except OSError as err:  # no DNS, refused, no route, timed out
+        return f"{host}:{port} is unreachable ({err.strerror or type(err).__name__})"
+    return None
+
+
+_WARNED: set[str] = set()
+
+
+def _offline_because(why: str) -> str:
+    print(f"warning: W&B logs offline: {why}; sync the runs later with `wandb sync`, or set "
+          "WANDB_MODE=offline to skip this check", file=sys.stderr, flush=True)
+    return "offline"
+
+
 def wandb_mode(logger_cfg: Mapping[str, Any]) -> str:
-    """WANDB_MODE in the environment wins; `auto` means online with a key, else offline."""
+    """WANDB_MODE in the environment wins; `auto` means online with a key and a reachable W&B
+    server, else offline (an unreachable server says so in one line)."""
     mode = os.environ.get("WANDB_MODE") or logger_cfg["mode"]
     if mode == "auto":
-        return "online" if has_wandb_key() else "offline"
+        if not has_wandb_key():
+            return "offline"
+        server = wandb_server()
+        why = wandb_unreachable(server)
+        if why is None:
+            return "online"
+        if why not in _WARNED:  # once per process, though asked at every run
+            _WARNED.add(why)
+            _offline_because(why)
+        return "offline"
     return mode
 
 
@@ -43,12 +94,23 @@ def start_wandb_run(logger_cfg: Mapping[str, Any], run_dir: Path, config: dict,
         return None
     import wandb
 
-    return wandb.init(project=logger_cfg["project"], entity=logger_cfg.get("entity"), mode=mode,
-                      dir=str(run_dir), config={**config, **(extra_config or {})}, reinit="create_new",
-                      # x_disable_meta: wandb's metadata records the command line, which
-                      # can hold a storage URL with its password (our tests caught it).
-                      settings=wandb.Settings(console="off", silent=True, x_disable_meta=True),
-                      **init_kwargs)
+    def init(mode: str):
+        return wandb.init(project=logger_cfg["project"], entity=logger_cfg.get("entity"),
+                          mode=mode, dir=str(run_dir), config={**config, **(extra_config or {})},
+                          reinit="create_new",
+                          # x_disable_meta: wandb's metadata records the command line, which
+                          # can hold a storage URL with its password (our tests caught it).
+                          settings=wandb.Settings(console="off", silent=True,
+                                                  x_disable_meta=True),
+                          **init_kwargs)
+
+    if mode != "online":
+        return init(mode)
+    try:
+        return init(mode)
+    except wandb.errors.Error as err:  # a key the server refuses, a server that went away
+        why = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        return init(_offline_because(f"the W&B server refused or failed the run ({why[:200]})"))
 
 
 def run_state(result: RunResult | None) -> str:

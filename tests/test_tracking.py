@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 
 from rlsweep.tracking import run_state, wandb_mode
@@ -14,6 +16,13 @@ def no_key(monkeypatch, tmp_path):
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc
+    # `auto` goes online only if the W&B server takes a connection: a listening local socket
+    # stands in for the W&B cloud (nothing is sent to it).
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{server.getsockname()[1]}")
+        yield
 
 
 def test_auto_is_offline_without_a_key(no_key):

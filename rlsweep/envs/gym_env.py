@@ -8,12 +8,13 @@ rank them by return.
 from __future__ import annotations
 
 import difflib
+import importlib
 from typing import Any, Mapping, Sequence
 
 import gymnasium as gym
 from hydra.utils import instantiate
 
-from rlsweep.config import ConfigError
+from rlsweep.config import ConfigError, first_line
 
 
 def make_gym_env(id: str, kwargs: Mapping[str, Any] | None = None,
@@ -35,11 +36,22 @@ def make_gym_env(id: str, kwargs: Mapping[str, Any] | None = None,
 
 
 def check_config(config: Mapping[str, Any]) -> None:
-    """One-line `ConfigError` for an unregistered id (with close matches), before any env."""
+    """One-line `ConfigError` for an unregistered id (with close matches), before any env.
+
+    `module:id` (gymnasium's own syntax for an env registered by importing a package) imports
+    the module first, as `gymnasium.make` does, then looks the id up."""
     env_id = config.get("id")
+    name = env_id
+    if isinstance(env_id, str) and ":" in env_id:
+        module, name = env_id.split(":", 1)
+        try:
+            importlib.import_module(module)
+        except Exception as err:  # not installed, or it raises while registering its envs
+            raise ConfigError(f"env.id={env_id!r} is invalid: module {module!r} cannot be "
+                              f"imported ({type(err).__name__}: {first_line(err)})") from None
     registered = sorted(gym.envs.registry)
-    if env_id not in registered:
-        close = difflib.get_close_matches(str(env_id), registered, n=3)
+    if name not in registered:
+        close = difflib.get_close_matches(str(name), registered, n=3)
         raise ConfigError(f"env.id={env_id!r} is invalid: not a registered gymnasium id"
                           + (f"; close matches: {', '.join(close)}" if close else "")
                           + " (see gymnasium.envs.registry)")

@@ -8,6 +8,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from rlsweep.config import first_line
 from rlsweep.report.data import SweepData, comparison_metric, load_sweep
 from rlsweep.report.film import film_best_trial
 from rlsweep.report.html import confirm_label, sweep_prefixes, write_report
@@ -19,8 +20,14 @@ REPORT_FILE = "report.html"
 
 def logger_config(sweep: SweepData) -> dict[str, Any]:
     """The W&B settings the sweep's trials used (from its first cell's composed config)."""
-    first = next(iter(sweep.cells))
-    return OmegaConf.to_container(OmegaConf.load(sweep.path / first / "base_config.yaml").logger)
+    path = sweep.path / next(iter(sweep.cells)) / "base_config.yaml"
+    if not path.is_file():
+        raise ValueError(f"{path} is missing: the sweep wrote it before any job (copy it back "
+                         "from the sweep's own folder, or rerun the sweep's command to resume)")
+    try:
+        return OmegaConf.to_container(OmegaConf.load(path).logger)
+    except Exception as err:  # not YAML, no logger node: a damaged or edited file
+        raise ValueError(f"{path} is damaged: {first_line(err)}") from None
 
 
 def finish_sweep(sweep_dir: Path) -> Path:
@@ -60,6 +67,20 @@ def default_output(sweep_dirs: list[Path]) -> Path:
     return sweep_dirs[0] / (REPORT_FILE if len(sweep_dirs) == 1 else "compare.html")
 
 
+# Where a sweep's offline W&B runs are: a trial with one seed, each seed of a trial with
+# several, each confirmation seed, and the sweep's summary run.
+OFFLINE_RUNS = ("*/trial_*/wandb/offline-run-*", "*/trial_*/seed_*/wandb/offline-run-*",
+                "confirm/*/seed_*/wandb/offline-run-*", "wandb/offline-run-*")
+
+
+def offline_run_globs(sweep_dirs: list[Path]) -> list[str]:
+    """The `wandb sync` arguments that cover every offline run of the sweeps: only patterns
+    that match something, since a shell passes a pattern matching nothing on as it is and
+    `wandb sync` then fails on it."""
+    return [f"{d}/{pattern}" for d in sweep_dirs for pattern in OFFLINE_RUNS
+            if next(Path(d).glob(pattern), None) is not None]
+
+
 def report(sweep_dirs: list[Path], out: Path | None = None) -> list[str]:
     """Write the local report comparing the sweeps, and the W&B Report when online.
 
@@ -76,10 +97,10 @@ def report(sweep_dirs: list[Path], out: Path | None = None) -> list[str]:
         wandb_report.save()
         lines.append(f"W&B report: {wandb_report.url}")
     else:
-        runs = " ".join(f"{d}/*/trial_*/wandb/offline-run-* {d}/wandb/offline-run-*"
-                        for d in sweep_dirs)
-        lines += ["W&B is offline (no API key, or WANDB_MODE/logger.mode says so): wrote only the "
-                  "local report.",
-                  f"To sync the offline runs: wandb login && wandb sync {runs}",
-                  "then rerun this command with WANDB_MODE=online to build the W&B Report."]
+        runs = " ".join(offline_run_globs(sweep_dirs))
+        lines.append("W&B is offline (no API key, or WANDB_MODE/logger.mode says so): wrote only "
+                     "the local report.")
+        if runs:
+            lines += [f"To sync the offline runs: wandb login && wandb sync {runs}",
+                      "then rerun this command with WANDB_MODE=online to build the W&B Report."]
     return lines

@@ -17,8 +17,9 @@ from optuna.trial import TrialState
 from rlsweep.config import first_line
 from rlsweep.report.stats import FEW_SEEDS, Improvement, few_seeds_note
 from rlsweep.run_result import RunStatus
-from rlsweep.sweep.plan import read_plan_file
-from rlsweep.sweep.records import TrialRecord, trial_dirs
+from rlsweep.files import read_json
+from rlsweep.sweep.plan import PLAN_FILE
+from rlsweep.sweep.records import TRIAL_FILE, TrialRecord, trial_dirs
 from rlsweep.sweep.summary import SUMMARY_FILE
 
 CONFIRM_FILE = "confirm.json"
@@ -352,25 +353,48 @@ def load_sweep(path: Path) -> SweepData:
     for needed in ("sweep_plan.json", SUMMARY_FILE):
         if not (path / needed).exists():
             raise ValueError(f"{path} is not a finished sweep: it has no {needed}")
-    plan = read_plan_file(path)
-    summary = json.loads((path / SUMMARY_FILE).read_text())
+    plan = read_json(path / PLAN_FILE)
+    summary = read_json(path / SUMMARY_FILE)
+    if not isinstance(summary, dict):
+        raise ValueError(f"{path / SUMMARY_FILE} is malformed: expected an object")
+    try:  # the plan's fields, before any trial is read
+        cell_spaces = {cell["name"]: {k: json_to_distribution(v)
+                                      for k, v in cell["space"].items()}
+                       for cell in plan["cells"]}
+        metrics = plan.get("metrics") or [plan["metric"]]
+        directions = plan.get("directions") or [plan["direction"]]
+        name = plan["sweep_name"]
+    except _MALFORMED as err:
+        raise ValueError(f"{path / PLAN_FILE} is malformed ({type(err).__name__}: "
+                         f"{first_line(err)}); was it edited?") from None
     cells = {}
-    for cell in plan["cells"]:
+    for cell, space in cell_spaces.items():
         trials = []
-        for trial_dir in trial_dirs(path / cell["name"]):
-            t = TrialRecord.read(trial_dir)
+        for trial_dir in trial_dirs(path / cell):
+            t = _trial_record(trial_dir)
             trials.append(ReportTrial(
                 number=t.number, state=t.state, params=t.params, value=t.value,
                 last_step=t.last_step, trial_dir=trial_dir,
                 intermediate_values={k: v for k, v in t.intermediate_values.items()
                                      if v is not None},  # a diverged trial's -inf
                 curve=_trial_curve(trial_dir), model_dir=_model_dir(trial_dir)))
-        cells[cell["name"]] = CellData(
-            name=cell["name"], summary=summary.get(cell["name"], {}), trials=trials,
-            space={k: json_to_distribution(v) for k, v in cell["space"].items()})
-    metrics = plan.get("metrics") or [plan["metric"]]
-    directions = plan.get("directions") or [plan["direction"]]
-    return SweepData(path=path, name=plan["sweep_name"], direction=directions[0],
+        cells[cell] = CellData(name=cell, summary=summary.get(cell, {}), trials=trials,
+                               space=space)
+    return SweepData(path=path, name=name, direction=directions[0],
                      metric=" vs ".join(metrics), cells=cells,
                      confirm=ConfirmData.read(path / CONFIRM_FILE), metrics=metrics,
                      directions=directions, pareto=summary.get("pareto"))
+
+
+# What reading a field of a parsed JSON file of the wrong shape raises.
+_MALFORMED = (KeyError, TypeError, AttributeError, IndexError, ValueError)
+
+
+def _trial_record(trial_dir: Path) -> TrialRecord:
+    """The trial.json of `trial_dir`; ValueError naming it if it is damaged."""
+    path = trial_dir / TRIAL_FILE
+    read_json(path)  # a file cut short: said with its name
+    try:
+        return TrialRecord.read(trial_dir)
+    except _MALFORMED as err:
+        raise ValueError(f"{path} is malformed ({type(err).__name__}: {first_line(err)})") from None

@@ -7,6 +7,7 @@ import base64
 import html
 import itertools
 import time
+import warnings
 from pathlib import Path
 
 import optuna
@@ -133,15 +134,29 @@ def _curves(sweeps: list[SweepData], several: bool, key: str, title: str) -> go.
     return fig
 
 
+def _quiet_importances(study: optuna.Study, target: dict):
+    """plot_param_importances with a lower-is-better `target`, without Optuna's warning that
+    its evaluator takes a target as lower-is-better (the caller made it so)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*importances of params to achieve low",
+                                category=UserWarning)
+        return optuna.visualization.plot_param_importances(study, **target)
+
+
 def _optuna_plots(cell: CellData, sweep: SweepData, figures: _Figures) -> str:
     study = cell.study(sweep.directions)
     parts = []
     if sweep.multi:  # the front first; the other plots show the first objective
         first = {"target": lambda t: t.values[0], "target_name": sweep.metrics[0]}
+        # Optuna's importance evaluator (PED-ANOVA) takes a given target as lower-is-better
+        # and warns so each time: a maximized objective is negated for it.
+        sign = -1.0 if sweep.directions[0] == "maximize" else 1.0
+        lower_is_better = {"target": lambda t: sign * t.values[0],
+                           "target_name": sweep.metrics[0]}
         plots = (("Pareto front", lambda s: optuna.visualization.plot_pareto_front(
                     s, target_names=sweep.metrics)),
                  ("parameter importances (first objective)",
-                  lambda s: optuna.visualization.plot_param_importances(s, **first)),
+                  lambda s: _quiet_importances(s, lower_is_better)),
                  ("parallel coordinates (first objective)",
                   lambda s: optuna.visualization.plot_parallel_coordinate(s, **first)))
     else:

@@ -31,6 +31,7 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 from rlsweep.config import ConfigError, first_line
+from rlsweep.credentials import quote_password
 
 log = logging.getLogger("rlsweep.sweep")
 
@@ -68,7 +69,7 @@ def _parse_url(url: str):
     try:
         from sqlalchemy.engine import make_url
 
-        return make_url(url)
+        return make_url(quote_password(url))
     except Exception:  # not an RDB URL: RDBStorage will say so
         return None
 
@@ -311,7 +312,7 @@ def make_storage(url: str, heartbeat_interval: int, grace_period: int) -> RDBSto
         try:
             if url.startswith("sqlite"):
                 _use_wal(url)  # fails here on a file that is not a database
-            storage = SweepStorage(url, engine_kwargs=engine_kwargs,
+            storage = SweepStorage(quote_password(url), engine_kwargs=engine_kwargs,
                                    heartbeat_interval=heartbeat_interval,
                                    grace_period=grace_period,
                                    heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
