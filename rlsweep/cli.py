@@ -20,6 +20,7 @@ from omegaconf.errors import OmegaConfBaseException
 from rlsweep.config import ConfigError, first_line, validate
 from rlsweep.credentials import (PASSWORD_ENV, check_storage_password, mask_credentials,
                                  password_from_env)
+from rlsweep.existing_run import check_run_dir
 from rlsweep.sweep.space import SWEEP_GROUPS
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
@@ -119,6 +120,8 @@ def check_composed(overrides: list[str], multirun: bool, dirs: Sequence[str] = (
     check_storage_password(cfg, multirun)
     if not multirun:
         validate(cfg)
+        # before Hydra writes .hydra/ there: a finished run or a checkpoint is never trained over
+        check_run_dir(Path(cfg.hydra.run.dir), cfg.trainer.resume)
 
 
 def _one_line(err: BaseException) -> str:
