@@ -7,6 +7,7 @@ these into one line naming the field and the allowed values, before any env exis
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import sys
 from pathlib import Path
@@ -15,9 +16,9 @@ from typing import Sequence
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException, OverrideParseException
 from omegaconf import DictConfig
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
-from rlsweep.config import ConfigError, first_line, validate
+from rlsweep.config import ConfigError, first_line, schema_keys, unknown_key_message, validate
 from rlsweep.credentials import (PASSWORD_ENV, check_storage_password, mask_credentials,
                                  password_from_env)
 from rlsweep.existing_run import check_run_dir
@@ -128,8 +129,15 @@ def _one_line(err: BaseException) -> str:
     """Hydra/OmegaConf errors span lines (override, reason, full_key, ...): keep what and why.
 
     Hydra lists a group's options one a line under "Available options in '<group>':"; they
-    become "allowed values are a, b".
+    become "allowed values are a, b". Hydra's advice to add a key with `+` is dropped where the
+    node is structured (trainer, policy, logger, hydra.sweeper, ...): nothing would read the key.
     """
+    cause = err.__cause__
+    schema = getattr(cause, "object_type", None)
+    if isinstance(cause, (ConfigAttributeError, ConfigKeyError)) and dataclasses.is_dataclass(schema) \
+            and cause.key not in schema_keys(schema):
+        return unknown_key_message(str(cause.full_key).rpartition(".")[0], str(cause.key),
+                                   schema_keys(schema))
     lines = str(err).strip().splitlines()
     what = [line for line in lines if line.strip()]
     if err.__cause__:

@@ -140,3 +140,93 @@ def test_a_rerun_into_a_finished_runs_dir_is_refused_and_changes_nothing(tmp_pat
         lines = done.stderr.strip().splitlines()
         assert len(lines) == 1 and "holds a finished run (metrics.json)" in lines[0], lines
         assert _tree_digest(tmp_path / "run") == before, again
+
+
+# ---------------------------------------------------------------- keys nothing would read
+
+def _preflight_error(capsys, *argv: str) -> str:
+    """The one line `python -m rlsweep <argv>`'s preflight refuses with (exit 2)."""
+    from rlsweep.cli import preflight
+
+    with pytest.raises(SystemExit) as exited:
+        preflight(list(argv))
+    assert exited.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    return lines[0]
+
+
+@pytest.mark.parametrize("override, named, nearest", [
+    ("+trainer.total_timestep=10", "trainer.total_timestep", "trainer.total_timesteps"),
+    ("trainer.total_timestep=10", "trainer.total_timestep", "trainer.total_timesteps"),
+    ("+policy.net_ar=[8]", "policy.net_ar", "policy.net_arch"),
+    ("+logger.projct=x", "logger.projct", "logger.project"),
+    ("+sed=3", "sed", "seed"),
+])
+def test_an_unknown_key_of_a_structured_group_is_refused_even_with_plus(
+        capsys, tmp_path, override, named, nearest):
+    line = _preflight_error(capsys, override, f"hydra.run.dir={tmp_path / 'run'}")
+    assert f"{named} is invalid" in line and f"did you mean {nearest}?" in line, line
+    assert "allowed:" in line and "+" not in line, line  # no advice to add it with +
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_unknown_sweeper_setting_without_plus_gets_no_advice_to_add_it(capsys, tmp_path):
+    line = _preflight_error(capsys, "-m", "hydra.sweeper.n_trial=3",
+                            f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    assert "hydra.sweeper.n_trial is invalid" in line, line
+    assert "did you mean hydra.sweeper.n_trials?" in line and "+" not in line, line
+
+
+@pytest.mark.parametrize("overrides, named", [
+    (["algo=td3", "+algo.action_noise.theta=0.2"], "algo.action_noise.theta"),  # OU's, not ours
+    (["env=gym", "+env.kwargs.gg=1"], "env.kwargs.gg"),  # Pendulum takes g
+    (["env=gym", "env.wrappers=[{_target_:gymnasium.wrappers.ClipAction,low:0}]"],
+     "env.wrappers[0].low"),
+])
+def test_a_key_passed_to_a_constructor_is_checked_against_its_signature(capsys, tmp_path,
+                                                                        overrides, named):
+    line = _preflight_error(capsys, *overrides, f"hydra.run.dir={tmp_path / 'run'}")
+    assert f"{named}" in line and "is invalid" in line, line
+
+
+def test_a_real_constructor_argument_added_with_plus_is_accepted(tmp_path):
+    from rlsweep.cli import preflight
+
+    preflight(["env=gym", "+env.kwargs.g=9.0", "env.wrappers=[{_target_:gymnasium.wrappers.ClipAction}]",
+               "+algo.action_noise={type:normal,sigma:0.1}", "algo=td3",
+               f"hydra.run.dir={tmp_path / 'run'}"])
+
+
+@pytest.mark.slow
+def test_a_plus_typo_of_a_sweeper_setting_is_refused_before_any_job(tmp_path):
+    done = run_cli("-m", "algo=ppo", "logger=none", "+hydra.sweeper.n_trial=3",
+                   "hydra.sweeper.objective=rlsweep.sweep.synthetic.synthetic_objective",
+                   "trainer.total_timesteps=400", "trainer.eval_freq=100", "hydra.sweeper.n_jobs=1",
+                   f"hydra.sweep.dir={tmp_path / 'sweep'}", env=NO_WANDB)
+    assert done.returncode == 2, done.stderr[-2000:]
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "hydra.sweeper.n_trial is invalid" in lines[0], lines
+    assert "did you mean hydra.sweeper.n_trials?" in lines[0], lines
+    assert not (tmp_path / "sweep").exists()
+
+
+# ---------------------------------------------------------------- a success score's horizon
+
+def test_success_on_an_env_whose_horizon_is_unknown_is_refused_naming_both(capsys, tmp_path):
+    line = _preflight_error(capsys, "env=gym", "env.reports_success=true",
+                            f"hydra.run.dir={tmp_path / 'run'}")
+    assert "env.horizon" in line and "env.reports_success=true" in line, line
+    assert "env.horizon=200" in line  # the time limit Pendulum-v1 registers
+
+
+@pytest.mark.slow
+def test_a_sweep_with_success_on_an_env_whose_horizon_is_unknown_is_refused_before_any_job(tmp_path):
+    done = run_cli("-m", "env=gym", "env.id=Pendulum-v1", "env.reports_success=true", "algo=ppo",
+                   "algo.n_steps=128", "logger=none", "trainer.total_timesteps=256",
+                   "trainer.eval_freq=128", "trainer.eval_episodes=1", "hydra.sweeper.n_trials=1",
+                   "hydra.sweeper.n_jobs=1", f"hydra.sweep.dir={tmp_path / 'sweep'}", env=NO_WANDB)
+    assert done.returncode == 2, done.stderr[-2000:]
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "env.horizon" in lines[0] and "env.reports_success" in lines[0], lines
+    assert not list(tmp_path.rglob("trial.json")) and not list(tmp_path.rglob("optuna.db"))
