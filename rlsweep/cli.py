@@ -134,8 +134,8 @@ def _one_line(err: BaseException) -> str:
     """
     cause = err.__cause__
     schema = getattr(cause, "object_type", None)
-    if isinstance(cause, (ConfigAttributeError, ConfigKeyError)) and dataclasses.is_dataclass(schema) \
-            and cause.key not in schema_keys(schema):
+    unknown_key = isinstance(cause, (ConfigAttributeError, ConfigKeyError))
+    if unknown_key and dataclasses.is_dataclass(schema) and cause.key not in schema_keys(schema):
         return unknown_key_message(str(cause.full_key).rpartition(".")[0], str(cause.key),
                                    schema_keys(schema))
     lines = str(err).strip().splitlines()

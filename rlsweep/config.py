@@ -309,7 +309,8 @@ def _validate_reward(reward: DictConfig, env: DictConfig, targets: bool) -> None
     target = _import_target("reward", reward)
     if not (inspect.isclass(target) and issubclass(target, gym.Wrapper)):
         _fail("reward._target_", reward._target_, "must name a gymnasium.Wrapper class")
-    check_keywords("reward", reward._target_, reward_kwargs(reward), keyword_names(target, ("env",)))
+    check_keywords("reward", reward._target_, reward_kwargs(reward),
+                   keyword_names(target, ("env",)))
     if getattr(target, "needs_success", False) and not env.get("reports_success"):
         _fail("reward", option_name(reward), f"{reward._target_} pays on task success, and "
               f"env={option_name(env)} reports none (env.reports_success=false)")

@@ -193,7 +193,8 @@ def test_a_key_passed_to_a_constructor_is_checked_against_its_signature(capsys, 
 def test_a_real_constructor_argument_added_with_plus_is_accepted(tmp_path):
     from rlsweep.cli import preflight
 
-    preflight(["env=gym", "+env.kwargs.g=9.0", "env.wrappers=[{_target_:gymnasium.wrappers.ClipAction}]",
+    preflight(["env=gym", "+env.kwargs.g=9.0",
+               "env.wrappers=[{_target_:gymnasium.wrappers.ClipAction}]",
                "+algo.action_noise={type:normal,sigma:0.1}", "algo=td3",
                f"hydra.run.dir={tmp_path / 'run'}"])
 
@@ -221,12 +222,14 @@ def test_success_on_an_env_whose_horizon_is_unknown_is_refused_naming_both(capsy
 
 
 @pytest.mark.slow
-def test_a_sweep_with_success_on_an_env_whose_horizon_is_unknown_is_refused_before_any_job(tmp_path):
+def test_a_sweep_with_success_on_an_env_whose_horizon_is_unknown_is_refused_before_any_job(
+        tmp_path):
     done = run_cli("-m", "env=gym", "env.id=Pendulum-v1", "env.reports_success=true", "algo=ppo",
                    "algo.n_steps=128", "logger=none", "trainer.total_timesteps=256",
                    "trainer.eval_freq=128", "trainer.eval_episodes=1", "hydra.sweeper.n_trials=1",
                    "hydra.sweeper.n_jobs=1", f"hydra.sweep.dir={tmp_path / 'sweep'}", env=NO_WANDB)
     assert done.returncode == 2, done.stderr[-2000:]
     lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and "env.horizon" in lines[0] and "env.reports_success" in lines[0], lines
+    assert len(lines) == 1, lines
+    assert "env.horizon" in lines[0] and "env.reports_success" in lines[0], lines
     assert not list(tmp_path.rglob("trial.json")) and not list(tmp_path.rglob("optuna.db"))

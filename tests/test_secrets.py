@@ -101,7 +101,8 @@ def test_hydra_message_echoing_an_override_is_masked(tmp_path):
     """Hydra's "To append to your config use +<override>" advice repeats the whole override
     (kept where `+` is the way: an open node such as env.kwargs; a structured one like
     hydra.sweeper gets the allowed keys instead, never the value)."""
-    result = run_cli("-m", "algo=ppo", "env=gym", "env.kwargs.storag=postgresql://u:hunter2pw@h:1/none",
+    result = run_cli("-m", "algo=ppo", "env=gym",
+                     "env.kwargs.storag=postgresql://u:hunter2pw@h:1/none",
                      f"hydra.sweep.dir={tmp_path / 'sweep'}")
     line = assert_one_error_line(result, "hunter2pw")
     assert "+env.kwargs.storag=postgresql://u:***@h:1/none" in line
