@@ -3,8 +3,10 @@
 `run_dir/checkpoint/` holds the model (weights, optimizer states, env-step count), the replay
 buffer of off-policy algorithms, the VecNormalize statistics if used, and `state.json` with the
 learning curve so far and the time spent. It is replaced as a whole (written beside it, then
-renamed), so a run killed while saving still has the previous checkpoint. Only the latest one is
-kept: a Lift replay buffer of 300k transitions is about 100 MB.
+renamed), so a run killed while saving still has the previous checkpoint; one killed between
+the two renames has `checkpoint.old/` and `checkpoint.tmp/`, and a resume continues from the
+newer whole one (rlsweep/existing_run.py finds it). Only the latest one is kept: a Lift replay
+buffer of 300k transitions is about 100 MB.
 
 A resumed run continues with the same weights, optimizer states and replay buffer, but fresh
 episodes and random streams: it is not bit-identical to a run that was never interrupted.
@@ -13,6 +15,7 @@ episodes and random streams: it is not bit-identical to a run that was never int
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -24,10 +27,11 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
-from rlsweep import run_result
+from rlsweep import existing_run
 from rlsweep.config import ConfigError
 
-DIRNAME = "checkpoint"
+DIRNAME = existing_run.CHECKPOINT
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -55,7 +59,8 @@ def path(run_dir: Path) -> Path:
 
 
 def exists(run_dir: Path) -> bool:
-    return (path(run_dir) / "state.json").exists()
+    """Whether the run dir holds a whole checkpoint (also one left by a save cut off)."""
+    return existing_run.newest_checkpoint(run_dir) is not None
 
 
 def save(run_dir: Path, model: BaseAlgorithm, train_env: VecEnv, progress: Progress,
@@ -77,13 +82,14 @@ def save(run_dir: Path, model: BaseAlgorithm, train_env: VecEnv, progress: Progr
     (tmp / "state.json").write_text(json.dumps(asdict(progress), indent=2))
     old = final.with_name(DIRNAME + ".old")
     if final.exists():
+        shutil.rmtree(old, ignore_errors=True)  # left by a save cut off: a rename needs it gone
         final.replace(old)
     tmp.replace(final)
     shutil.rmtree(old, ignore_errors=True)
 
 
 def load_progress(run_dir: Path) -> Progress:
-    return Progress(**json.loads((path(run_dir) / "state.json").read_text()))
+    return Progress(**json.loads((path(run_dir) / existing_run.STATE_FILE).read_text()))
 
 
 def _flatten(tree, prefix: str = "") -> dict:
@@ -95,10 +101,10 @@ def _flatten(tree, prefix: str = "") -> dict:
     return flat
 
 
-def config_changes(run_dir: Path, cfg: DictConfig, allowed: tuple[str, ...]) -> list[str]:
-    """Dotted keys whose values differ between the checkpoint's config and `cfg`, except those
-    under the `allowed` prefixes."""
-    saved = _flatten(json.loads((path(run_dir) / "config.json").read_text()))
+def config_changes(folder: Path, cfg: DictConfig, allowed: tuple[str, ...]) -> list[str]:
+    """Dotted keys whose values differ between the config of the checkpoint in `folder` and
+    `cfg`, except those under the `allowed` prefixes."""
+    saved = _flatten(json.loads((folder / "config.json").read_text()))
     now = _flatten(OmegaConf.to_container(cfg, resolve=True))
     keys = {k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k)}
     return sorted(k for k in keys if not any(k == a or k.startswith(a + ".") for a in allowed))
@@ -133,20 +139,36 @@ def resume_point(cfg: DictConfig, run_dir: Path) -> Progress | None:
     """The checkpoint to continue from with `trainer.resume=true`, or None to start afresh.
 
     Refuses (ConfigError, one line) to resume a run that already finished, or one whose
-    checkpoint was trained with a different config.
+    checkpoint was trained with a different config. A save cut off between its two renames
+    left no `checkpoint/`: the newer whole one of `checkpoint.tmp/` and `checkpoint.old/`
+    becomes `checkpoint/` again, and a log line says which.
     """
     if not cfg.trainer.resume:
         return None
-    if not exists(run_dir):
-        if (run_dir / run_result.FILE).exists():
-            raise ConfigError(f"trainer.resume: {run_dir} holds a finished run (metrics.json); "
-                              "nothing to resume, and it is not overwritten")
+    existing_run.check_run_dir(run_dir, resume=True)  # a finished run is never resumed
+    saved = existing_run.newest_checkpoint(run_dir)
+    if saved is None:
         return None
-    changed = config_changes(run_dir, cfg, RESUMABLE_CHANGES)
+    changed = config_changes(saved.folder, cfg, RESUMABLE_CHANGES)
     if changed:
         raise ConfigError(f"trainer.resume: the checkpoint in {run_dir} was trained with other "
                           f"values of {', '.join(changed)}; resume with the same config")
+    if saved.folder != path(run_dir):
+        _restore(run_dir, saved)
     return load_progress(run_dir)
+
+
+def _restore(run_dir: Path, saved: existing_run.SavedCheckpoint) -> None:
+    """Make `saved` (a `checkpoint.tmp/` or `.old/` a cut-off save left) the run's
+    `checkpoint/`; the older ones go, as the save would have done."""
+    final = path(run_dir)
+    log.warning("trainer.resume: resuming from %s/ at env step %d, the newest whole checkpoint "
+                "(a save was cut off before it became %s/)", saved.folder.name, saved.env_steps,
+                DIRNAME)
+    shutil.rmtree(final, ignore_errors=True)
+    saved.folder.replace(final)
+    for name in existing_run.CHECKPOINT_DIRS[1:]:
+        shutil.rmtree(run_dir / name, ignore_errors=True)
 
 
 class Checkpoint(BaseCallback):

@@ -7,6 +7,7 @@ these into one line naming the field and the allowed values, before any env exis
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import itertools
 import re
@@ -18,11 +19,12 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException, OverrideParseException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
-from rlsweep.config import ConfigError, first_line, validate
+from rlsweep.config import ConfigError, first_line, schema_keys, unknown_key_message, validate
 from rlsweep.credentials import (PASSWORD_ENV, check_storage_password, mask_credentials,
                                  password_from_env)
+from rlsweep.existing_run import check_run_dir
 from rlsweep.sweep.space import SWEEP_GROUPS
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
@@ -128,6 +130,8 @@ def check_composed(overrides: list[str], multirun: bool, dirs: Sequence[str] = (
         check_launcher_installed(cfg)
     else:
         validate(cfg)
+        # before Hydra writes .hydra/ there: a finished run or a checkpoint is never trained over
+        check_run_dir(Path(cfg.hydra.run.dir), cfg.trainer.resume)
 
 
 def check_sections(cfg: DictConfig, primary: tuple[Path, str]) -> None:
@@ -185,8 +189,15 @@ def _one_line(err: BaseException) -> str:
     """Hydra/OmegaConf errors span lines (override, reason, full_key, ...): keep what and why.
 
     Hydra lists a group's options one a line under "Available options in '<group>':"; they
-    become "allowed values are a, b".
+    become "allowed values are a, b". Hydra's advice to add a key with `+` is dropped where the
+    node is structured (trainer, policy, logger, hydra.sweeper, ...): nothing would read the key.
     """
+    cause = err.__cause__
+    schema = getattr(cause, "object_type", None)
+    unknown_key = isinstance(cause, (ConfigAttributeError, ConfigKeyError))
+    if unknown_key and dataclasses.is_dataclass(schema) and cause.key not in schema_keys(schema):
+        return unknown_key_message(str(cause.full_key).rpartition(".")[0], str(cause.key),
+                                   schema_keys(schema))
     lines = str(err).strip().splitlines()
     what = [line for line in lines if line.strip()]
     if err.__cause__:

@@ -1,18 +1,20 @@
 """Structured-config schema and validation of a composed run config.
 
 The dataclasses type every field users can type on the command line, so Hydra rejects
-``trainer.total_timesteps=abc`` or an unknown key while composing. `validate` then checks what
-types cannot express (ranges, algorithm keyword arguments, robosuite keyword arguments,
-observation keys) before any env is built, raising a `ConfigError` whose message is one line
-naming the field and the allowed values.
+``trainer.total_timesteps=abc`` or an unknown key while composing. A key added with `+`
+(``+trainer.total_timestep=10``) gets past Hydra, which opens the node for it, and nothing would
+read it: `validate` refuses it, and checks what types cannot express (ranges, algorithm keyword
+arguments, robosuite keyword arguments, observation keys) before any env is built, raising a
+`ConfigError` whose message is one line naming the field and the allowed values.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import inspect
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
@@ -143,6 +145,39 @@ def check_choice(path: str, value: Any, allowed: tuple | list, suggest: bool = F
                           + ", ".join(map(str, allowed)))
 
 
+def unknown_key_message(path: str, key: str, allowed: Sequence[str]) -> str:
+    """One line for a key a structured node does not have, naming the nearest allowed one and
+    all of them (never the value: it may be a storage URL with its password).
+
+    :param path: the node's dotted path ("" for the top level)
+    :param key: the unknown key
+    :param allowed: the node's keys
+    """
+    prefix = f"{path}." if path else ""
+    close = difflib.get_close_matches(key, list(allowed), n=1)
+    hint = f" (did you mean {prefix}{close[0]}?)" if close else ""
+    return (f"{prefix}{key} is invalid: not a key of {path or 'the top-level config'}{hint}; "
+            "allowed: " + ", ".join(allowed))
+
+
+def check_known_keys(path: str, keys: Iterable[str], allowed: Sequence[str]) -> None:
+    """ConfigError naming the first of `keys` that is not in `allowed`: a key added with `+` to
+    a structured node, which nothing reads (a typo would be silently ignored)."""
+    for key in keys:
+        if key not in allowed:
+            raise ConfigError(unknown_key_message(path, str(key), allowed))
+
+
+def schema_keys(schema: type) -> list[str]:
+    """The fields of a structured-config dataclass a user sets, in their order (not Hydra's
+    `_target_`)."""
+    return [f.name for f in dataclasses.fields(schema) if not f.name.startswith("_")]
+
+
+# The structured groups of a run config: their keys are fixed by the schema.
+STRUCTURED_GROUPS = {"policy": PolicyConfig, "trainer": TrainerConfig, "logger": LoggerConfig}
+
+
 def check_number(path: str, value: Any, kind: type, low: float, inclusive: bool,
                  high: Optional[float] = None) -> None:
     """ConfigError unless `value` is a `kind` above `low` (>= if `inclusive`), at most `high`."""
@@ -171,7 +206,7 @@ def _import_target(group: str, option: DictConfig) -> Any:
                           f"({first_line(err.__cause__ or err)})") from None
 
 
-def _keyword_names(target: Any, reserved: tuple[str, ...]) -> list[str] | None:
+def keyword_names(target: Any, reserved: tuple[str, ...]) -> list[str] | None:
     """Keyword arguments `target` accepts, minus those rlsweep passes itself; None: any."""
     params = inspect.signature(target.__init__ if inspect.isclass(target) else target).parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
@@ -179,11 +214,13 @@ def _keyword_names(target: Any, reserved: tuple[str, ...]) -> list[str] | None:
     return sorted(set(params) - {"self", *reserved})
 
 
-def _check_keywords(group: str, target_name: str, kwargs: dict, allowed: list[str] | None) -> None:
+def check_keywords(group: str, target_name: str, kwargs: dict, allowed: list[str] | None) -> None:
+    """ConfigError for the first of `kwargs` that `target_name` does not take (`allowed`, from
+    `keyword_names`; None: it takes any)."""
     for key, value in kwargs.items():
         if allowed is not None and key not in allowed:
-            _fail(f"{group}.{key}", value, f"not a {target_name} argument; allowed: "
-                  + ", ".join(allowed))
+            _fail(f"{group}.{key}", value, f"not a {target_name} argument; "
+                  + (f"allowed: {', '.join(allowed)}" if allowed else "it takes none here"))
 
 
 def _run_target_check(target: Any, option: DictConfig) -> None:
@@ -211,8 +248,8 @@ def _check_ent_coef(value: Any) -> None:
 def _validate_algo(algo: DictConfig, targets: bool) -> None:
     if targets:
         cls = _import_target("algo", algo)
-        allowed = _keyword_names(cls, ALGO_RESERVED)
-        _check_keywords("algo", algo._target_, algo_kwargs(algo), allowed)
+        allowed = keyword_names(cls, ALGO_RESERVED)
+        check_keywords("algo", algo._target_, algo_kwargs(algo), allowed)
     for key, value in algo_kwargs(algo).items():
         if key in ALGO_NUMERIC:
             check_number(f"algo.{key}", value, *ALGO_NUMERIC[key])
@@ -224,6 +261,7 @@ def _validate_algo(algo: DictConfig, targets: bool) -> None:
     if noise is not None:
         from rlsweep.algos import ACTION_NOISE
 
+        check_known_keys("algo.action_noise", noise, ("type", "sigma"))
         check_choice("algo.action_noise.type", noise.get("type"), tuple(ACTION_NOISE))
         check_number("algo.action_noise.sigma", noise.get("sigma"), float, 0.0, True)
 
@@ -237,11 +275,28 @@ def _validate_env(env: DictConfig, targets: bool) -> None:
         _fail("env.reports_success", env.get("reports_success"), "must be true or false")
     if env.get("horizon") is not None:
         check_number("env.horizon", env.horizon, int, 1, True)
+    elif env.reports_success:  # the score's tie-break divides the return by it (study.py)
+        raise ConfigError("env.horizon=None is invalid with env.reports_success=true: a success "
+                          "score breaks ties by the return per env step of an episode, so the "
+                          f"episode length must be known; set env.horizon{_registered_limit(env)}")
     if targets:
         target = _import_target("env", env)
-        _check_keywords("env", env._target_, env_kwargs(env),
-                        _keyword_names(target, ("seed", "render_mode")))
+        check_keywords("env", env._target_, env_kwargs(env),
+                        keyword_names(target, ("seed", "render_mode")))
         _run_target_check(target, env)
+
+
+def _registered_limit(env: DictConfig) -> str:
+    """" (e.g. =200, ...)": the time limit gymnasium registers for the env's id, if it has one."""
+    if not env.get("id"):
+        return ""
+    try:
+        import gymnasium as gym
+
+        steps = gym.spec(str(env.id)).max_episode_steps
+    except Exception:  # not a registered id: its own check says so
+        return ""
+    return f"={steps} (the limit {env.id} registers)" if steps else ""
 
 
 def _validate_reward(reward: DictConfig, env: DictConfig, targets: bool) -> None:
@@ -254,7 +309,8 @@ def _validate_reward(reward: DictConfig, env: DictConfig, targets: bool) -> None
     target = _import_target("reward", reward)
     if not (inspect.isclass(target) and issubclass(target, gym.Wrapper)):
         _fail("reward._target_", reward._target_, "must name a gymnasium.Wrapper class")
-    _check_keywords("reward", reward._target_, reward_kwargs(reward), _keyword_names(target, ("env",)))
+    check_keywords("reward", reward._target_, reward_kwargs(reward),
+                   keyword_names(target, ("env",)))
     if getattr(target, "needs_success", False) and not env.get("reports_success"):
         _fail("reward", option_name(reward), f"{reward._target_} pays on task success, and "
               f"env={option_name(env)} reports none (env.reports_success=false)")
@@ -270,6 +326,10 @@ def validate(cfg: DictConfig, targets: bool = True) -> None:
         job, and the import (SB3, torch, robosuite) would cost each worker seconds and hundreds
         of MB that only its training process needs.
     """
+    # Hydra's own node is there when the command line's config is checked
+    check_known_keys("", cfg, [*schema_keys(RunConfig), "hydra"])
+    for group, schema in STRUCTURED_GROUPS.items():
+        check_known_keys(group, cfg[group], schema_keys(schema))
     _validate_algo(cfg.algo, targets)
     _validate_env(cfg.env, targets)
     _validate_reward(cfg.reward, cfg.env, targets)

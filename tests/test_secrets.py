@@ -98,11 +98,18 @@ def test_unparsable_override_elsewhere_still_gets_hydra_reason():
 
 @pytest.mark.slow
 def test_hydra_message_echoing_an_override_is_masked(tmp_path):
-    """Hydra's "To append to your config use +<override>" advice repeats the whole override."""
+    """Hydra's "To append to your config use +<override>" advice repeats the whole override
+    (kept where `+` is the way: an open node such as env.kwargs; a structured one like
+    hydra.sweeper gets the allowed keys instead, never the value)."""
+    result = run_cli("-m", "algo=ppo", "env=gym",
+                     "env.kwargs.storag=postgresql://u:hunter2pw@h:1/none",
+                     f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    line = assert_one_error_line(result, "hunter2pw")
+    assert "+env.kwargs.storag=postgresql://u:***@h:1/none" in line
     result = run_cli("-m", "algo=ppo", "hydra.sweeper.storag=postgresql://u:hunter2pw@h:1/none",
                      f"hydra.sweep.dir={tmp_path / 'sweep'}")
     line = assert_one_error_line(result, "hunter2pw")
-    assert "+hydra.sweeper.storag=postgresql://u:***@h:1/none" in line
+    assert "hydra.sweeper.storag is invalid" in line and "postgresql" not in line
 
 
 # ---------------------------------------------------------------- literal password on disk

@@ -6,6 +6,7 @@ launcher runs `worker.run_worker` (not the single-run task function) n_jobs time
 """
 
 
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
@@ -78,8 +79,14 @@ class RLSweeper(Sweeper):
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction,
               config: DictConfig) -> None:
+        from rlsweep.config import ConfigError, check_known_keys, schema_keys
         from rlsweep.sweep.worker import run_worker
 
+        try:  # `+hydra.sweeper.<typo>=...` reaches us as a setting nothing reads
+            check_known_keys("hydra.sweeper", self.settings, schema_keys(RLSweeperConf))
+        except ConfigError as err:
+            print(f"error: {err}", file=sys.stderr)
+            sys.exit(2)
         self.hydra_context, self.config = hydra_context, config
         # Size the launcher's pool to our workers when the launcher has one (joblib does).
         with read_write(config.hydra.launcher), open_dict(config.hydra.launcher):

@@ -14,7 +14,7 @@ from typing import Any, Mapping, Sequence
 import gymnasium as gym
 from hydra.utils import instantiate
 
-from rlsweep.config import ConfigError, first_line
+from rlsweep.config import ConfigError, check_keywords, first_line, keyword_names
 
 
 def make_gym_env(id: str, kwargs: Mapping[str, Any] | None = None,
@@ -59,6 +59,33 @@ def check_config(config: Mapping[str, Any]) -> None:
         if "_target_" not in wrapper:
             raise ConfigError(f"env.wrappers: {dict(wrapper)} is invalid: each wrapper needs a "
                               "_target_ (a gymnasium.Wrapper class)")
+    _check_constructor_keywords(config)
+
+
+def _check_constructor_keywords(config: Mapping[str, Any]) -> None:
+    """`env.kwargs` against the env's constructor (gymnasium.make passes them on) and each
+    wrapper's keys against its class, so a mistyped argument is refused before any env."""
+    from gymnasium.envs.registration import load_env_creator
+    from hydra.utils import get_object
+
+    try:
+        entry = gym.spec(config["id"]).entry_point
+        creator = load_env_creator(entry) if isinstance(entry, str) else entry
+    except Exception:  # the env's own package is missing: gymnasium.make says so when built
+        entry, creator = None, None
+    if creator is not None:
+        allowed = keyword_names(creator, ("render_mode",))  # rlsweep passes render_mode itself
+        check_keywords("env.kwargs", f"{config['id']} ({entry})", dict(config.get("kwargs") or {}),
+                       None if allowed is None else sorted({*allowed, "disable_env_checker"}))
+    for i, wrapper in enumerate(config.get("wrappers") or ()):
+        try:
+            cls = get_object(wrapper["_target_"])
+        except Exception as err:
+            raise ConfigError(f"env.wrappers[{i}]._target_={wrapper['_target_']!r} is invalid: "
+                              f"cannot be imported ({first_line(err.__cause__ or err)})") from None
+        check_keywords(f"env.wrappers[{i}]", wrapper["_target_"],
+                       {k: v for k, v in wrapper.items() if k != "_target_"},
+                       keyword_names(cls, ("env",)))
 
 
 make_gym_env.check_config = check_config
