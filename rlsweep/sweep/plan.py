@@ -111,8 +111,8 @@ def resume_conflict(sweep_dir: Path, plan: dict, base_configs: dict[str, DictCon
         example = old["cells"][0]
         return (f"hydra.sweeper.study_name: this dir holds sweep {old['sweep_name']!r}, whose "
                 f"studies are named {example['study_name']!r}, ...; this command's would be "
-                f"{study_name(now, example['name'])!r}, ..., new studies whose trials would "
-                "overwrite its trial folders; resume it "
+                f"{study_name(now, example['name'])!r}, ... (new studies: its trial folders "
+                "would be overwritten); resume it "
                 + (f"with hydra.sweeper.study_name={was}" if was else
                    "without hydra.sweeper.study_name"))
     for key in ("metrics", "directions"):
