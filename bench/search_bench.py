@@ -21,9 +21,11 @@ Every sweep is a real one through the user's command, with the user's defaults (
 what the search found, and it would add ~7 s per sweep.) A sweep's score is the best quality
 among its COMPLETE trials (each trial's trial.json), its regret 1 - that. Both samplers run at
 the default n_trials and at a larger budget, on the same sweep seeds, the two samplers of a
-seed back to back in alternating order so machine load hits both alike. The seed only
-decorrelates: the sweeper mixes it with worker, cell and process ids, so a sweep is not
-replayable and "paired by seed" means "run at the same time".
+seed back to back in alternating order so machine load hits both alike. The seed seeds each
+trial's sampler with the cell and the trial's number (never the process): a random sweep
+replays exactly, a TPE sweep its random start-up trials; with 2 workers TPE's later trials also
+depend on which trials finished first, so "paired by seed" means "same start, run at the same
+time".
 
 Resumable: `SEARCH_WORK=<dir> python -m bench search` keeps its sweeps in <dir> and reuses every
 one whose sweep_summary.json exists and whose command was the same (only for a rerun of the same

@@ -46,8 +46,11 @@ def finished_sweep(tmp_path_factory):
 @pytest.mark.slow
 @pytest.mark.parametrize("change,words", [
     (["algo.n_steps=choice(128,512)"], ["algo.n_steps", "choice(128, 256) -> choice(128, 512)"]),
+    (["algo.n_steps=choice(128,256)", "algo.vf_coef=0.4"],
+     ["fixed setting algo.vf_coef: 0.5 -> 0.4"]),
+    # a value fixes a searched parameter (issue 31), so the search space changes first
     (["algo.n_steps=choice(128,256)", "algo.gae_lambda=0.9"],
-     ["fixed setting algo.gae_lambda: 0.95 -> 0.9"]),
+     ["search space algo.gae_lambda: interval(0.9, 0.99) -> not searched"]),
     (["algo.n_steps=choice(128,256)", "hydra.sweeper.metric=mean_return"],
      ["hydra.sweeper.metric: success_then_return -> mean_return"]),
     (["algo.n_steps=choice(128,256)", "hydra.sweeper.direction=minimize"],

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from omegaconf import DictConfig, OmegaConf
 from optuna.distributions import (CategoricalDistribution, distribution_to_json,
@@ -17,25 +17,44 @@ from optuna.distributions import (CategoricalDistribution, distribution_to_json,
 
 from rlsweep.files import write_json_atomic, write_text_atomic
 from rlsweep.sweep.space import Cell
-from rlsweep.sweep.study import Objectives
+from rlsweep.sweep.study import Objectives, study_name
 
 PLAN_FILE = "sweep_plan.json"
+# Sweeper settings that define a trial's value besides metric and direction: a resume that
+# changes one would mix two definitions of the value in one study (refused, resume_conflict).
+SCORING_SETTINGS = ("value_last_evals", "seed_aggregate", "objective")
 
 
 def sweep_name(sweep_dir: Path, study_name: str | None) -> str:
-    """The sweep's name in W&B (the group of its runs) and in reports."""
-    return study_name or f"{sweep_dir.parent.name}_{sweep_dir.name}"
+    """The sweep's name in W&B (the group of its runs) and in reports: `study_name`, else the
+    name the dir's plan already has (a moved or copied sweep dir keeps its name), else one made
+    from the dir's path."""
+    if study_name:
+        return study_name
+    if (sweep_dir / PLAN_FILE).exists():
+        try:
+            old = read_plan_file(sweep_dir)
+            if all(c["study_name"] == c["name"] for c in old["cells"]):  # no study_name set
+                return old["sweep_name"]
+        except (OSError, ValueError, KeyError, TypeError):  # resume_conflict names the file
+            pass
+    return f"{sweep_dir.parent.name}_{sweep_dir.name}"
 
 
 def build_plan(cells: list[Cell], study_names: dict[str, str], name: str,
-               objectives: Objectives, n_trials: int, launcher: str) -> dict:
+               objectives: Objectives, n_trials: int, launcher: str,
+               scoring: Mapping[str, Any] | None = None) -> dict:
     """The plan as written to sweep_plan.json: only what readers need (no storage URL).
     `metric`/`direction` are a name, or a list in a multi-objective sweep (as the user wrote
-    them); `metrics`/`directions` are always lists."""
+    them); `metrics`/`directions` are always lists.
+
+    :param scoring: the sweeper's SCORING_SETTINGS (what else defines a trial's value)
+    """
     return {"sweep_name": name, "direction": _plain(objectives.directions),
             "metric": _plain(objectives.metrics),
             "metrics": list(objectives.metrics), "directions": list(objectives.directions),
             "n_trials": n_trials, "launcher": launcher,
+            "scoring": {k: scoring[k] for k in SCORING_SETTINGS if k in (scoring or {})},
             "cells": [{"name": c.name, "study_name": study_names[c.name], "choices": c.choices,
                        "overrides": c.overrides, "seeds": c.seeds,
                        "space": {k: distribution_to_json(d) for k, d in c.space.items()}}
@@ -81,18 +100,33 @@ def _first_difference(old: Any, new: Any, path: str = "") -> str | None:
 def resume_conflict(sweep_dir: Path, plan: dict, base_configs: dict[str, DictConfig]) -> str | None:
     """What this sweep command changes about the sweep already in `sweep_dir` (None: nothing,
     or no sweep there yet). A resume may add trials (a larger n_trials) or change how trials
-    are run (n_jobs, launcher, sampler); not what they search or how they are scored, which
-    would mix two searches in one study."""
+    are run (n_jobs, launcher, sampler, pruner); not which studies hold them, what they search
+    or how their value is defined (metric, direction, SCORING_SETTINGS), which would mix two
+    searches in one study, nor drop queued trials (a smaller n_trials)."""
     if not (sweep_dir / PLAN_FILE).exists():
         return None
     old = read_plan_file(sweep_dir)
-    if old["sweep_name"] != plan["sweep_name"]:
-        return (f"hydra.sweeper.study_name: this dir holds sweep {old['sweep_name']!r}, not "
-                f"{plan['sweep_name']!r} (its trial folders would be overwritten)")
+    was, now = _study_prefix(old), _study_prefix(plan)
+    if was != now:
+        example = old["cells"][0]
+        return (f"hydra.sweeper.study_name: this dir holds sweep {old['sweep_name']!r}, whose "
+                f"studies are named {example['study_name']!r}, ...; this command's would be "
+                f"{study_name(now, example['name'])!r}, ... (new studies: its trial folders "
+                "would be overwritten); resume it "
+                + (f"with hydra.sweeper.study_name={was}" if was else
+                   "without hydra.sweeper.study_name"))
     for key in ("metrics", "directions"):
         before = old.get(key) or [old[key[:-1]]]
         if before != plan[key]:
             return f"hydra.sweeper.{key[:-1]}: {_plain_str(before)} -> {_plain_str(plan[key])}"
+    for key, before in old.get("scoring", {}).items():  # plans before issue 31 have none
+        if before != plan["scoring"].get(key):
+            return (f"hydra.sweeper.{key}: {before} -> {plan['scoring'].get(key)} (it defines "
+                    "a trial's value, and the finished trials keep the old one)")
+    if plan["n_trials"] < old.get("n_trials", 0):
+        return (f"hydra.sweeper.n_trials: {old['n_trials']} -> {plan['n_trials']} (a resume "
+                f"can add trials to a cell, not drop queued ones: use n_trials >= "
+                f"{old['n_trials']})")
     old_cells = {c["name"]: c for c in old["cells"]}
     new_cells = {c["name"]: c for c in plan["cells"]}
     if set(old_cells) != set(new_cells):
@@ -114,6 +148,35 @@ def resume_conflict(sweep_dir: Path, plan: dict, base_configs: dict[str, DictCon
         if diff:
             return f"cell {name}: fixed setting {diff}"
     return None
+
+
+def studies_on_disk(sweep_dir: Path, plan: dict) -> dict[str, int]:
+    """The studies whose trials the sweep dir already holds, each with how many trials it must
+    have at least (its highest `trial_NNN` folder + 1; 0 without folders): what the storage
+    must hold for a resume to number new trials past every folder. A dir with a plan needs
+    every cell's study (the sweep creates them before writing its plan); one without needs
+    those of the cells with trial folders. Empty for a new sweep dir. Call after
+    `resume_conflict` allowed the plan: its study names are then the dir's.
+
+    :param sweep_dir: the sweep dir
+    :param plan: this command's plan (build_plan)
+    """
+    has_plan = (sweep_dir / PLAN_FILE).exists()
+    needed = {}
+    for cell in plan["cells"]:
+        numbers = [int(d.name[len("trial_"):]) for d in (sweep_dir / cell["name"]).glob("trial_*")
+                   if d.is_dir() and d.name[len("trial_"):].isdigit()]
+        if has_plan or numbers:
+            needed[cell["study_name"]] = max(numbers, default=-1) + 1
+    return needed
+
+
+def _study_prefix(plan: dict) -> str | None:
+    """The `hydra.sweeper.study_name` a plan's studies were named with (None: not set)."""
+    cell = plan["cells"][0]
+    if cell["study_name"] == cell["name"]:
+        return None
+    return cell["study_name"][:-len(cell["name"]) - 1]
 
 
 def _plain_str(values: list) -> str:

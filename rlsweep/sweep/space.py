@@ -7,7 +7,8 @@ Syntax (Hydra's own sweep grammar, as in hydra-optuna-sweeper):
     algo.batch_size=choice(64,128,256)         categorical (also `algo.batch_size=64,128,256`)
     algo.n_epochs=range(5,20,5)                integer (or float) steps, end excluded
 The same strings form each algorithm's `search_space` in conf/algo/*.yaml; a range given on the
-command line replaces the one declared for that key.
+command line replaces the one declared for that key, and a value (`algo.gamma=0.9`) fixes it:
+that key is then not searched.
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ class Cell:
     overrides: list[str]
     space: dict[str, BaseDistribution] = field(default_factory=dict)
     seeds: list[int] = field(default_factory=lambda: [0])  # each trial trains these seeds
+    # Declared search-space parameters that a command-line value fixes: path -> the override
+    # as written (`algo.gamma=0.9`); they are not in `space`.
+    fixed: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -45,6 +49,8 @@ class SweepRequest:
     fixed: list[str]
     ranges: dict[str, BaseDistribution]
     seeds: list[int] | None = None  # `seed=0,1,2`: every trial repeats on these seeds
+    # Each fixed override that sets a config key's value: key -> `key=value` as written.
+    fixed_values: dict[str, str] = field(default_factory=dict)
 
 
 def _is_int(x) -> bool:
@@ -85,11 +91,14 @@ def to_distribution(override: Override) -> BaseDistribution:
 def parse_sweep_request(arguments: list[str]) -> SweepRequest:
     """Split sweep overrides: group lists -> grid, a list of seeds -> repeats of every trial,
     other sweeps -> ranges, the rest fixed."""
-    grid, fixed, ranges, seeds = {}, [], {}, None
+    grid, fixed, ranges, seeds, values = {}, [], {}, None, {}
     for override in OverridesParser.create().parse_overrides(arguments):
         key = override.get_key_element()
         if not override.is_sweep_override():
             fixed.append(override.input_line)
+            if not override.is_delete() and override.package is None:
+                path = override.key_or_group
+                values[path] = f"{path}={override.get_value_element_as_str()}"
         elif key == "seed":
             seeds = _seed_list(override)
         elif override.key_or_group in SWEEP_GROUPS and override.package is None \
@@ -99,7 +108,7 @@ def parse_sweep_request(arguments: list[str]) -> SweepRequest:
             raise ConfigError(f"{override.input_line}: hydra.* settings cannot be swept")
         else:
             ranges[key] = to_distribution(override)
-    return SweepRequest(grid, fixed, ranges, seeds)
+    return SweepRequest(grid, fixed, ranges, seeds, values)
 
 
 def _seed_list(override: Override) -> list[int]:

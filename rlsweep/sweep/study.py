@@ -611,6 +611,12 @@ def make_pruner(name: str, kwargs: Mapping[str, Any]):
     return classes[name](**kwargs)
 
 
+# The budget is queued whole when a cell's study is created (about 200 trials a second on
+# SQLite): 100 million would queue for days before a trial ran. Searches here run tens to
+# hundreds of trials per cell, the fault bench 1,000.
+MAX_TRIALS_PER_CELL = 10_000
+
+
 def check_settings(settings: Mapping[str, Any]) -> Objectives:
     """Reject bad sweeper settings with one line naming the field and allowed values; return
     what the sweep optimizes."""
@@ -631,6 +637,10 @@ def check_settings(settings: Mapping[str, Any]) -> Objectives:
         value = settings[field]
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ConfigError(f"hydra.sweeper.{field}={value!r} is invalid: must be an integer >= 1")
+    if settings["n_trials"] > MAX_TRIALS_PER_CELL:
+        raise ConfigError(f"hydra.sweeper.n_trials={settings['n_trials']} is invalid: allowed "
+                          f"range is 1..{MAX_TRIALS_PER_CELL} trials per cell (each is queued "
+                          "in the storage before the first one runs)")
     timeout = settings.get("trial_timeout_s")
     if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
                                 or not 0 < timeout < math.inf):
@@ -731,6 +741,58 @@ def check_existing_study(storage: RDBStorage, name: str, directions: Sequence[st
         shown = lambda ds: ds[0] if len(ds) == 1 else "[" + ",".join(ds) + "]"  # noqa: E731
         raise ConfigError(f"hydra.sweeper.direction={shown(list(directions))} is invalid: study "
                           f"{name} in this storage was created with direction={shown(stored)}")
+
+
+def sqlite_file_missing(url: str) -> str | None:
+    """Why a SQLite URL's file holds no database (it does not exist, or is empty: opening it
+    would make a new one there), else None (a database file, or not a SQLite file URL)."""
+    parsed = _parse_url(url)
+    if not url.startswith("sqlite") or parsed is None or \
+            parsed.database in (None, "", ":memory:"):
+        return None
+    path = Path(parsed.database)
+    if not path.exists():
+        return f"its file {path} does not exist"
+    if path.is_file() and path.stat().st_size == 0:
+        return f"its file {path} is empty"
+    return None
+
+
+def storage_lacks(url: str, sweep_dir: Path, what: str) -> ConfigError:
+    """The one-line refusal of a resume whose storage does not hold the sweep dir's studies."""
+    return ConfigError(
+        f"resume of hydra.sweep.dir={sweep_dir} refused: the storage {mask_url(url)} lacks "
+        f"{what}, so new trials would be numbered from 0 again and overwrite its trial "
+        "folders; nothing was written (resume with the storage the sweep ran on: the same "
+        "hydra.sweeper.storage, or its own optuna.db, the default)")
+
+
+def check_storage_holds(storage: RDBStorage, url: str, sweep_dir: Path,
+                        needed: Mapping[str, int]) -> None:
+    """ConfigError (`storage_lacks`) if the storage lacks a study whose trials the sweep dir
+    holds, or has fewer trials than its folders (an older copy of the database): the sweep
+    would queue new trials under the numbers of finished ones.
+
+    :param storage: the storage this command opened
+    :param url: its URL (printed masked)
+    :param sweep_dir: the sweep dir
+    :param needed: study name -> trials it must have at least (plan.studies_on_disk)
+    """
+    if not needed:
+        return
+    held = set(optuna.get_all_study_names(storage))
+    missing = [name for name in needed if name not in held]
+    if missing:
+        shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3
+                                          else "")
+        raise storage_lacks(url, sweep_dir, f"the sweep's studies {shown}")
+    for name, at_least in needed.items():
+        count = len(optuna.load_study(study_name=name, storage=storage).get_trials(
+            deepcopy=False))
+        if count < at_least:
+            raise storage_lacks(url, sweep_dir, f"trials of study {name}: it holds {count}, the "
+                                f"sweep dir has trial_{at_least - 1:03d} (an older copy of "
+                                "the database?)")
 
 
 def open_cell_study(storage: RDBStorage, name: str, directions: Sequence[str], n_trials: int,

@@ -29,17 +29,19 @@ from optuna.trial import TrialState
 
 from rlsweep.config import ConfigError, first_line, option_name, validate
 from rlsweep.periodic import Periodic
-from rlsweep.sweep.plan import build_plan, resume_conflict, sweep_name, write_plan
+from rlsweep.sweep.plan import (SCORING_SETTINGS, build_plan, resume_conflict, studies_on_disk,
+                                sweep_name, write_plan)
 from rlsweep.sweep.processes import child_pids
 from rlsweep.sweep.space import (SWEEP_GROUPS, Cell, declared_space, grid_cells,
                                  parse_sweep_request)
 from rlsweep.sweep.study import (SWEEP_HOST_ENV, SWEEP_PID_ENV, Objectives,
                                  check_connection_budget, check_existing_study, check_grid,
-                                 check_settings, count_trials, make_sampler, make_storage,
-                                 mask_url, open_cell_study, requeue_dead_sweeps_trials,
-                                 requeue_orphans,
-                                 sized_pruner_kwargs, sized_sampler_kwargs, storage_url,
-                                 study_name, worker_identity, worker_jobs)
+                                 check_settings, check_storage_holds, count_trials,
+                                 make_sampler, make_storage, mask_url, open_cell_study,
+                                 requeue_dead_sweeps_trials, requeue_orphans,
+                                 sized_pruner_kwargs, sized_sampler_kwargs,
+                                 sqlite_file_missing, storage_lacks, storage_url, study_name,
+                                 worker_identity, worker_jobs)
 from rlsweep.sweep.summary import (budget_note, cell_summary, format_pareto, format_table,
                                    progress_line,
                                    write_summary)
@@ -150,8 +152,13 @@ def plan_cells(config: DictConfig, config_loader, arguments: list[str],
         _check_metric(objectives, cell, cfg)
         _check_budget(cell, cfg, settings.pruner)
         cell.seeds = trial_seeds(request.seeds, settings.get("seeds_per_trial", 1), cfg.seed)
-        cell.space = {**declared_space("algo", cfg.algo.get("search_space", {})),
-                      **declared_space("policy", cfg.policy.get("search_space", {})),
+        declared = {**declared_space("algo", cfg.algo.get("search_space", {})),
+                    **declared_space("policy", cfg.policy.get("search_space", {}))}
+        # A value given on the command line is the user's choice: it holds in every trial
+        # (it is in the composed config) instead of being sampled over.
+        cell.fixed = {path: line for path, line in request.fixed_values.items()
+                      if path in declared and path not in request.ranges}
+        cell.space = {**{path: d for path, d in declared.items() if path not in cell.fixed},
                       **request.ranges}
         _check_space(cell, cfg)
         base_configs[cell.name] = cfg
@@ -459,15 +466,18 @@ def run_sweep(settings: Mapping[str, Any], config: DictConfig, config_loader, la
     try:
         objectives = check_settings(settings)
         check_writable(sweep_dir)
+        pruning_notes = []
         if objectives.multi and settings["pruner"] != "none":
             if _user_set(config, "hydra.sweeper.pruner"):
                 raise ConfigError(f"hydra.sweeper.pruner={settings['pruner']} is invalid with "
                                   f"several metrics {list(objectives.metrics)}: Optuna cannot "
                                   "prune multi-objective trials; allowed value is none")
-            print("note: pruning is off: Optuna cannot prune multi-objective trials "
-                  f"(metrics {', '.join(objectives.metrics)})", flush=True)
+            pruning_notes.append("pruning is off: Optuna cannot prune multi-objective trials "
+                                 f"(metrics {', '.join(objectives.metrics)})")
         cells, base_configs = plan_cells(config, config_loader, arguments, objectives)
-        grids, all_notes = {}, []
+        grids = {}
+        all_notes = [f"{line} is fixed on the command line: not searched"
+                     for cell in cells for line in cell.fixed.values()] + pruning_notes
         for cell in cells:  # each worker builds these; fail here, not in every worker
             trainer = base_configs[cell.name].trainer
             sampler_kwargs, notes = sized_sampler_kwargs(
@@ -496,7 +506,8 @@ def run_sweep(settings: Mapping[str, Any], config: DictConfig, config_loader, la
             print(f"note: {note}", flush=True)
         names = {c.name: study_name(settings["study_name"], c.name) for c in cells}
         plan = build_plan(cells, names, sweep_name(sweep_dir, settings["study_name"]),
-                          objectives, settings["n_trials"], launcher_name)
+                          objectives, settings["n_trials"], launcher_name,
+                          scoring={k: settings[k] for k in SCORING_SETTINGS})
         # Everything is checked before anything is written: a refused resume leaves the sweep
         # dir and the storage as they were.
         conflict = resume_conflict(sweep_dir, plan, base_configs)
@@ -506,14 +517,24 @@ def run_sweep(settings: Mapping[str, Any], config: DictConfig, config_loader, la
                               "with a new hydra.sweep.dir)")
         url = storage_url(settings["storage"], sweep_dir)
         check_storage_reachable(url, config.hydra.launcher._target_, settings["single_node"])
+        # A resume on a storage without the dir's studies would start them at trial 0 and
+        # overwrite its trial folders; a missing SQLite file is refused before opening it,
+        # which would create it.
+        needed = studies_on_disk(sweep_dir, plan)
+        missing_file = sqlite_file_missing(url) if needed else None
+        if missing_file:
+            raise storage_lacks(url, sweep_dir, f"the sweep's studies ({missing_file})")
         storage = make_storage(url, settings["heartbeat_interval"], settings["grace_period"])
         check_connection_budget(storage, settings["n_jobs"])
+        check_storage_holds(storage, url, sweep_dir, needed)
         for cell in cells:
             check_existing_study(storage, names[cell.name], objectives.directions)
-        write_plan(sweep_dir, plan, base_configs)
+        # The studies before the plan: a plan in the dir means its studies exist (a sweep
+        # killed in between resumes; studies_on_disk relies on it).
         studies = {c.name: open_cell_study(
             storage, names[c.name], objectives.directions, settings["n_trials"],
             grid=grids.get(c.name)) for c in cells}
+        write_plan(sweep_dir, plan, base_configs)
     except ConfigError as err:  # e.g. an existing study of another direction in the storage
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)

@@ -175,8 +175,51 @@ def tell(study: optuna.Study, trial: optuna.Trial, state: TrialState,
     return with_retries(tell_once, f"telling the end of trial {trial.number}")
 
 
+class CellSampler:
+    """The samplers of one cell's trials in a worker. With `hydra.sweeper.seed`, each trial's
+    sampler is seeded from (seed, cell, the trial's number), never the process: the same
+    command and seed sample the same parameters (any sampler with n_jobs=1; `random` with any
+    n_jobs, whichever worker claims a trial); a resume or a second sweep process on the same
+    study samples new trials, whose numbers are new, and never replays a stream. QMC keeps one
+    sampler per cell, seeded from (seed, cell): its points are one scrambled sequence, indexed
+    by the study. Without a seed, one unseeded sampler per cell.
+
+    :param name: the sampler (hydra.sweeper.sampler; random for grid)
+    :param kwargs: its keyword arguments, sized (sized_sampler_kwargs)
+    :param space: the cell's search space
+    :param seed: hydra.sweeper.seed
+    :param cell_index: the cell's place in the plan
+    """
+
+    def __init__(self, name: str, kwargs: dict[str, Any], space: dict[str, BaseDistribution],
+                 seed: int | None, cell_index: int):
+        self.name, self.kwargs, self.space = name, kwargs, space
+        self.seed, self.cell_index = seed, cell_index
+        self._shared = None
+
+    def _seeded(self, *entropy: int):
+        seed = None if self.seed is None else int(np.random.SeedSequence(
+            [self.seed, self.cell_index, *entropy]).generate_state(1)[0])
+        return make_sampler(self.name, seed, self.kwargs, self.space)
+
+    def shared(self):
+        """The cell's one sampler: the study's at load (Optuna only asks it for its settings
+        before a trial samples) and each trial's when unseeded or QMC."""
+        if self._shared is None:
+            self._shared = self._seeded()
+        return self._shared
+
+    def for_trial(self, number: int):
+        """The sampler that samples trial `number`."""
+        if self.seed is None or self.name == "qmc":
+            return self.shared()
+        return self._seeded(number)
+
+
 def prepare_trial(trial: optuna.Trial, cell: dict, trial_dir: Path) -> tuple[dict, DictConfig]:
     """Sample the trial's parameters into its cell's config; write config.yaml, overrides.yaml."""
+    if "sampler" in cell:  # the trial's own seeded sampler (CellSampler); Optuna samples lazily
+        trial.study.sampler = cell["sampler"].for_trial(trial.number)
     # Sampled through Optuna's suggest API, stored in one transaction (ParamBuffer).
     buffer = ParamBuffer(trial.storage)
     trial.storage = buffer
@@ -403,11 +446,6 @@ def _run_worker(cfg: DictConfig) -> dict[str, int]:
     pruner_name = "none" if objectives.multi else settings.pruner
     studies = {}
     for index, cell in enumerate(cells):
-        # Distinct streams per worker, cell and process: a rerun or a second machine joining
-        # the study must not replay the same "random" trials. (Parallel sampling is not
-        # reproducible anyway; `seed` decorrelates, it does not replay.)
-        seed = None if settings.seed is None else int(np.random.SeedSequence(
-            [settings.seed, worker, index, os.getpid()]).generate_state(1)[0])
         trainer = cell["base_config"].trainer
         # grid: every parameter arrives fixed from the queue, so any sampler will do
         name = "random" if settings.sampler == "grid" else settings.sampler
@@ -417,9 +455,9 @@ def _run_worker(cfg: DictConfig) -> dict[str, int]:
         pruner_kwargs, _ = sized_pruner_kwargs(
             pruner_name, settings.n_trials, trainer.total_timesteps, trainer.eval_freq,
             settings.pruner_kwargs if pruner_name == settings.pruner else {})
+        cell["sampler"] = CellSampler(name, sampler_kwargs, cell["space"], settings.seed, index)
         study = optuna.load_study(
-            study_name=cell["study_name"], storage=storage,
-            sampler=make_sampler(name, seed, sampler_kwargs, cell["space"]),
+            study_name=cell["study_name"], storage=storage, sampler=cell["sampler"].shared(),
             pruner=make_pruner(pruner_name, pruner_kwargs))
         # Without Optuna's cache in front of the database: the cache re-reads every unfinished
         # trial at each look, and a cell's whole budget waits in the queue as unfinished trials
