@@ -27,19 +27,21 @@ from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState
 
 from rlsweep.config import ConfigError, first_line, option_name, validate
+from rlsweep.files import is_disk_full
 from rlsweep.periodic import Periodic
 from rlsweep.sweep.plan import build_plan, resume_conflict, sweep_name, write_plan
 from rlsweep.sweep.space import (SWEEP_GROUPS, Cell, declared_space, grid_cells,
                                  parse_sweep_request)
-from rlsweep.sweep.study import (SWEEP_HOST_ENV, SWEEP_PID_ENV, Objectives,
-                                 check_connection_budget, check_existing_study, check_grid,
-                                 check_settings, count_trials, make_sampler, make_storage,
-                                 mask_url, open_cell_study, requeue_orphans,
-                                 sized_pruner_kwargs, sized_sampler_kwargs, storage_url,
-                                 study_name, worker_identity, worker_jobs)
-from rlsweep.sweep.summary import (budget_note, cell_summary, format_pareto, format_table,
-                                   progress_line,
-                                   write_summary)
+from rlsweep.sweep.study import (STORAGE_OUTAGE_S, SWEEP_HOST_ENV, SWEEP_PID_ENV, Objectives,
+                                 StorageUnreachable, check_connection_budget,
+                                 check_existing_study, check_grid, check_settings, count_trials,
+                                 make_sampler, make_storage, mask_url, open_cell_study,
+                                 requeue_orphans, set_storage_outage, sized_pruner_kwargs,
+                                 sized_sampler_kwargs, storage_url, study_name, with_retries,
+                                 worker_identity, worker_jobs)
+from rlsweep.sweep.summary import (SUMMARY_FILE, budget_note, cell_summary, format_pareto,
+                                   format_table, progress_line, write_summary)
+from rlsweep.sweep.worker import DiskFull
 
 log = logging.getLogger("rlsweep.sweep")
 _MISSING = object()
@@ -248,7 +250,22 @@ def _all_failed(studies: Mapping[str, Any]) -> str | None:
 
 
 def _work_left(studies: Mapping[str, Any]) -> bool:
-    return count_trials(studies.values(), TrialState.WAITING, TrialState.RUNNING) > 0
+    return with_retries(lambda: count_trials(studies.values(), TrialState.WAITING,
+                                             TrialState.RUNNING) > 0, "counting the trials left")
+
+
+def _stopping_error(returns: Sequence[Any] | None) -> DiskFull | StorageUnreachable | None:
+    """What stopped a worker that no new launch can cure (a full disk, a storage down longer
+    than hydra.sweeper.storage_outage_s), if any worker stopped for it."""
+    from hydra.core.utils import JobStatus
+
+    for job in returns or []:
+        # What ended the worker, read without `return_value`, which prints Hydra's "Error
+        # executing job" line before it re-raises (other crashes are reported after the summary)
+        error = getattr(job, "_return_value", None) if job.status == JobStatus.FAILED else None
+        if isinstance(error, (DiskFull, StorageUnreachable)):
+            return error
+    return None
 
 
 class LauncherStillWaiting(Exception):
@@ -382,6 +399,8 @@ def _launch_until_done(launcher, n_jobs: int, studies: Mapping[str, Any], storag
                 returns = launch_watching_the_storage(
                     launcher, jobs, numbers[0], lambda: _work_left(studies),
                     jobs_gone=(lambda: slurm_jobs_gone(first, ours)) if slurm else None)
+        except (DiskFull, StorageUnreachable):  # another launch would stop the same way
+            raise
         except LauncherStillWaiting as err:
             print(f"rlsweep: {err}", file=sys.stderr, flush=True)
             return None
@@ -402,9 +421,51 @@ def _launch_until_done(launcher, n_jobs: int, studies: Mapping[str, Any], storag
                 print(f"rlsweep: trials {', '.join(map(str, requeued))} queued again",
                       file=sys.stderr, flush=True)
             returns = None
+        stop = _stopping_error(returns)
+        if stop is not None:  # another launch would stop the same way
+            raise stop
         if not _work_left(studies):
             break
     return returns
+
+
+def _summarize(sweep_dir: Path, studies: Mapping[str, Any], objectives: Objectives,
+               base_configs: Mapping[str, DictConfig], settings: Mapping[str, Any], url: str,
+               storage_down: bool) -> str:
+    """Print the table and write sweep_summary.json and the report, as far as the storage and
+    the disk allow; return what could not be done ("" if nothing), for the one line that says
+    why the sweep stopped. Never raises for an unreachable storage or a full disk: the sweep's
+    results are in the storage and the trial folders either way.
+
+    :param storage_down: the storage already failed for the whole outage budget: one try
+    """
+    try:
+        summary = with_retries(lambda: {cell: cell_summary(study, objectives.metrics)
+                                        for cell, study in studies.items()},
+                               "summarizing the sweep", outage_s=0 if storage_down else None)
+    except StorageUnreachable as err:
+        if storage_down:
+            return "no summary was written (it needs the storage)"
+        return (f"hydra.sweeper.storage={mask_url(url)} is unreachable: {err}; no summary was "
+                "written (rerun the same command once it answers)")
+    print(format_table(summary), flush=True)
+    pareto = format_pareto(summary)
+    if pareto:
+        print(pareto, flush=True)
+    note = budget_note(min(c.trainer.total_timesteps for c in base_configs.values()),
+                       option_name(next(iter(base_configs.values())).env))
+    if note:
+        print(note, flush=True)
+    try:
+        path = write_summary(sweep_dir, summary)
+    except OSError as err:
+        if not is_disk_full(err):
+            raise
+        return f"{SUMMARY_FILE} and the report could not be written ({err.strerror})"
+    report = _write_report(sweep_dir, settings.get("on_finish"))
+    print(f"rlsweep: results in {sweep_dir} (summary: {path.name}{report}; "
+          f"optuna-dashboard {mask_url(url)})", flush=True)
+    return ""
 
 
 def run_sweep(settings: Mapping[str, Any], config: DictConfig, config_loader, launcher,
@@ -412,6 +473,7 @@ def run_sweep(settings: Mapping[str, Any], config: DictConfig, config_loader, la
     sweep_dir = Path(config.hydra.sweep.dir)
     try:
         objectives = check_settings(settings)
+        set_storage_outage(settings.get("storage_outage_s", STORAGE_OUTAGE_S))
         check_writable(sweep_dir)
         if objectives.multi and settings["pruner"] != "none":
             if _user_set(config, "hydra.sweeper.pruner"):
@@ -474,30 +536,33 @@ def run_sweep(settings: Mapping[str, Any], config: DictConfig, config_loader, la
     print(f"rlsweep: {len(cells)} cell(s) x {settings['n_trials']} trials, "
           f"{settings['n_jobs']} workers, storage {mask_url(url)}, sweep dir {sweep_dir}",
           flush=True)
-    returns = None
+    returns, stopped = None, None
     try:
         with ProgressPrinter(studies, settings["n_trials"], objectives.metrics) as progress:
-            returns = _launch_until_done(
-                launcher, settings["n_jobs"], studies, storage,
-                on_this_machine=on_this_machine,
-                slurm=launcher_class(config.hydra.launcher._target_) == "SlurmLauncher",
-                fixed=parse_sweep_request(arguments).fixed)
+            try:
+                returns = _launch_until_done(
+                    launcher, settings["n_jobs"], studies, storage,
+                    on_this_machine=on_this_machine,
+                    slurm=launcher_class(config.hydra.launcher._target_) == "SlurmLauncher",
+                    fixed=parse_sweep_request(arguments).fixed)
+            except (DiskFull, StorageUnreachable) as err:  # summarized below, then one line
+                stopped = err
             progress.poll()
     finally:  # also on Ctrl-C: what finished is in the storage and in its trial folder
-        summary = {cell: cell_summary(study, objectives.metrics)
-                   for cell, study in studies.items()}
-        path = write_summary(sweep_dir, summary)
-        print(format_table(summary), flush=True)
-        pareto = format_pareto(summary)
-        if pareto:
-            print(pareto, flush=True)
-        note = budget_note(min(c.trainer.total_timesteps for c in base_configs.values()),
-                           option_name(next(iter(base_configs.values())).env))
-        if note:
-            print(note, flush=True)
-        report = _write_report(sweep_dir, settings.get("on_finish"))
-        print(f"rlsweep: results in {sweep_dir} (summary: {path.name}{report}; "
-              f"optuna-dashboard {mask_url(url)})", flush=True)
+        problem = _summarize(sweep_dir, studies, objectives, base_configs, settings, url,
+                             storage_down=isinstance(stopped, StorageUnreachable))
+        if problem and sys.exc_info()[1] is not None:  # Ctrl-C: said before it ends the sweep
+            print(f"error: {problem}", file=sys.stderr, flush=True)
+    if isinstance(stopped, StorageUnreachable):
+        problem = "; ".join(filter(None, [
+            f"hydra.sweeper.storage={mask_url(url)} is unreachable: {stopped}; the sweep "
+            "stopped, its running trials are retried when you rerun the same command",
+            problem]))
+    elif stopped is not None:
+        problem = "; ".join(filter(None, [str(stopped), problem]))
+    if problem:  # one line: why the sweep stopped, and what of its summary is missing
+        print(f"error: {problem}", file=sys.stderr, flush=True)
+        sys.exit(1)
     crashed = False
     for k, job in enumerate(returns or []):
         try:
