@@ -3,6 +3,7 @@ a crash right after a write never leaves an empty one."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -53,3 +54,27 @@ def read_json(path: Path):
     except ValueError as err:  # JSONDecodeError, UnicodeDecodeError
         problem = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise ValueError(f"{path} is not valid JSON (damaged or cut short?): {problem}") from None
+
+
+# How a full disk shows: the OS's error (ENOSPC; EDQUOT: a quota reached), SQLite's (SQLITE_FULL),
+# or either as the text of an error another process sent (a trainer's first error line).
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+DISK_FULL_WORDS = (os.strerror(errno.ENOSPC), os.strerror(errno.EDQUOT),
+                   "database or disk is full")
+
+
+def is_disk_full(problem: BaseException | str | None) -> bool:
+    """Whether an error (or an error's text) says that a disk is full, anywhere in its chain
+    of causes.
+
+    :param problem: an exception, the first line of one, or None
+    """
+    seen: set[int] = set()
+    while isinstance(problem, BaseException) and id(problem) not in seen:
+        seen.add(id(problem))
+        if isinstance(problem, OSError) and problem.errno in DISK_FULL_ERRNOS:
+            return True
+        if any(words in str(problem) for words in DISK_FULL_WORDS):
+            return True
+        problem = problem.__cause__ or problem.__context__
+    return isinstance(problem, str) and any(words in problem for words in DISK_FULL_WORDS)

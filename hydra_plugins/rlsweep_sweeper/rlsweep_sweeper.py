@@ -57,6 +57,9 @@ class RLSweeperConf:
     # s of wall time after which a trial that is still training (hung, or far slower than
     # planned) is stopped and recorded FAIL, freeing its worker; null: no limit.
     trial_timeout_s: Optional[float] = None
+    # s a storage outage (database down, restarting, failing over) is ridden out: each storage
+    # call is retried with backoff; still down after that, the sweep stops in one line.
+    storage_outage_s: float = 90
     # What a trial runs: a function with rlsweep.train.train's signature returning a RunResult
     # (rlsweep/run_result.py, the Objective protocol). The synthetic one
     # (rlsweep.sweep.synthetic.synthetic_objective) measures the sweeper itself in tests/bench.

@@ -35,6 +35,7 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from rlsweep.files import write_text_atomic
 from rlsweep.run_result import RunResult
 
 log = logging.getLogger("rlsweep.worker")
@@ -336,18 +337,21 @@ def _trainer_main(fd: int, parent: int, objective: str) -> int:
         except EOFError:  # the worker is done with this process
             return 0
         run_dir = Path(setup["run_dir"])
-        _log_to(run_dir / "train.log")
 
         def hook(step: int, result) -> bool:
             conn.send(("eval", step, result.summary()))
             return conn.recv()
 
         try:
+            _log_to(run_dir / "train.log")
             train = train or get_method(objective)
             cfg = setup["config"]
             result = train(cfg, run_dir, eval_hook=hook, wandb_init=setup["wandb_init"])
         except Exception as err:  # the worker records it as the trial's failure reason
-            (run_dir / "error.log").write_text(traceback.format_exc())
+            try:
+                write_text_atomic(run_dir / "error.log", traceback.format_exc())
+            except OSError:  # a full disk (no empty error.log): the reason reaches the worker
+                pass
             conn.send(("error", first_line(f"{type(err).__name__}: {err}")))
             continue
         conn.send(("done", json.loads(json.dumps(result.to_json()))))

@@ -5,7 +5,8 @@ WAITING trials, and workers claim them atomically through the storage. So n_tria
 across any number of workers and sweep processes sharing a storage, without a lock of our own.
 A trial whose worker died goes stale (no heartbeat); Optuna then fails it and enqueues one retry.
 Storage calls of a running sweep are retried on transient database errors (`with_retries`), so a
-locked SQLite file or a dropped connection never fails a trial.
+locked SQLite file, a dropped connection or a server down for up to `storage_outage_s` never fails
+a trial; a longer outage stops the sweep (`StorageUnreachable`).
 """
 
 from __future__ import annotations
@@ -60,8 +61,17 @@ WORKER_JOB_ATTR_PREFIX = "rlsweep_worker_job_"
 # A worker waits this long for SQLite's write lock before the call fails. A heartbeat may wait
 # it and fail, so grace_period must outlast it plus two beats (see check_settings).
 SQLITE_LOCK_TIMEOUT_S = 15
-STORAGE_ATTEMPTS = 4        # tries of one storage call before its error counts
-FIRST_BACKOFF_S = 0.5       # then 1 s, 2 s: a busy SQLite file or a reconnecting server
+# A storage call failing on transient errors (a locked SQLite file, a server restarting or
+# failing over) is tried again with capped exponential backoff, 0.5, 1, 2, 4, 8, 10, 10, ... s,
+# until the storage has failed it for hydra.sweeper.storage_outage_s seconds (default below).
+FIRST_BACKOFF_S = 0.5
+MAX_BACKOFF_S = 10.0
+STORAGE_OUTAGE_S = 90.0
+# A server that accepts connections and never answers (a hung host, a firewall that drops
+# packets, a wrong port on a proxy) hung the sweep with no output: connecting and each statement
+# have a limit (PostgreSQL; a statement that hits it is retried like a dropped connection).
+CONNECT_TIMEOUT_S = 10
+STATEMENT_TIMEOUT_S = 60
 T = TypeVar("T")
 
 
@@ -308,6 +318,12 @@ def make_storage(url: str, heartbeat_interval: int, grace_period: int) -> RDBSto
         # default 5 + 10 overflow) could exhaust the server (see check_connection_budget).
         engine_kwargs.update(pool_pre_ping=True, pool_size=CONNECTIONS_PER_PROCESS - 1,
                              max_overflow=1)
+        if parsed is not None and parsed.get_backend_name() == "postgresql":
+            # What the URL sets itself (?connect_timeout=...&options=...) wins.
+            limits = {"connect_timeout": CONNECT_TIMEOUT_S,
+                      "options": f"-c statement_timeout={STATEMENT_TIMEOUT_S * 1000}"}
+            engine_kwargs["connect_args"] = {k: v for k, v in limits.items()
+                                             if k not in parsed.query}
     for attempt in range(5):
         try:
             if url.startswith("sqlite"):
@@ -329,6 +345,9 @@ def make_storage(url: str, heartbeat_interval: int, grace_period: int) -> RDBSto
                 time.sleep(1.0 + attempt)
                 continue
             reason = first_line(text) or type(err).__name__
+            if "timeout expired" in text:  # psycopg's words for the connect timeout
+                reason = (f"connecting timed out: no answer within {CONNECT_TIMEOUT_S} s "
+                          "(a server that accepts connections but does not answer?)")
             password = parsed.password if parsed else None
             if password:
                 reason = reason.replace(password, "***")
@@ -417,24 +436,83 @@ def is_transient(err: BaseException) -> bool:
     return False
 
 
-def with_retries(call: Callable[[], T], what: str, attempts: int = STORAGE_ATTEMPTS) -> T:
-    """`call()`, tried again after a transient storage error with exponential backoff
-    (0.5, 1, 2 s, jittered so workers do not retry in step). Any other error, and the last
-    attempt's, is raised: a trial fails only for its own errors."""
-    for attempt in range(1, attempts + 1):
+class StorageUnreachable(Exception):
+    """A storage call failed on transient errors for the whole outage budget
+    (`hydra.sweeper.storage_outage_s`): the database is down, not the trial at fault. Workers
+    stop (their running trials are retried on resume) and the sweep says so in one line."""
+
+
+_outage_budget_s = STORAGE_OUTAGE_S
+# monotonic time of this process's latest transient storage error (a failed call or heartbeat):
+# other workers' heartbeats failed in the same outage, and must not be judged stale before they
+# have had time to beat again (`recently_unreachable`).
+_last_storage_error = -math.inf
+
+
+def set_storage_outage(seconds: float) -> None:
+    """How long this process's storage calls ride out a storage that fails them
+    (`hydra.sweeper.storage_outage_s`), before `StorageUnreachable`."""
+    global _outage_budget_s
+    _outage_budget_s = float(seconds)
+
+
+def note_storage_error() -> None:
+    """Record that a storage call of this process just failed on a transient error."""
+    global _last_storage_error
+    _last_storage_error = time.monotonic()
+
+
+def recently_unreachable(within_s: float) -> bool:
+    """Whether this process saw a transient storage error in the last `within_s` seconds."""
+    return time.monotonic() - _last_storage_error < within_s
+
+
+def root_cause(err: BaseException) -> BaseException:
+    while err.__cause__ is not None:
+        err = err.__cause__
+    return err
+
+
+def with_retries(call: Callable[[], T], what: str, outage_s: float | None = None) -> T:
+    """`call()`, tried again after transient storage errors with capped exponential backoff
+    (0.5, 1, 2, 4, 8, then every 10 s, jittered so workers do not retry in step) until the
+    storage has failed it for `outage_s` seconds (default: `set_storage_outage`'s): then
+    `StorageUnreachable`. Any other error is raised at once: a trial fails only for its own
+    errors. One warning when the trouble starts and one when it ends, not one per attempt.
+
+    :param call: the storage call
+    :param what: what it does, for the messages ("claiming a trial of ppo-dense")
+    :param outage_s: seconds of failures to ride out (None: this process's budget)
+    """
+    budget = _outage_budget_s if outage_s is None else outage_s
+    first_error_at, attempt = None, 0
+    while True:
+        attempt += 1
         try:
-            return call()
+            result = call()
         except Exception as err:
-            if attempt == attempts or not is_transient(err):
+            if not is_transient(err):
                 raise
-            delay = FIRST_BACKOFF_S * 2 ** (attempt - 1) * random.uniform(1.0, 1.5)
-            root = err
-            while root.__cause__ is not None:
-                root = root.__cause__
-            log.warning("storage error while %s (attempt %d of %d, retrying in %.1f s): %s",
-                        what, attempt, attempts, delay, first_line(root))
-            time.sleep(delay)
-    raise AssertionError("not reached: the last attempt returns or raises")
+            note_storage_error()
+            now = time.monotonic()
+            first_error_at = now if first_error_at is None else first_error_at
+            left = first_error_at + budget - now
+            if left <= 0:
+                raise StorageUnreachable(
+                    f"it failed every call for {now - first_error_at:.0f} s "
+                    f"(hydra.sweeper.storage_outage_s={budget:g}) while {what}: "
+                    f"{first_line(root_cause(err))}") from err
+            if attempt == 1:
+                log.warning("storage error while %s: %s (retrying for up to %g s, "
+                            "hydra.sweeper.storage_outage_s)", what,
+                            first_line(root_cause(err)), budget)
+            delay = min(MAX_BACKOFF_S, FIRST_BACKOFF_S * 2 ** (attempt - 1))
+            time.sleep(min(delay * random.uniform(1.0, 1.5), left))
+            continue
+        if first_error_at is not None and attempt > 2:  # a blip of one retry needs no word
+            log.warning("storage answered again after %.0f s (%s)",
+                        time.monotonic() - first_error_at, what)
+        return result
 
 
 @contextmanager
@@ -646,6 +724,11 @@ def check_settings(settings: Mapping[str, Any]) -> Objectives:
                                 or not 0 < timeout < math.inf):
         raise ConfigError(f"hydra.sweeper.trial_timeout_s={timeout!r} is invalid: must be a "
                           "number of seconds > 0, or null (no limit)")
+    outage = settings.get("storage_outage_s", STORAGE_OUTAGE_S)
+    if isinstance(outage, bool) or not isinstance(outage, (int, float)) \
+            or not 0 < outage < math.inf:
+        raise ConfigError(f"hydra.sweeper.storage_outage_s={outage!r} is invalid: must be a "
+                          "number of seconds > 0 (how long a storage outage is ridden out)")
     interval, grace = settings["heartbeat_interval"], settings["grace_period"]
     if grace <= interval:
         raise ConfigError(f"hydra.sweeper.grace_period={grace!r} is invalid: must exceed "
@@ -1133,7 +1216,15 @@ def adopt_heartbeatless_trials(study: optuna.Study, storage: RDBStorage) -> list
 def fail_stale_trials(study: optuna.Study, storage: RDBStorage) -> None:
     """Fail the trials of `study` whose worker stopped beating for `grace_period` and queue one
     retry each (Optuna's `fail_stale_trials`, with heartbeat-less trials adopted first and each
-    storage call retried on transient errors, so a failed trial never loses its retry)."""
+    storage call retried on transient errors, so a failed trial never loses its retry).
+
+    Not within two heartbeat intervals of a storage error seen by this process: after an
+    outage every worker's last beat is as old as the outage, and a live worker needs up to an
+    interval to beat again; judged at once, an outage longer than grace_period would fail and
+    retry every running trial."""
+    interval = storage.get_heartbeat_interval() or 0
+    if recently_unreachable(2 * interval):
+        return
     with_retries(lambda: adopt_heartbeatless_trials(study, storage),
                  f"checking {study.study_name} for trials without heartbeat")
     stale = with_retries(lambda: storage._get_stale_trial_ids(study._study_id),

@@ -28,23 +28,25 @@ from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState
 
 from rlsweep.config import ConfigError, first_line, option_name, validate
+from rlsweep.files import is_disk_full
 from rlsweep.periodic import Periodic
 from rlsweep.sweep.plan import (SCORING_SETTINGS, build_plan, resume_conflict, studies_on_disk,
                                 sweep_name, write_plan)
 from rlsweep.sweep.processes import child_pids
 from rlsweep.sweep.space import (SWEEP_GROUPS, Cell, declared_space, grid_cells,
                                  parse_sweep_request)
-from rlsweep.sweep.study import (SWEEP_HOST_ENV, SWEEP_PID_ENV, Objectives,
-                                 check_connection_budget, check_existing_study, check_grid,
-                                 check_settings, check_storage_holds, count_trials,
-                                 make_sampler, make_storage, mask_url, open_cell_study,
-                                 requeue_dead_sweeps_trials, requeue_orphans,
-                                 sized_pruner_kwargs, sized_sampler_kwargs,
-                                 sqlite_file_missing, storage_lacks, storage_url, study_name,
-                                 worker_identity, worker_jobs)
-from rlsweep.sweep.summary import (budget_note, cell_summary, format_pareto, format_table,
-                                   progress_line,
-                                   write_summary)
+from rlsweep.sweep.study import (STORAGE_OUTAGE_S, SWEEP_HOST_ENV, SWEEP_PID_ENV, Objectives,
+                                 StorageUnreachable, check_connection_budget,
+                                 check_existing_study, check_grid, check_settings,
+                                 check_storage_holds, count_trials, make_sampler, make_storage,
+                                 mask_url, open_cell_study, requeue_dead_sweeps_trials,
+                                 requeue_orphans, set_storage_outage, sized_pruner_kwargs,
+                                 sized_sampler_kwargs, sqlite_file_missing, storage_lacks,
+                                 storage_url, study_name, with_retries, worker_identity,
+                                 worker_jobs)
+from rlsweep.sweep.summary import (SUMMARY_FILE, budget_note, cell_summary, format_pareto,
+                                   format_table, progress_line, write_summary)
+from rlsweep.sweep.worker import DiskFull
 
 log = logging.getLogger("rlsweep.sweep")
 _MISSING = object()
@@ -260,7 +262,22 @@ def _all_failed(studies: Mapping[str, Any]) -> str | None:
 
 
 def _work_left(studies: Mapping[str, Any]) -> bool:
-    return count_trials(studies.values(), TrialState.WAITING, TrialState.RUNNING) > 0
+    return with_retries(lambda: count_trials(studies.values(), TrialState.WAITING,
+                                             TrialState.RUNNING) > 0, "counting the trials left")
+
+
+def _stopping_error(returns: Sequence[Any] | None) -> DiskFull | StorageUnreachable | None:
+    """What stopped a worker that no new launch can cure (a full disk, a storage down longer
+    than hydra.sweeper.storage_outage_s), if any worker stopped for it."""
+    from hydra.core.utils import JobStatus
+
+    for job in returns or []:
+        # What ended the worker, read without `return_value`, which prints Hydra's "Error
+        # executing job" line before it re-raises (other crashes are reported after the summary)
+        error = getattr(job, "_return_value", None) if job.status == JobStatus.FAILED else None
+        if isinstance(error, (DiskFull, StorageUnreachable)):
+            return error
+    return None
 
 
 class LauncherStillWaiting(Exception):
@@ -435,6 +452,8 @@ def _launch_until_done(launcher, n_jobs: int, studies: Mapping[str, Any], storag
                 returns = launch_watching_the_storage(
                     launcher, jobs, numbers[0], lambda: _work_left(studies),
                     jobs_gone=(lambda: slurm_jobs_gone(first, ours)) if slurm else None)
+        except (DiskFull, StorageUnreachable):  # another launch would stop the same way
+            raise
         except LauncherStillWaiting as err:
             print(f"rlsweep: {err}", file=sys.stderr, flush=True)
             return None
@@ -455,9 +474,53 @@ def _launch_until_done(launcher, n_jobs: int, studies: Mapping[str, Any], storag
                 print(f"rlsweep: trials {', '.join(map(str, requeued))} queued again",
                       file=sys.stderr, flush=True)
             returns = None
+        stop = _stopping_error(returns)
+        if stop is not None:  # another launch would stop the same way
+            raise stop
         if stopping() or not _work_left(studies):
             break
     return returns
+
+
+def _summarize(sweep_dir: Path, studies: Mapping[str, Any], objectives: Objectives,
+               base_configs: Mapping[str, DictConfig], settings: Mapping[str, Any], url: str,
+               reports_success: Mapping[str, bool], storage_down: bool) -> str:
+    """Print the table and write sweep_summary.json and the report, as far as the storage and
+    the disk allow; return what could not be done ("" if nothing), for the one line that says
+    why the sweep stopped. Never raises for an unreachable storage or a full disk: the sweep's
+    results are in the storage and the trial folders either way.
+
+    :param reports_success: per cell, whether its env has a notion of success (else none shown)
+    :param storage_down: the storage already failed for the whole outage budget: one try
+    """
+    try:
+        summary = with_retries(lambda: {cell: cell_summary(study, objectives.metrics,
+                                                             reports_success[cell])
+                                        for cell, study in studies.items()},
+                               "summarizing the sweep", outage_s=0 if storage_down else None)
+    except StorageUnreachable as err:
+        if storage_down:
+            return "no summary was written (it needs the storage)"
+        return (f"hydra.sweeper.storage={mask_url(url)} is unreachable: {err}; no summary was "
+                "written (rerun the same command once it answers)")
+    print(format_table(summary), flush=True)
+    pareto = format_pareto(summary)
+    if pareto:
+        print(pareto, flush=True)
+    note = budget_note(min(c.trainer.total_timesteps for c in base_configs.values()),
+                       option_name(next(iter(base_configs.values())).env))
+    if note:
+        print(note, flush=True)
+    try:
+        path = write_summary(sweep_dir, summary)
+    except OSError as err:
+        if not is_disk_full(err):
+            raise
+        return f"{SUMMARY_FILE} and the report could not be written ({err.strerror})"
+    report = _write_report(sweep_dir, settings.get("on_finish"))
+    print(f"rlsweep: results in {sweep_dir} (summary: {path.name}{report}; "
+          f"optuna-dashboard {mask_url(url)})", flush=True)
+    return ""
 
 
 def run_sweep(settings: Mapping[str, Any], config: DictConfig, config_loader, launcher,
@@ -465,6 +528,7 @@ def run_sweep(settings: Mapping[str, Any], config: DictConfig, config_loader, la
     sweep_dir = Path(config.hydra.sweep.dir)
     try:
         objectives = check_settings(settings)
+        set_storage_outage(settings.get("storage_outage_s", STORAGE_OUTAGE_S))
         check_writable(sweep_dir)
         pruning_notes = []
         if objectives.multi and settings["pruner"] != "none":
@@ -548,18 +612,22 @@ def run_sweep(settings: Mapping[str, Any], config: DictConfig, config_loader, la
         print(f"rlsweep: trial(s) {', '.join(map(str, requeued))} were left running by a sweep "
               "process that is gone (killed, or Ctrl-C): queued again", file=sys.stderr,
               flush=True)
-    returns, interrupted = None, False
+    returns, interrupted, stopped = None, False, None
     sigterm = StopOnSigterm(enabled=on_this_machine).install()  # until the summary is written
     # a cell whose env has no notion of success (Pendulum) shows none, not 0
     reports_success = {name: bool(c.env.reports_success) for name, c in base_configs.items()}
     try:
         with ProgressPrinter(studies, settings["n_trials"], objectives.metrics,
                              reports_success=reports_success) as progress:
-            returns = _launch_until_done(
-                launcher, settings["n_jobs"], studies, storage,
-                on_this_machine=on_this_machine,
-                slurm=launcher_class(config.hydra.launcher._target_) == "SlurmLauncher",
-                fixed=parse_sweep_request(arguments).fixed, stopping=lambda: sigterm.received)
+            try:
+                returns = _launch_until_done(
+                    launcher, settings["n_jobs"], studies, storage,
+                    on_this_machine=on_this_machine,
+                    slurm=launcher_class(config.hydra.launcher._target_) == "SlurmLauncher",
+                    fixed=parse_sweep_request(arguments).fixed,
+                    stopping=lambda: sigterm.received)
+            except (DiskFull, StorageUnreachable) as err:  # summarized below, then one line
+                stopped = err
             progress.poll()
     except KeyboardInterrupt:  # Ctrl-C: the workers left their trials for the resume
         interrupted = True
@@ -567,25 +635,26 @@ def run_sweep(settings: Mapping[str, Any], config: DictConfig, config_loader, la
         sigterm.restore()
         raise
     finally:  # also on Ctrl-C: what finished is in the storage and in its trial folder
-        summary = {cell: cell_summary(study, objectives.metrics, reports_success[cell])
-                   for cell, study in studies.items()}
-        path = write_summary(sweep_dir, summary)
-        print(format_table(summary), flush=True)
-        pareto = format_pareto(summary)
-        if pareto:
-            print(pareto, flush=True)
-        note = budget_note(min(c.trainer.total_timesteps for c in base_configs.values()),
-                           option_name(next(iter(base_configs.values())).env))
-        if note:
-            print(note, flush=True)
-        report = _write_report(sweep_dir, settings.get("on_finish"))
-        print(f"rlsweep: results in {sweep_dir} (summary: {path.name}{report}; "
-              f"optuna-dashboard {mask_url(url)})", flush=True)
+        problem = _summarize(sweep_dir, studies, objectives, base_configs, settings, url,
+                             reports_success,
+                             storage_down=isinstance(stopped, StorageUnreachable))
+        if problem and (interrupted or sys.exc_info()[1] is not None):  # said before it ends
+            print(f"error: {problem}", file=sys.stderr, flush=True)
     sigterm.restore()
     if interrupted or sigterm.received:
         print(f"rlsweep: {'interrupted (Ctrl-C)' if interrupted else 'stopped by SIGTERM'}; "
               "rerun the same command to resume", file=sys.stderr, flush=True)
         sys.exit(130 if interrupted else 128 + signal.SIGTERM)
+    if isinstance(stopped, StorageUnreachable):
+        problem = "; ".join(filter(None, [
+            f"hydra.sweeper.storage={mask_url(url)} is unreachable: {stopped}; the sweep "
+            "stopped, its running trials are retried when you rerun the same command",
+            problem]))
+    elif stopped is not None:
+        problem = "; ".join(filter(None, [str(stopped), problem]))
+    if problem:  # one line: why the sweep stopped, and what of its summary is missing
+        print(f"error: {problem}", file=sys.stderr, flush=True)
+        sys.exit(1)
     crashed = False
     for k, job in enumerate(returns or []):
         try:

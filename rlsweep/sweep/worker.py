@@ -6,11 +6,14 @@ Optuna the outcome. A pruned or failed trial frees the worker at once for the ne
 core idles while trials remain (there is no batch barrier). Workers exit when no trial is left
 waiting or running; while another worker's trial runs they poll, so that a trial whose worker
 died goes stale, is failed by its heartbeat and retried here. Every storage call is retried on
-transient database errors (study.with_retries); a trial fails only for its own errors.
+transient database errors (study.with_retries); a trial fails only for its own errors. Two
+faults are nobody's trial's and stop the worker after recording what they can: a storage down
+longer than hydra.sweeper.storage_outage_s (StorageUnreachable) and a full disk (DiskFull).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -31,17 +34,19 @@ from optuna.distributions import (BaseDistribution, CategoricalDistribution, Flo
 from optuna.trial import TrialState
 
 from rlsweep.config import first_line, validate
+from rlsweep.files import is_disk_full, write_text_atomic
 from rlsweep.periodic import Periodic
 from rlsweep.run_result import RunStatus
 from rlsweep.sweep.plan import read_plan, read_sweep_name
-from rlsweep.sweep.records import SeedRecord, TrialRecord
+from rlsweep.sweep.records import TRIAL_FILE, SeedRecord, TrialRecord
 from rlsweep.sweep.seeds import EvaluationLog, SeedOutcome, Trainer, run_seeds
 from rlsweep.sweep.study import (SWEEP_HOST_ENV, SWEEP_PID_ENV, Objectives, ParamBuffer,
                                  claim_trial, count_trials, fail_stale_trials, make_pruner, make_sampler,
-                                 make_storage, objective_value, queue_retry, record_takeover,
-                                 record_worker_job, requeue_orphans, set_user_attrs,
-                                 sized_pruner_kwargs, sized_sampler_kwargs, storage_url,
-                                 with_retries, worker_identity)
+                                 make_storage, note_storage_error, objective_value, queue_retry,
+                                 record_takeover, record_worker_job, requeue_orphans, root_cause,
+                                 set_storage_outage, set_user_attrs, sized_pruner_kwargs,
+                                 sized_sampler_kwargs, storage_url, with_retries,
+                                 worker_identity, STORAGE_OUTAGE_S, StorageUnreachable)
 
 log = logging.getLogger("rlsweep.worker")
 
@@ -116,13 +121,28 @@ def heartbeat(storage, trial_id: int, interval: int) -> Periodic:
     database blip) is logged and tried again at once if it was late, else at the next interval
     (Periodic keeps its schedule), never fatal.
     """
+    failing = False  # a storage outage: one warning, not one per beat
+
     def beat() -> None:
+        nonlocal failing
         try:
             storage.record_heartbeat(trial_id)
         except Exception as err:
-            log.warning("heartbeat of trial id %s failed: %s", trial_id, first_line(err))
+            note_storage_error()  # the other workers' beats fail too (fail_stale_trials)
+            if not failing:
+                log.warning("heartbeat of trial id %s failed: %s", trial_id,
+                            first_line(root_cause(err)))
+            failing = True
+        else:
+            failing = False
 
     return Periodic(interval, beat)
+
+
+class DiskFull(Exception):
+    """A trial's files could not be written: the disk of the sweep dir is full. Not the trial's
+    fault, and every next trial would fail the same way: the worker stops after recording the
+    trial FAIL with the reason (where the storage can still be written)."""
 
 
 class TrialTakenOver(Exception):
@@ -276,6 +296,10 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, cell: dict, settings: Di
     trial_dir = sweep_dir / cell["name"] / f"trial_{trial.number:03d}"
     params, cfg, reason, value = {}, None, None, None
     taken_over = False
+    # Why this worker stops after this trial (the storage down for good, a full disk): raised
+    # once what can be recorded is.
+    stop: StorageUnreachable | DiskFull | None = None
+    error: Exception | None = None
     outcomes: list[SeedOutcome] = []
     evals = EvaluationLog(settings.seed_aggregate)
 
@@ -314,13 +338,22 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, cell: dict, settings: Di
                                              time.perf_counter() - started)
         except (TrialTakenOver, optuna.exceptions.UpdateFinishedTrialError):
             state, taken_over = TrialState.FAIL, True  # its retry runs; nothing more to train
+        except StorageUnreachable as err:  # not the trial's fault; nothing can be told now
+            state, reason, stop = TrialState.FAIL, _storage_lost(err), err
         except Exception as err:  # a failing trial is recorded with its reason; the sweep goes on
             if _interrupted.is_set():  # Ctrl-C, not the trial's fault: leave it RUNNING, so it
                 raise KeyboardInterrupt from err  # goes stale and is retried on resume
-            state, reason = TrialState.FAIL, first_line(f"{type(err).__name__}: {err}")
-            trial_dir.mkdir(parents=True, exist_ok=True)
-            (trial_dir / "error.log").write_text(traceback.format_exc())
-            log.warning("trial %s of %s failed: %s", trial.number, cell["name"], reason)
+            state, reason, error = TrialState.FAIL, first_line(f"{type(err).__name__}: {err}"), err
+            with contextlib.suppress(OSError):  # a full disk: no error.log (not an empty one)
+                trial_dir.mkdir(parents=True, exist_ok=True)
+                write_text_atomic(trial_dir / "error.log", traceback.format_exc())
+            if not is_disk_full(err):
+                log.warning("trial %s of %s failed: %s", trial.number, cell["name"], reason)
+        # A full disk is not the trial's fault: its retry is free, and the worker stops.
+        disk_full = stop is None and state == TrialState.FAIL and not taken_over and \
+            is_disk_full(error or reason)
+        if disk_full:
+            reason = f"disk full: {reason}"
         wall = time.perf_counter() - started
         results = [o.result for o in outcomes if o.result is not None]
         env_steps = int(np.mean([r.env_steps for r in results])) if results else evals.last_step
@@ -329,7 +362,7 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, cell: dict, settings: Di
         if not reports_success:  # none on an env that reports no success (shown as "-", not
             recent["success_rate"] = None  # 0), even from an objective that says 0
         intermediate = {}
-        if not taken_over:
+        if not taken_over and stop is None:
             try:
                 totals = {
                     "env_steps": env_steps,
@@ -340,12 +373,37 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, cell: dict, settings: Di
                     "diverged": any(o.result is not None and o.result.status is RunStatus.DIVERGED
                                     for o in outcomes),
                     "worker": HydraConfig.get().job.num}
-                state, reason, intermediate = _record_outcome(
-                    study, storage, trial, state, reason, value, totals)
+                if disk_full:
+                    stored(trial, lambda: set_user_attrs(storage, trial._trial_id, totals),
+                           "saving its totals")
+                    why = f"{reason}; retried without spending its retry"
+                    queued = requeue_orphans({cell["name"]: study}, storage, {own_identity()},
+                                             why)
+                    reason = why if queued else reason
+                    again = " and is queued again" if queued else ""
+                    stop = DiskFull(f"the disk of {sweep_dir} is full: trial {trial.number} of "
+                                    f"{cell['name']} failed writing its files "
+                                    f"({error_text(reason)}){again}; free space on that disk and "
+                                    "rerun the same command to resume")
+                else:
+                    state, reason, intermediate = _record_outcome(
+                        study, storage, trial, state, reason, value, totals)
+                    if not taken_over and state == TrialState.FAIL and \
+                            any(o.killed for o in outcomes):
+                        queue_retry(study, storage, trial._trial_id)  # as if its worker died
             except TrialTakenOver:
                 taken_over = True
-            if not taken_over and state == TrialState.FAIL and any(o.killed for o in outcomes):
-                queue_retry(study, storage, trial._trial_id)  # as if its worker had died
+            except StorageUnreachable as err:  # its end is not in the storage: retried on resume
+                state, reason, stop = TrialState.FAIL, _storage_lost(err), err
+            except Exception as err:
+                if not is_disk_full(err):
+                    raise
+                # The storage itself is on the full disk (SQLite in the sweep dir): the trial
+                # stays RUNNING in it and is retried on resume.
+                stop = DiskFull(f"the disk of {sweep_dir} is full, and the storage is on it: "
+                                f"trial {trial.number} of {cell['name']} could not be recorded "
+                                f"({first_line(root_cause(err))}); free space on that disk "
+                                "and rerun the same command to resume")
         if taken_over:
             # Its heartbeat went stale (a long pause, a stuck beat): another worker already
             # failed it and queued a retry. Keep this run's files; the retry counts.
@@ -358,7 +416,7 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, cell: dict, settings: Di
                 log.warning("could not record the takeover of trial %s in the storage: %s",
                             trial.number, first_line(err))
 
-    TrialRecord(
+    record = TrialRecord(
         number=trial.number, cell=cell["name"], state=state.name, params=params,
         value=(value[0] if value and not objectives.multi else value)
         if state == TrialState.COMPLETE else None,
@@ -373,8 +431,38 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, cell: dict, settings: Di
                           if o.result and reports_success else None,
                           mean_return=o.result.mean_return if o.result else None)
                for o in outcomes],
-        intermediate_values=dict(intermediate)).write(trial_dir)
+        intermediate_values=dict(intermediate))
+    try:
+        trial_dir.mkdir(parents=True, exist_ok=True)
+        record.write(trial_dir)
+    except OSError as err:
+        if not is_disk_full(err):
+            raise
+        if stop is None:  # its end is in the storage, but the next trial could not write either
+            stop = DiskFull(f"the disk of {sweep_dir} is full: trial {trial.number} of "
+                            f"{cell['name']} ended {state.name} in the storage but could not "
+                            f"write {TRIAL_FILE} ({err.strerror}); free space on that disk and "
+                            "rerun the same command to resume")
+    if stop is not None:
+        if isinstance(stop, DiskFull):
+            # The worker's log file is on the full disk too: Python's logging would print a
+            # traceback for each line it cannot write there (the console still shows them).
+            logging.raiseExceptions = False
+        raise stop
     return state
+
+
+def error_text(reason: str) -> str:
+    """An error line without its exception class name: "[Errno 28] No space left on device:
+    'path'"."""
+    return reason.removeprefix("disk full: ").split("; ")[0].split(": ", 1)[-1]
+
+
+def _storage_lost(err: StorageUnreachable) -> str:
+    """A trial's reason when the storage went away under it (in trial.json: the storage
+    cannot take it)."""
+    return (f"the storage was unreachable: {err}; the trial is left RUNNING there and is "
+            "retried on resume")
 
 
 def _record_outcome(study: optuna.Study, storage, trial: optuna.Trial, state: TrialState,
@@ -438,6 +526,7 @@ def _run_worker(cfg: DictConfig) -> dict[str, int]:
     settings = hydra_cfg.sweeper
     sweep_dir = Path(hydra_cfg.sweep.dir)
     worker = hydra_cfg.job.num
+    set_storage_outage(settings.get("storage_outage_s", STORAGE_OUTAGE_S))
     storage = make_storage(storage_url(settings.storage, sweep_dir), settings.heartbeat_interval,
                            settings.grace_period)
     cells = read_plan(sweep_dir)
