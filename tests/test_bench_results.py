@@ -181,7 +181,7 @@ def test_a_cut_run_without_its_checkpoint_is_set_aside_not_overwritten(tmp_path)
     run_dir.mkdir()
     assert solve_bench.set_aside_cut_run(run_dir) is None  # empty: nothing to keep
     (run_dir / "checkpoint").mkdir()
-    (run_dir / "checkpoint" / "state.json").write_text("{}")
+    (run_dir / "checkpoint" / "state.json").write_text('{"env_steps": 240000}')  # as save() writes it
     (run_dir / "progress.csv").write_text("cut at 240k\n")
     assert solve_bench.set_aside_cut_run(run_dir) is None  # it resumes from its checkpoint
     (run_dir / "checkpoint" / "state.json").unlink()  # a checkpoint never completed: no resume
