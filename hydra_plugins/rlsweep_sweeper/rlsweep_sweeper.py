@@ -43,7 +43,7 @@ class RLSweeperConf:
     # every evaluation reported to the pruner, and the value, combine them:
     seeds_per_trial: int = 1
     seed_aggregate: str = "mean"       # mean | iqm
-    seed: Optional[int] = 0            # sampler seed: each trial samples from (seed, cell, trial number)
+    seed: Optional[int] = 0            # a trial samples from (seed, cell, trial number)
     storage: Optional[str] = None      # any Optuna RDB URL; default: SQLite in the sweep dir
     # SQLite with a launcher that can run jobs on other machines (Slurm, Ray) is refused; true
     # says every job runs on this machine (a one-node cluster), where SQLite is safe.
