@@ -1092,8 +1092,8 @@ def requeue_orphans(studies: Mapping[str, optuna.Study], storage: RDBStorage,
 
     Done by the sweep process at once, instead of waiting for their heartbeats to go stale.
     """
-    return _requeue(studies, storage,
-                    lambda trial: trial.user_attrs.get(CLAIMED_BY_ATTR) in claimants, reason)
+    return _requeue(studies, storage, lambda trial: reason
+                    if trial.user_attrs.get(CLAIMED_BY_ATTR) in claimants else None)
 
 
 DEAD_SWEEP_REASON = ("its sweep process {owner} and its worker are gone (killed, or Ctrl-C); "
@@ -1133,33 +1133,28 @@ def requeue_dead_sweeps_trials(studies: Mapping[str, optuna.Study], storage: RDB
     this before its workers start, so it finds them at once instead of after their grace
     period. Trials of a live sweep process, or held on another machine, are left alone."""
     host = socket.gethostname()
-    owners: dict[int, str] = {}
 
-    def dead(trial: optuna.trial.FrozenTrial) -> bool:
+    def reason(trial: optuna.trial.FrozenTrial) -> str | None:
         owner = dead_sweep_owner(trial, host)
-        if owner is not None:
-            owners[trial._trial_id] = owner
-        return owner is not None
+        return None if owner is None else DEAD_SWEEP_REASON.format(owner=owner)
 
-    return _requeue(studies, storage, dead,
-                    lambda trial: DEAD_SWEEP_REASON.format(owner=owners[trial._trial_id]))
+    return _requeue(studies, storage, reason)
 
 
 def _requeue(studies: Mapping[str, optuna.Study], storage: RDBStorage,
-             held: Callable[[optuna.trial.FrozenTrial], bool],
-             reason: str | Callable[[optuna.trial.FrozenTrial], str]) -> list[int]:
-    """Fail each RUNNING trial for which `held(trial)` says its worker is dead, with `reason`
-    (a text, or one per trial), and queue its retry for free (at most MAX_FREE_RETRIES times
-    per trial: else it stays FAIL, saying so). Returns the numbers of the trials requeued."""
+             reason_if_orphaned: Callable[[optuna.trial.FrozenTrial], str | None]) -> list[int]:
+    """Fail each RUNNING trial whose worker `reason_if_orphaned(trial)` says is dead (the
+    reason; None: leave it), and queue its retry for free (at most MAX_FREE_RETRIES times per
+    trial: else it stays FAIL, saying so). Returns the numbers of the trials requeued."""
     requeued = []
     for study in studies.values():
         running = with_retries(
             lambda: study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)),
             "listing running trials")
         for trial in running:
-            if not held(trial):
+            text = reason_if_orphaned(trial)
+            if text is None:
                 continue
-            text = reason(trial) if callable(reason) else reason
             free = trial.system_attrs.get(FREE_RETRIES_ATTR, 0)
             why = text if free < MAX_FREE_RETRIES else (
                 f"{text.split(';')[0]}; not retried: requeued {free} times already (a trial "
