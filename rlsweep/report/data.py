@@ -5,7 +5,6 @@ and learning_curve.csv, and confirm.json if `rlsweep.confirm` ran."""
 from __future__ import annotations
 
 import csv
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Optional
@@ -18,7 +17,7 @@ from rlsweep.config import first_line
 from rlsweep.report.stats import FEW_SEEDS, Improvement, few_seeds_note
 from rlsweep.run_result import RunStatus
 from rlsweep.files import read_json
-from rlsweep.sweep.plan import PLAN_FILE
+from rlsweep.sweep.plan import PLAN_FILE, read_plan_file
 from rlsweep.sweep.records import TRIAL_FILE, TrialRecord, trial_dirs
 from rlsweep.sweep.summary import SUMMARY_FILE
 
@@ -309,11 +308,7 @@ class ConfirmData:
         """The confirm.json at `path` (None if there is none); ValueError naming a bad field."""
         if not path.exists():
             return None
-        try:
-            data = json.loads(path.read_text())
-        except ValueError as err:
-            raise ValueError(f"{path} is not valid JSON: {first_line(err)}") from None
-        return cls.from_json(data, str(path))
+        return cls.from_json(read_json(path), str(path))
 
 
 def _curve(trial_dir: Path) -> list[dict[str, float]]:
@@ -353,7 +348,7 @@ def load_sweep(path: Path) -> SweepData:
     for needed in ("sweep_plan.json", SUMMARY_FILE):
         if not (path / needed).exists():
             raise ValueError(f"{path} is not a finished sweep: it has no {needed}")
-    plan = read_json(path / PLAN_FILE)
+    plan = read_plan_file(path)
     summary = read_json(path / SUMMARY_FILE)
     if not isinstance(summary, dict):
         raise ValueError(f"{path / SUMMARY_FILE} is malformed: expected an object")
@@ -393,8 +388,8 @@ _MALFORMED = (KeyError, TypeError, AttributeError, IndexError, ValueError)
 def _trial_record(trial_dir: Path) -> TrialRecord:
     """The trial.json of `trial_dir`; ValueError naming it if it is damaged."""
     path = trial_dir / TRIAL_FILE
-    read_json(path)  # a file cut short: said with its name
+    data = read_json(path)  # a file cut short: said with its name
     try:
-        return TrialRecord.read(trial_dir)
+        return TrialRecord.from_json(data)
     except _MALFORMED as err:
         raise ValueError(f"{path} is malformed ({type(err).__name__}: {first_line(err)})") from None

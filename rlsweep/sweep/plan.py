@@ -7,7 +7,6 @@ The storage URL is not in the plan (it may hold a password): workers read it fro
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -15,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.distributions import (CategoricalDistribution, distribution_to_json,
                                   json_to_distribution)
 
-from rlsweep.files import write_json_atomic, write_text_atomic
+from rlsweep.files import read_json, write_json_atomic, write_text_atomic
 from rlsweep.sweep.space import Cell
 from rlsweep.sweep.study import Objectives, study_name
 
@@ -189,7 +188,8 @@ def _plain(values: tuple[str, ...]) -> str | list[str]:
 
 
 def read_plan_file(sweep_dir: Path) -> dict:
-    return json.loads((sweep_dir / PLAN_FILE).read_text())
+    """sweep_plan.json's content; ValueError naming the file if it is not JSON."""
+    return read_json(sweep_dir / PLAN_FILE)
 
 
 def read_sweep_name(sweep_dir: Path) -> str:

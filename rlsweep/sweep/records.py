@@ -7,13 +7,12 @@ folder readable without its Optuna storage (which may be a remote database).
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
-from rlsweep.files import write_json_atomic
+from rlsweep.files import read_json, write_json_atomic
 
 TRIAL_FILE = "trial.json"
 
@@ -67,7 +66,13 @@ class TrialRecord:
 
     @classmethod
     def read(cls, trial_dir: Path) -> "TrialRecord":
-        data = json.loads((trial_dir / TRIAL_FILE).read_text())
+        """The trial.json of `trial_dir`; ValueError naming it if it is not JSON."""
+        return cls.from_json(read_json(trial_dir / TRIAL_FILE))
+
+    @classmethod
+    def from_json(cls, data: dict) -> "TrialRecord":
+        """A record from trial.json's parsed content (KeyError/TypeError if malformed)."""
+        data = dict(data)
         data["seeds"] = [SeedRecord(**s) for s in data.get("seeds", [])]
         data["intermediate_values"] = {int(k): v for k, v in
                                        data.get("intermediate_values", {}).items()}
